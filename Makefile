@@ -1,0 +1,31 @@
+# Makefile: PGXS build of the halo_itsm extension.
+#
+#   make && make install     build and install into the PostgreSQL found by pg_config
+#   make installcheck        pg_regress against a running server (see test/run_tests.sh)
+
+MODULE_big = halo_itsm
+EXTENSION = halo_itsm
+# The install script is generated from sql/parts/, one file per responsibility.
+HI_INSTALL_SQL = sql/halo_itsm--1.0.sql
+SQL_PARTS = $(sort $(wildcard sql/parts/*.sql))
+DATA_built = $(HI_INSTALL_SQL)
+
+CORE_OBJS = src/core/hi_template.o src/core/hi_signature.o src/core/hi_backoff.o
+PG_OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
+OBJS = $(CORE_OBJS) $(PG_OBJS)
+
+PG_CPPFLAGS = -Isrc/include -Isrc/core $(shell curl-config --cflags)
+PG_CFLAGS = -Werror -Wall
+SHLIB_LINK = $(shell curl-config --libs) -lssl -lcrypto
+
+REGRESS = $(patsubst test/regress/sql/%.sql,%,$(sort $(wildcard test/regress/sql/*.sql)))
+REGRESS_OPTS = --inputdir=test/regress --outputdir=test/regress/out
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+EXTRA_CLEAN = test/regress/out
+
+$(HI_INSTALL_SQL): $(SQL_PARTS)
+	cat $(SQL_PARTS) > $@

@@ -1,0 +1,193 @@
+/*
+ * 20_setup.sql: C helpers and the functions that set up an integration (connect,
+ * configure, configure_ids, set_credentials, set_enabled).
+ * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/parts/).
+ */
+
+-- ---------------------------------------------------------------------------
+-- C helpers (src/sqlfuncs.c, src/shmem.c).
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION halo_itsm._check_template(template text, field text)
+RETURNS void LANGUAGE C STRICT IMMUTABLE AS 'MODULE_PATHNAME', 'halo_itsm_check_template';
+
+CREATE FUNCTION halo_itsm.render_template(template text, sid text, title text, severity text)
+RETURNS text LANGUAGE C IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'halo_itsm_render_template';
+COMMENT ON FUNCTION halo_itsm.render_template(text, text, text, text) IS
+    'Renders a title template: {{sid}}, {{title}} and {{severity}} are replaced by the values.';
+
+CREATE FUNCTION halo_itsm._check_instance_url(url text)
+RETURNS text LANGUAGE C STRICT STABLE AS 'MODULE_PATHNAME', 'halo_itsm_check_instance_url';
+
+CREATE FUNCTION halo_itsm._random_secret(nbytes integer)
+RETURNS text LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_random_secret';
+
+CREATE FUNCTION halo_itsm._wake_worker_at_commit()
+RETURNS void LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_wake_worker_at_commit';
+
+CREATE FUNCTION halo_itsm._worker_running()
+RETURNS boolean LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_worker_running';
+
+-- ---------------------------------------------------------------------------
+-- Setting up an integration.
+-- ---------------------------------------------------------------------------
+
+-- Stores an integration and its secrets; returns its id.
+CREATE FUNCTION halo_itsm.connect(instance_url text, client_id text, client_secret text,
+                                  tenant text DEFAULT NULL, name text DEFAULT 'default')
+RETURNS integer LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_url text;
+    v_id integer;
+BEGIN
+    IF instance_url IS NULL OR client_id IS NULL OR client_secret IS NULL
+       OR btrim(client_id) = '' OR client_secret = '' THEN
+        RAISE EXCEPTION 'halo_itsm: instance_url, client_id and client_secret are required'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Create an API application in Halo (Configuration > Integrations > Halo API) with "Client ID and Secret (Services)" authentication and pass its client ID and secret.';
+    END IF;
+    IF name IS NULL OR btrim(name) = '' THEN
+        RAISE EXCEPTION 'halo_itsm: the integration name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass a short name such as ''default'' or the customer''s name.';
+    END IF;
+    v_url := halo_itsm._check_instance_url(instance_url);
+    IF EXISTS (SELECT 1 FROM halo_itsm.integrations i WHERE i.name = connect.name) THEN
+        RAISE EXCEPTION 'halo_itsm: an integration named "%" already exists', connect.name
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Choose another name, or update the existing integration with halo_itsm.set_credentials().';
+    END IF;
+    INSERT INTO halo_itsm.integrations (name, instance_url, tenant, client_id, webhook_key)
+    VALUES (connect.name, v_url, nullif(btrim(tenant), ''), btrim(client_id),
+            replace(gen_random_uuid()::text, '-', ''))
+    RETURNING id INTO v_id;
+    INSERT INTO halo_itsm.integration_secrets (integration_id, client_secret, webhook_secret)
+    VALUES (v_id, client_secret, halo_itsm._random_secret(32));
+    RETURN v_id;
+END
+$$;
+COMMENT ON FUNCTION halo_itsm.connect(text, text, text, text, text) IS
+    'Stores a Halo integration (instance URL, OAuth2 client credentials, tenant), generates its webhook key and secret, returns its id.';
+
+-- Replaces the OAuth2 client credentials of an integration.
+CREATE FUNCTION halo_itsm.set_credentials(integration integer, client_id text, client_secret text)
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM halo_itsm._integration(integration);
+    IF client_id IS NULL OR btrim(client_id) = '' OR client_secret IS NULL OR client_secret = '' THEN
+        RAISE EXCEPTION 'halo_itsm: client_id and client_secret are required'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Copy both from the API application in Halo.';
+    END IF;
+    UPDATE halo_itsm.integrations SET client_id = btrim(set_credentials.client_id) WHERE id = integration;
+    UPDATE halo_itsm.integration_secrets SET client_secret = set_credentials.client_secret
+     WHERE integration_id = integration;
+END
+$$;
+
+-- Returns an integration row, or raises a clear error when there is none.
+CREATE FUNCTION halo_itsm._integration(integration integer)
+RETURNS halo_itsm.integrations LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r halo_itsm.integrations;
+BEGIN
+    SELECT * INTO r FROM halo_itsm.integrations WHERE id = integration;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'halo_itsm: there is no integration with id %', coalesce(integration::text, 'NULL')
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'SELECT id, name FROM halo_itsm.integrations lists them; halo_itsm.connect() creates one.';
+    END IF;
+    RETURN r;
+END
+$$;
+
+-- Saves the ticket behaviour form of an integration.
+CREATE FUNCTION halo_itsm.configure(integration integer, category text, team text DEFAULT NULL,
+                                    client integer DEFAULT NULL,
+                                    standalone_detection_tickets boolean DEFAULT false,
+                                    case_title_template text DEFAULT '{{sid}}: {{title}}',
+                                    detection_title_template text DEFAULT '{{sid}}: {{title}}')
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM halo_itsm._integration(integration);
+    IF category IS NULL OR btrim(category) = '' THEN
+        RAISE EXCEPTION 'halo_itsm: a category is required'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the Halo category name or path that Incident tickets need, e.g. category => ''Security>Incident''.';
+    END IF;
+    IF team IS NOT NULL AND btrim(team) = '' THEN
+        RAISE EXCEPTION 'halo_itsm: the team name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the Halo team''s name, or NULL to leave the team to Halo''s defaults.';
+    END IF;
+    IF client IS NOT NULL AND client <= 0 THEN
+        RAISE EXCEPTION 'halo_itsm: the client id must be a positive Halo client id, not %', client
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Find the id under Customers in Halo, or pass NULL.';
+    END IF;
+    IF standalone_detection_tickets IS NULL THEN
+        RAISE EXCEPTION 'halo_itsm: standalone_detection_tickets must be true or false'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass false to create tickets for cases only.';
+    END IF;
+    PERFORM halo_itsm._check_template(coalesce(case_title_template, ''), 'case_title_template');
+    PERFORM halo_itsm._check_template(coalesce(detection_title_template, ''), 'detection_title_template');
+    UPDATE halo_itsm.integrations i
+       SET category = btrim(configure.category),
+           team = btrim(configure.team),
+           client = configure.client,
+           standalone_detection_tickets = configure.standalone_detection_tickets,
+           case_title_template = configure.case_title_template,
+           detection_title_template = configure.detection_title_template,
+           configured_at = now()
+     WHERE i.id = integration;
+END
+$$;
+COMMENT ON FUNCTION halo_itsm.configure(integer, text, text, integer, boolean, text, text) IS
+    'Saves how tickets look: category (required), team, client, standalone detection tickets, title templates.';
+
+-- Sets the instance-specific ids of an integration; NULL keeps a value.
+CREATE FUNCTION halo_itsm.configure_ids(integration integer, tickettype_id integer DEFAULT NULL,
+                                        priority_critical integer DEFAULT NULL,
+                                        priority_high integer DEFAULT NULL,
+                                        priority_medium integer DEFAULT NULL,
+                                        priority_low integer DEFAULT NULL,
+                                        priority_info integer DEFAULT NULL,
+                                        closed_status_ids integer[] DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM halo_itsm._integration(integration);
+    IF least(tickettype_id, priority_critical, priority_high, priority_medium, priority_low, priority_info) <= 0 THEN
+        RAISE EXCEPTION 'halo_itsm: Halo ids are positive integers'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Look the ids up in Halo under Configuration > Tickets (Ticket Types, Priorities).';
+    END IF;
+    IF closed_status_ids IS NOT NULL AND (cardinality(closed_status_ids) = 0 OR array_position(closed_status_ids, NULL) IS NOT NULL) THEN
+        RAISE EXCEPTION 'halo_itsm: closed_status_ids must list at least one status id and no NULL'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Halo''s Closed status is 9 unless your instance renamed it: ''{9}''.';
+    END IF;
+    UPDATE halo_itsm.integrations i
+       SET tickettype_id = coalesce(configure_ids.tickettype_id, i.tickettype_id),
+           priority_critical = coalesce(configure_ids.priority_critical, i.priority_critical),
+           priority_high = coalesce(configure_ids.priority_high, i.priority_high),
+           priority_medium = coalesce(configure_ids.priority_medium, i.priority_medium),
+           priority_low = coalesce(configure_ids.priority_low, i.priority_low),
+           priority_info = coalesce(configure_ids.priority_info, i.priority_info),
+           closed_status_ids = coalesce(configure_ids.closed_status_ids, i.closed_status_ids)
+     WHERE i.id = integration;
+END
+$$;
+
+-- Enables or disables an integration (a disabled one keeps its queue).
+CREATE FUNCTION halo_itsm.set_enabled(integration integer, enabled boolean)
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM halo_itsm._integration(integration);
+    UPDATE halo_itsm.integrations i SET enabled = coalesce(set_enabled.enabled, false) WHERE i.id = integration;
+END
+$$;

@@ -1,0 +1,140 @@
+/*
+ * 30_payload.sql: the ticket payload (ticket_payload and its parts) and the triggers that
+ * write the outbox in the inserting transaction.
+ * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/parts/).
+ */
+
+-- ---------------------------------------------------------------------------
+-- The ticket payload.
+-- ---------------------------------------------------------------------------
+
+-- The Halo priority id for a severity under an integration's mapping.
+CREATE FUNCTION halo_itsm.priority_id(i halo_itsm.integrations, severity halo_itsm.severity)
+RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE severity
+             WHEN 'critical' THEN i.priority_critical
+             WHEN 'high' THEN i.priority_high
+             WHEN 'medium' THEN i.priority_medium
+             WHEN 'low' THEN i.priority_low
+             ELSE i.priority_info
+           END
+$$;
+
+-- The ticket object for a case or detection row under an integration.
+CREATE FUNCTION halo_itsm._build_payload(i halo_itsm.integrations, kind text, sid text, title text,
+                                         description text, severity halo_itsm.severity)
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT jsonb_strip_nulls(jsonb_build_object(
+        'summary', halo_itsm.render_template(
+                       CASE WHEN kind = 'case' THEN i.case_title_template ELSE i.detection_title_template END,
+                       sid, title, severity::text),
+        'details', concat_ws(E'\n',
+                       nullif(description, ''),
+                       CASE WHEN nullif(description, '') IS NOT NULL THEN '' END,
+                       'Severity: ' || initcap(severity::text),
+                       CASE WHEN kind = 'case' THEN 'Case: ' ELSE 'Detection: ' END || sid),
+        'tickettype_id', i.tickettype_id,
+        'priority_id', halo_itsm.priority_id(i, severity),
+        'client_id', i.client,
+        'team', i.team,
+        'category_1', i.category,
+        'third_party_id_string', sid))
+$$;
+
+-- The integration a case or detection goes to: its own, or the single enabled one.
+CREATE FUNCTION halo_itsm._resolve_integration(integration_id integer)
+RETURNS halo_itsm.integrations LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r halo_itsm.integrations;
+    n integer;
+BEGIN
+    IF integration_id IS NOT NULL THEN
+        RETURN halo_itsm._integration(integration_id);
+    END IF;
+    SELECT count(*) INTO n FROM halo_itsm.integrations WHERE enabled;
+    IF n <> 1 THEN
+        RAISE EXCEPTION 'halo_itsm: the row names no integration and % enabled integrations exist', n
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Set integration_id on the row, or keep exactly one integration enabled.';
+    END IF;
+    SELECT * INTO r FROM halo_itsm.integrations WHERE enabled;
+    RETURN r;
+END
+$$;
+
+-- The exact ticket object that will be POSTed for a case or detection.
+CREATE FUNCTION halo_itsm.ticket_payload(kind text, sid text)
+RETURNS jsonb LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c record;
+    i halo_itsm.integrations;
+BEGIN
+    IF kind = 'case' THEN
+        SELECT x.sid, x.title, x.description, x.severity, x.integration_id INTO c
+          FROM halo_itsm.cases x WHERE x.sid = ticket_payload.sid;
+    ELSIF kind = 'detection' THEN
+        SELECT x.sid, x.title, x.description, x.severity, x.integration_id INTO c
+          FROM halo_itsm.detections x WHERE x.sid = ticket_payload.sid;
+    ELSE
+        RAISE EXCEPTION 'halo_itsm: unknown kind "%"', kind
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''case'' or ''detection''.';
+    END IF;
+    IF c IS NULL THEN
+        RAISE EXCEPTION 'halo_itsm: there is no % with sid "%"', kind, sid
+            USING ERRCODE = 'no_data_found', HINT = format('SELECT sid FROM halo_itsm.%ss lists them.', kind);
+    END IF;
+    i := halo_itsm._resolve_integration(c.integration_id);
+    IF i.configured_at IS NULL THEN
+        RAISE EXCEPTION 'halo_itsm: integration % (%) is not configured', i.id, i.name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Call halo_itsm.configure(%s, category => ''...'') first.', i.id);
+    END IF;
+    RETURN halo_itsm._build_payload(i, kind, c.sid, c.title, c.description, c.severity);
+END
+$$;
+COMMENT ON FUNCTION halo_itsm.ticket_payload(text, text) IS
+    'The exact ticket object POSTed to Halo for the case (kind = ''case'') or detection with this sid.';
+
+-- ---------------------------------------------------------------------------
+-- Triggers: the outbox row is written in the inserting transaction.
+-- ---------------------------------------------------------------------------
+
+-- Queues a ticket for a new case and wakes the worker at commit.
+CREATE FUNCTION halo_itsm._case_enqueue()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO halo_itsm.outbox (kind, case_id, integration_id)
+    VALUES ('case', NEW.id, NEW.integration_id);
+    PERFORM halo_itsm._wake_worker_at_commit();
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER enqueue_ticket AFTER INSERT ON halo_itsm.cases
+    FOR EACH ROW EXECUTE FUNCTION halo_itsm._case_enqueue();
+
+-- Queues a ticket for a detection that is closed and standalone, once ever.
+CREATE FUNCTION halo_itsm._detection_enqueue()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.status = 'closed' AND NEW.case_id IS NULL
+       AND EXISTS (SELECT 1 FROM halo_itsm.integrations i
+                    WHERE i.standalone_detection_tickets AND i.enabled
+                      AND (i.id = NEW.integration_id OR NEW.integration_id IS NULL)) THEN
+        INSERT INTO halo_itsm.outbox (kind, detection_id, integration_id)
+        VALUES ('detection', NEW.id, NEW.integration_id)
+        ON CONFLICT (detection_id) WHERE kind = 'detection' DO NOTHING;
+        IF FOUND THEN
+            PERFORM halo_itsm._wake_worker_at_commit();
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER enqueue_ticket AFTER INSERT OR UPDATE OF status, case_id ON halo_itsm.detections
+    FOR EACH ROW EXECUTE FUNCTION halo_itsm._detection_enqueue();

@@ -1,0 +1,156 @@
+/*
+ * 40_delivery.sql: the SQL side of delivery: recovering abandoned items, claiming due
+ * items, recording outcomes.
+ * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/parts/).
+ */
+
+-- ---------------------------------------------------------------------------
+-- Delivery, SQL side: claim due items, record outcomes.
+-- ---------------------------------------------------------------------------
+
+-- Puts items claimed by sessions that no longer exist (or by this one, when
+-- include_self: its engine was reset) back in the queue; an item held far
+-- longer than any delivery can take (30 request timeouts) is recovered too.
+CREATE FUNCTION halo_itsm._recover_orphans(include_self boolean, request_timeout_ms integer)
+RETURNS integer LANGUAGE sql
+SET search_path = pg_catalog, pg_temp AS $$
+    WITH r AS (
+        UPDATE halo_itsm.outbox o
+           SET state = 'pending', claimed_by = NULL,
+               maybe_sent = o.maybe_sent OR o.kind <> 'sync',
+               last_error = 'halo_itsm: the session delivering this item ended before recording the outcome; it will be looked up in Halo before it is sent again'
+         WHERE o.state = 'in_flight'
+           AND ((o.claimed_by = pg_backend_pid() AND include_self)
+                OR (o.claimed_by IS DISTINCT FROM pg_backend_pid()
+                    AND NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(o.claimed_by) a WHERE a.pid IS NOT NULL))
+                OR o.claimed_at < now() - make_interval(secs => 30 * request_timeout_ms / 1000.0))
+        RETURNING 1)
+    SELECT count(*)::integer FROM r
+$$;
+
+-- Claims due items (at most per_integration per integration), skipping busy integrations.
+CREATE FUNCTION halo_itsm._claim(max_items integer, per_integration integer DEFAULT 1,
+                                 exclude_integrations integer[] DEFAULT '{}')
+RETURNS TABLE (outbox_id bigint, kind text, integration_id integer, instance_url text, tenant text,
+               client_id text, client_secret text, sid text, payload text, maybe_sent boolean,
+               attempts integer, halo_ticket_id bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_single integer;
+BEGIN
+    -- Items that name no integration go to the single enabled one, when there is exactly one.
+    IF EXISTS (SELECT 1 FROM halo_itsm.outbox o WHERE o.state = 'pending' AND o.integration_id IS NULL) THEN
+        SELECT min(i.id) INTO v_single FROM halo_itsm.integrations i WHERE i.enabled HAVING count(*) = 1;
+        IF v_single IS NOT NULL THEN
+            UPDATE halo_itsm.outbox o SET integration_id = v_single
+             WHERE o.state = 'pending' AND o.integration_id IS NULL;
+        END IF;
+    END IF;
+
+    RETURN QUERY
+    WITH picked AS (
+        SELECT x.id
+          FROM halo_itsm.integrations i
+         CROSS JOIN LATERAL (
+               SELECT o.id FROM halo_itsm.outbox o
+                WHERE o.integration_id = i.id AND o.state = 'pending' AND o.next_attempt_at <= now()
+                ORDER BY o.next_attempt_at, o.id
+                LIMIT per_integration
+                FOR UPDATE SKIP LOCKED) x
+         WHERE i.enabled AND i.configured_at IS NOT NULL AND i.id <> ALL (exclude_integrations)
+         LIMIT max_items
+    ), claimed AS (
+        UPDATE halo_itsm.outbox o
+           SET state = 'in_flight', attempts = o.attempts + 1,
+               claimed_by = pg_backend_pid(), claimed_at = now()
+          FROM picked p
+         WHERE o.id = p.id
+        RETURNING o.*
+    )
+    SELECT c.id, c.kind, i.id, i.instance_url, i.tenant, i.client_id, s.client_secret,
+           coalesce(ca.sid, d.sid),
+           CASE WHEN c.kind = 'case' THEN
+                    halo_itsm._build_payload(i, 'case', ca.sid, ca.title, ca.description, ca.severity)::text
+                WHEN c.kind = 'detection' THEN
+                    halo_itsm._build_payload(i, 'detection', d.sid, d.title, d.description, d.severity)::text
+           END,
+           c.maybe_sent, c.attempts, c.halo_ticket_id
+      FROM claimed c
+      JOIN halo_itsm.integrations i ON i.id = c.integration_id
+      JOIN halo_itsm.integration_secrets s ON s.integration_id = i.id
+      LEFT JOIN halo_itsm.cases ca ON ca.id = c.case_id
+      LEFT JOIN halo_itsm.detections d ON d.id = c.detection_id
+     ORDER BY c.id;
+END
+$$;
+
+-- Records the outcome of one delivery attempt.
+CREATE FUNCTION halo_itsm._record(outbox_id bigint, outcome text, halo_ticket_id bigint,
+                                  http_status integer, error text, retry_in_ms bigint,
+                                  maybe_sent boolean)
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    o halo_itsm.outbox;
+BEGIN
+    SELECT * INTO o FROM halo_itsm.outbox x WHERE x.id = _record.outbox_id FOR UPDATE;
+    IF NOT FOUND OR o.state <> 'in_flight' OR o.claimed_by IS DISTINCT FROM pg_backend_pid() THEN
+        -- Recovered by someone else meanwhile: the lookup before any resend prevents a duplicate.
+        RAISE WARNING 'halo_itsm: outbox item % was no longer claimed by this session; outcome % not recorded',
+            _record.outbox_id, outcome;
+        RETURN;
+    END IF;
+
+    IF outcome IN ('created', 'found') THEN
+        INSERT INTO halo_itsm.tickets (integration_id, halo_ticket_id, case_id, detection_id, linked_by)
+        VALUES (o.integration_id, _record.halo_ticket_id, o.case_id, o.detection_id, outcome)
+        ON CONFLICT DO NOTHING;
+        UPDATE halo_itsm.outbox x
+           SET state = 'done', finished_at = now(), claimed_by = NULL, last_http_status = http_status,
+               halo_ticket_id = _record.halo_ticket_id, result = outcome, maybe_sent = false
+         WHERE x.id = o.id;
+        UPDATE halo_itsm.integrations i SET last_success_at = now() WHERE i.id = o.integration_id;
+    ELSIF outcome IN ('synced', 'skipped') THEN
+        UPDATE halo_itsm.outbox x
+           SET state = 'done', finished_at = now(), claimed_by = NULL, last_http_status = http_status,
+               result = outcome, last_error = CASE WHEN outcome = 'skipped' THEN error END
+         WHERE x.id = o.id;
+        IF outcome = 'synced' THEN
+            UPDATE halo_itsm.integrations i SET last_success_at = now() WHERE i.id = o.integration_id;
+        END IF;
+    ELSIF outcome = 'retry' THEN
+        UPDATE halo_itsm.outbox x
+           SET state = 'pending', claimed_by = NULL, last_http_status = http_status, last_error = error,
+               maybe_sent = x.maybe_sent OR coalesce(_record.maybe_sent, false),
+               next_attempt_at = now() + make_interval(secs => greatest(retry_in_ms, 0) / 1000.0)
+         WHERE x.id = o.id;
+        UPDATE halo_itsm.integrations i SET last_error = error, last_error_at = now() WHERE i.id = o.integration_id;
+    ELSIF outcome = 'requeue' THEN
+        -- Not attempted (budget, shutdown): back to the queue without counting an attempt.
+        UPDATE halo_itsm.outbox x
+           SET state = 'pending', claimed_by = NULL, attempts = greatest(x.attempts - 1, 0),
+               next_attempt_at = now() + make_interval(secs => greatest(retry_in_ms, 0) / 1000.0)
+         WHERE x.id = o.id;
+    ELSIF outcome = 'dead' THEN
+        UPDATE halo_itsm.outbox x
+           SET state = 'dead', finished_at = now(), claimed_by = NULL, last_http_status = http_status,
+               last_error = error, maybe_sent = x.maybe_sent OR coalesce(_record.maybe_sent, false)
+         WHERE x.id = o.id;
+        UPDATE halo_itsm.integrations i SET last_error = error, last_error_at = now() WHERE i.id = o.integration_id;
+    ELSE
+        RAISE EXCEPTION 'halo_itsm: unknown delivery outcome "%"', outcome
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'This is a bug in halo_itsm; please report it.';
+    END IF;
+END
+$$;
+
+-- Seconds until the next pending item is due (NULL when none is queued).
+CREATE FUNCTION halo_itsm._next_due_in()
+RETURNS double precision LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+    SELECT greatest(extract(epoch FROM min(o.next_attempt_at) - now()), 0)::double precision
+      FROM halo_itsm.outbox o
+      JOIN halo_itsm.integrations i ON i.id = o.integration_id
+     WHERE o.state = 'pending' AND i.enabled AND i.configured_at IS NOT NULL
+$$;

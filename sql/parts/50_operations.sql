@@ -1,0 +1,143 @@
+/*
+ * 50_operations.sql: operations: retry, purge, the status view, deliver(), check_connection()
+ * and the pg_cron jobs.
+ * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/parts/).
+ */
+
+-- ---------------------------------------------------------------------------
+-- Operations.
+-- ---------------------------------------------------------------------------
+
+-- Puts dead items back in the queue; returns how many.
+CREATE FUNCTION halo_itsm.retry(integration integer DEFAULT NULL, outbox_id bigint DEFAULT NULL)
+RETURNS integer LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n integer;
+BEGIN
+    UPDATE halo_itsm.outbox o
+       SET state = 'pending', attempts = 0, next_attempt_at = now(), finished_at = NULL
+     WHERE o.state = 'dead'
+       AND (retry.integration IS NULL OR o.integration_id = retry.integration)
+       AND (retry.outbox_id IS NULL OR o.id = retry.outbox_id);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM halo_itsm._wake_worker_at_commit();
+    END IF;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION halo_itsm.retry(integer, bigint) IS
+    'Puts dead outbox items (all, one integration''s, or one item) back in the queue with a fresh attempt count.';
+
+-- Deletes finished outbox rows older than the given age; returns how many.
+CREATE FUNCTION halo_itsm.purge(older_than interval DEFAULT '7 days')
+RETURNS integer LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n integer;
+BEGIN
+    DELETE FROM halo_itsm.outbox o WHERE o.state = 'done' AND o.finished_at < now() - older_than;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- One row per integration (and one for items that name none): the health of delivery.
+CREATE VIEW halo_itsm.status AS
+WITH q AS (
+    SELECT o.integration_id,
+           count(*) FILTER (WHERE o.state = 'pending') AS pending,
+           count(*) FILTER (WHERE o.state = 'in_flight') AS in_flight,
+           count(*) FILTER (WHERE o.state = 'dead') AS dead,
+           now() - min(o.created_at) FILTER (WHERE o.state IN ('pending', 'in_flight')) AS oldest_pending_age,
+           (array_agg(o.last_error ORDER BY o.id DESC) FILTER (WHERE o.state = 'pending' AND o.last_error IS NOT NULL))[1] AS pending_error
+      FROM halo_itsm.outbox o
+     WHERE o.state IN ('pending', 'in_flight', 'dead')
+     GROUP BY o.integration_id
+), enabled AS (
+    SELECT count(*) AS n FROM halo_itsm.integrations WHERE enabled
+)
+SELECT i.id AS integration_id, i.name, i.enabled,
+       coalesce(q.pending, 0) AS pending, coalesce(q.in_flight, 0) AS in_flight, coalesce(q.dead, 0) AS dead,
+       q.oldest_pending_age, i.last_success_at, i.last_error, i.last_error_at,
+       CASE WHEN NOT i.enabled THEN 'disabled: halo_itsm.set_enabled(' || i.id || ', true) resumes delivery'
+            WHEN i.configured_at IS NULL THEN 'not configured: call halo_itsm.configure(' || i.id || ', category => ''...'')'
+            WHEN coalesce(q.dead, 0) > 0 THEN 'dead items: fix the cause in last_error, then SELECT halo_itsm.retry(' || i.id || ')'
+            WHEN q.pending_error IS NOT NULL THEN 'retrying: ' || q.pending_error
+            ELSE 'ok'
+       END AS problem
+  FROM halo_itsm.integrations i
+  LEFT JOIN q ON q.integration_id = i.id
+UNION ALL
+SELECT NULL, NULL, NULL, q.pending, q.in_flight, q.dead, q.oldest_pending_age, NULL, NULL, NULL,
+       CASE WHEN e.n = 0 THEN 'no enabled integration: call halo_itsm.connect() and halo_itsm.configure()'
+            ELSE e.n || ' enabled integrations and these rows name none: set integration_id on them'
+       END
+  FROM q CROSS JOIN enabled e
+ WHERE q.integration_id IS NULL;
+COMMENT ON VIEW halo_itsm.status IS
+    'Delivery health per integration: queue sizes, oldest pending item, last success and error, and what to do.';
+
+-- ---------------------------------------------------------------------------
+-- Delivery in the calling session, connection checks, pg_cron jobs.
+-- ---------------------------------------------------------------------------
+CREATE PROCEDURE halo_itsm.deliver(max_items integer DEFAULT 100, only_without_worker boolean DEFAULT false)
+LANGUAGE C AS 'MODULE_PATHNAME', 'halo_itsm_deliver';
+COMMENT ON PROCEDURE halo_itsm.deliver(integer, boolean) IS
+    'Does the background worker''s job in this session (committing after every item): for installations without shared_preload_libraries, and for operators.';
+
+CREATE FUNCTION halo_itsm._check_connection(instance_url text, tenant text, client_id text, client_secret text,
+                                            team text, category text, client integer, tickettype_id integer)
+RETURNS jsonb LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_check_connection';
+
+-- Fetches a token and looks up the configured team, category, client and ticket type in Halo.
+CREATE FUNCTION halo_itsm.check_connection(integration integer)
+RETURNS jsonb LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    i halo_itsm.integrations;
+    secret text;
+BEGIN
+    i := halo_itsm._integration(integration);
+    SELECT s.client_secret INTO secret FROM halo_itsm.integration_secrets s WHERE s.integration_id = i.id;
+    RETURN jsonb_build_object('integration', i.id, 'name', i.name, 'instance_url', i.instance_url)
+        || halo_itsm._check_connection(i.instance_url, i.tenant, i.client_id, secret,
+                                       i.team, i.category, i.client, i.tickettype_id);
+END
+$$;
+COMMENT ON FUNCTION halo_itsm.check_connection(integer) IS
+    'Checks an integration against Halo: credentials, team, category, client and ticket type; says what is wrong.';
+
+-- Registers the extension's pg_cron jobs (delivery when no worker runs, purging); returns them.
+CREATE FUNCTION halo_itsm.schedule_jobs(deliver_schedule text DEFAULT '* * * * *',
+                                        purge_schedule text DEFAULT '17 3 * * *',
+                                        keep_finished interval DEFAULT '7 days')
+RETURNS TABLE (job_name text, jobid bigint, schedule text, command text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    jobs text[][] := ARRAY[
+        ARRAY['halo_itsm_deliver', deliver_schedule,
+              'CALL halo_itsm.deliver(1000, only_without_worker => true)'],
+        ARRAY['halo_itsm_purge', purge_schedule,
+              format('SELECT halo_itsm.purge(%L::interval)', keep_finished)]];
+    k integer;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+        RAISE EXCEPTION 'halo_itsm: pg_cron is not installed in this database'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Add pg_cron to shared_preload_libraries, set cron.database_name = %L, restart PostgreSQL and run CREATE EXTENSION pg_cron; or run CALL halo_itsm.deliver() and SELECT halo_itsm.purge() from another scheduler.',
+                                current_database());
+    END IF;
+    FOR k IN 1 .. array_length(jobs, 1) LOOP
+        job_name := jobs[k][1];
+        schedule := jobs[k][2];
+        command := jobs[k][3];
+        EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO jobid USING job_name, schedule, command;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION halo_itsm.schedule_jobs(text, text, interval) IS
+    'Registers (or updates) the pg_cron jobs of halo_itsm: delivery when no worker runs, and purging of old finished outbox rows.';

@@ -1,0 +1,14 @@
+/*
+ * 90_privileges.sql: privileges: nothing for PUBLIC but what is safe; secrets only for the
+ * extension owner and superusers.
+ * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/parts/).
+ */
+
+-- ---------------------------------------------------------------------------
+-- Privileges: nothing for PUBLIC; secrets only for the owner and superusers.
+-- ---------------------------------------------------------------------------
+REVOKE ALL ON ALL TABLES IN SCHEMA halo_itsm FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA halo_itsm FROM PUBLIC;
+GRANT USAGE ON SCHEMA halo_itsm TO PUBLIC;
+GRANT EXECUTE ON FUNCTION halo_itsm.render_template(text, text, text, text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION halo_itsm.priority_id(halo_itsm.integrations, halo_itsm.severity) TO PUBLIC;

@@ -1,0 +1,796 @@
+/*-------------------------------------------------------------------------
+ * engine.c
+ *	  The delivery engine. Claimed outbox items walk through their steps
+ *	  (token, lookup, create; or ticket and actions for a sync), each step
+ *	  one HTTP request on libcurl's multi interface, so that many
+ *	  integrations progress in parallel while each integration has at most
+ *	  halo_itsm.max_requests_per_instance items in progress. The engine
+ *	  waits on the process latch and curl's sockets together, so a commit
+ *	  that queues work wakes it at once. Tokens are cached per integration
+ *	  until a minute before they expire; requests are counted against the
+ *	  per-integration budget. Finished items are handed back with their
+ *	  outcome; recording them is the caller's business (store.c).
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include "common/pg_prng.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "halo_itsm.h"
+#include "hi_backoff.h"
+#include "hi_engine.h"
+#include "hi_http.h"
+#include "hi_json.h"
+
+#define TOKEN_RENEW_MARGIN_US (60 * USECS_PER_SEC)
+#define LOOKUP_PAGE_SIZE 100
+#define LOOKUP_MAX_PAGES 20
+#define TOKEN_SCOPE "read:tickets edit:tickets read:customers"
+
+/* One Halo integration as the engine sees it: credentials, token, lanes, budget. */
+typedef struct HiInstance
+{
+	int			id;				/* hash key */
+	char	   *base_url;
+	char	   *tenant;
+	char	   *client_id;
+	char	   *client_secret;
+	char	   *token;
+	TimestampTz token_expires;
+	bool		token_fetching;
+	HiItem	   *token_waiters;
+	int			active;
+	TimestampTz *sent;			/* ring of request start times, for the budget */
+	int			sent_cap;
+	int			sent_head;
+	int			sent_n;
+} HiInstance;
+
+/* A socket libcurl wants watched, and for what. */
+typedef struct HiSocket
+{
+	curl_socket_t fd;
+	int			what;
+} HiSocket;
+
+static MemoryContext engine_cxt = NULL;
+static CURLM *multi = NULL;
+static HTAB *instances = NULL;
+static HiItem *finished_head = NULL;
+static HiItem *finished_tail = NULL;
+static int	n_active = 0;
+static HiSocket *socks = NULL;
+static int	n_socks = 0;
+static int	socks_cap = 0;
+static TimestampTz timer_deadline = -1;
+static HiRequest *in_flight = NULL;	/* requests added to the multi handle */
+
+static void hi_engine_init(void);
+static HiInstance *hi_instance_for(HiItem *item);
+static void hi_item_start_step(HiItem *item);
+static void hi_item_on_response(HiItem *item, HiRequest *req);
+static void hi_item_fail(HiItem *item, HiRequest *req);
+static void hi_item_finish(HiItem *item, HiOutcome outcome);
+static void hi_token_done(HiItem *item, HiRequest *req);
+static long hi_budget_wait_ms(HiInstance *in, TimestampTz now);
+static void hi_budget_note(HiInstance *in, TimestampTz now);
+static void hi_read_multi_info(void);
+static int	hi_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp);
+static int	hi_timer_cb(CURLM *m, long timeout_ms, void *userp);
+
+/* Creates the engine's memory context, multi handle and instance table once. */
+static void
+hi_engine_init(void)
+{
+	HASHCTL		ctl;
+
+	if (multi != NULL)
+		return;
+	hi_http_global_init();
+	engine_cxt = AllocSetContextCreate(TopMemoryContext, "halo_itsm engine", ALLOCSET_DEFAULT_SIZES);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int);
+	ctl.entrysize = sizeof(HiInstance);
+	ctl.hcxt = engine_cxt;
+	instances = hash_create("halo_itsm instances", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	multi = curl_multi_init();
+	if (multi == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("halo_itsm: could not create a libcurl multi handle")));
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, hi_socket_cb);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, hi_timer_cb);
+	curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
+	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, 1024L);
+}
+
+/* A new, empty item with its own memory context. */
+HiItem *
+hi_item_new(void)
+{
+	MemoryContext cxt;
+	HiItem	   *item;
+
+	hi_engine_init();
+	cxt = AllocSetContextCreate(engine_cxt, "halo_itsm item", ALLOCSET_SMALL_SIZES);
+	item = MemoryContextAllocZero(cxt, sizeof(HiItem));
+	item->cxt = cxt;
+	item->retry_in_ms = 0;
+	return item;
+}
+
+/* Frees an item, wiping its copy of the client secret first. */
+void
+hi_item_free(HiItem *item)
+{
+	if (item->client_secret)
+		explicit_bzero(item->client_secret, strlen(item->client_secret));
+	MemoryContextDelete(item->cxt);
+}
+
+/* Replaces *field with a copy of value in the engine context when it differs; true if it changed. */
+static bool
+hi_set_field(char **field, const char *value)
+{
+	if (*field == NULL && value == NULL)
+		return false;
+	if (*field != NULL && value != NULL && strcmp(*field, value) == 0)
+		return false;
+	if (*field)
+	{
+		explicit_bzero(*field, strlen(*field));
+		pfree(*field);
+	}
+	*field = value ? MemoryContextStrdup(engine_cxt, value) : NULL;
+	return true;
+}
+
+/* The instance of an item's integration, refreshed with the item's credentials. */
+static HiInstance *
+hi_instance_for(HiItem *item)
+{
+	bool		found;
+	HiInstance *in = hash_search(instances, &item->integration_id, HASH_ENTER, &found);
+	bool		changed = false;
+
+	if (!found)
+	{
+		int			id = in->id;
+
+		memset(in, 0, sizeof(HiInstance));
+		in->id = id;
+	}
+	changed |= hi_set_field(&in->base_url, item->instance_url);
+	changed |= hi_set_field(&in->tenant, item->tenant);
+	changed |= hi_set_field(&in->client_id, item->client_id);
+	changed |= hi_set_field(&in->client_secret, item->client_secret);
+	if (changed)
+		hi_set_field(&in->token, NULL);
+	return in;
+}
+
+/* Takes a claimed item and starts its first step. */
+void
+hi_engine_submit(HiItem *item)
+{
+	hi_engine_init();
+	item->inst = hi_instance_for(item);
+	item->inst->active++;
+	n_active++;
+	item->outcome = HI_OUT_NONE;
+	if (item->kind == HI_KIND_SYNC)
+		item->step = HI_STEP_GET_TICKET;
+	else if (item->maybe_sent)
+	{
+		item->step = HI_STEP_LOOKUP;
+		item->lookup_page = 1;
+	}
+	else
+		item->step = HI_STEP_CREATE;
+	hi_item_start_step(item);
+}
+
+/* Number of items in progress. */
+int
+hi_engine_active(void)
+{
+	return n_active;
+}
+
+/* Integrations that cannot take another item now (lanes full or budget spent); palloc'd array. */
+int
+hi_engine_busy_integrations(int **ids)
+{
+	HASH_SEQ_STATUS seq;
+	HiInstance *in;
+	int			n = 0,
+				cap = 16;
+	TimestampTz now = GetCurrentTimestamp();
+
+	*ids = palloc(sizeof(int) * cap);
+	if (instances == NULL)
+		return 0;
+	hash_seq_init(&seq, instances);
+	while ((in = hash_seq_search(&seq)) != NULL)
+	{
+		if (in->active < hi_max_requests_per_instance && hi_budget_wait_ms(in, now) == 0)
+			continue;
+		if (n == cap)
+		{
+			cap *= 2;
+			*ids = repalloc(*ids, sizeof(int) * cap);
+		}
+		(*ids)[n++] = in->id;
+	}
+	return n;
+}
+
+/* Builds and starts the request of the item's current step (fetching a token first if needed). */
+static void
+hi_item_start_step(HiItem *item)
+{
+	HiInstance *in = item->inst;
+	TimestampTz now = GetCurrentTimestamp();
+	HiRequest  *req = NULL;
+	long		wait_ms;
+	MemoryContext old;
+	char		path[64];
+	char		query[512];
+
+	if (item->step != HI_STEP_TOKEN &&
+		(in->token == NULL || in->token_expires - TOKEN_RENEW_MARGIN_US < now))
+	{
+		if (in->token_fetching)
+		{
+			/* another item is fetching the token: wait for it */
+			item->next = in->token_waiters;
+			in->token_waiters = item;
+			return;
+		}
+		item->resume_step = item->step;
+		item->step = HI_STEP_TOKEN;
+	}
+
+	wait_ms = hi_budget_wait_ms(in, now);
+	if (wait_ms > 0)
+	{
+		item->retry_in_ms = wait_ms;
+		item->error = MemoryContextStrdup(item->cxt, "halo_itsm: the request budget of this integration is spent; waiting for the window to move on");
+		if (item->step == HI_STEP_TOKEN)
+			item->step = item->resume_step;
+		hi_item_finish(item, HI_OUT_REQUEUE);
+		return;
+	}
+
+	old = MemoryContextSwitchTo(item->cxt);
+	switch (item->step)
+	{
+		case HI_STEP_TOKEN:
+			{
+				StringInfoData body;
+				char	   *e_id = hi_url_escape(in->client_id);
+				char	   *e_secret = hi_url_escape(in->client_secret);
+				char	   *e_scope = hi_url_escape(TOKEN_SCOPE);
+
+				initStringInfo(&body);
+				appendStringInfo(&body, "grant_type=client_credentials&client_id=%s&client_secret=%s&scope=%s",
+								 e_id, e_secret, e_scope);
+				query[0] = '\0';
+				if (in->tenant)
+					snprintf(query, sizeof(query), "tenant=%s", hi_url_escape(in->tenant));
+				req = hi_request_new("POST", in->base_url, "/auth/token", query, NULL,
+									 "application/x-www-form-urlencoded", body.data);
+				explicit_bzero(body.data, body.len);
+				explicit_bzero(e_secret, strlen(e_secret));
+				in->token_fetching = true;
+				break;
+			}
+		case HI_STEP_LOOKUP:
+			{
+				char	   *e_sid = hi_url_escape(item->sid);
+
+				snprintf(query, sizeof(query),
+						 "third_party_id_string=%s&search=%s&pageinate=true&page_size=%d&page_no=%d",
+						 e_sid, e_sid, LOOKUP_PAGE_SIZE, item->lookup_page);
+				req = hi_request_new("GET", in->base_url, "/api/Tickets", query, in->token, NULL, NULL);
+				break;
+			}
+		case HI_STEP_CREATE:
+			{
+				StringInfoData body;
+
+				initStringInfo(&body);
+				appendStringInfo(&body, "[%s]", item->payload);
+				req = hi_request_new("POST", in->base_url, "/api/Tickets", NULL, in->token,
+									 "application/json", body.data);
+				break;
+			}
+		case HI_STEP_GET_TICKET:
+			snprintf(path, sizeof(path), "/api/Tickets/" INT64_FORMAT, item->halo_ticket_id);
+			req = hi_request_new("GET", in->base_url, path, NULL, in->token, NULL, NULL);
+			break;
+		case HI_STEP_GET_ACTIONS:
+			snprintf(query, sizeof(query), "ticket_id=" INT64_FORMAT "&excludesys=true", item->halo_ticket_id);
+			req = hi_request_new("GET", in->base_url, "/api/Actions", query, in->token, NULL, NULL);
+			break;
+		case HI_STEP_START:
+			elog(ERROR, "halo_itsm: item in an impossible step");
+	}
+	MemoryContextSwitchTo(old);
+	req->owner = item;
+	hi_budget_note(in, now);
+	if (curl_multi_add_handle(multi, req->easy) == CURLM_OK)
+	{
+		req->prev = NULL;
+		req->next = in_flight;
+		if (in_flight)
+			in_flight->prev = req;
+		in_flight = req;
+	}
+	else
+	{
+		hi_request_finish(req, CURLE_FAILED_INIT);
+		hi_item_on_response(item, req);
+		hi_request_free(req);
+	}
+}
+
+/* Continues an item after the answer to its current step. */
+static void
+hi_item_on_response(HiItem *item, HiRequest *req)
+{
+	HiInstance *in = item->inst;
+	bool		ok = req->result == CURLE_OK && req->status >= 200 && req->status < 300;
+	Jsonb	   *jb;
+	MemoryContext old;
+
+	if (item->step == HI_STEP_TOKEN)
+	{
+		hi_token_done(item, req);
+		return;
+	}
+	if (req->result == CURLE_OK && req->status == 401 && !item->token_renewed)
+	{
+		/* the token expired or was revoked: renew it once and repeat the step */
+		item->token_renewed = true;
+		hi_set_field(&in->token, NULL);
+		hi_item_start_step(item);
+		return;
+	}
+	if (!ok)
+	{
+		if (item->step == HI_STEP_GET_TICKET && req->result == CURLE_OK && req->status == 404)
+		{
+			item->http_status = 404;
+			item->error = MemoryContextStrdup(item->cxt, "halo_itsm: the ticket no longer exists in Halo; nothing to sync");
+			hi_item_finish(item, HI_OUT_DEAD);
+			return;
+		}
+		hi_item_fail(item, req);
+		return;
+	}
+
+	item->http_status = (int) req->status;
+	old = MemoryContextSwitchTo(item->cxt);
+	switch (item->step)
+	{
+		case HI_STEP_LOOKUP:
+			{
+				int64		ticket_id = 0,
+							record_count = -1;
+				int			page_items = 0;
+				int			r;
+
+				jb = hi_json_parse(req->body);
+				r = hi_json_find_ticket(jb, item->sid, &ticket_id, &record_count, &page_items);
+				if (r == 1)
+				{
+					item->result_ticket_id = ticket_id;
+					hi_item_finish(item, HI_OUT_FOUND);
+				}
+				else if (r == 0 && page_items == LOOKUP_PAGE_SIZE && item->lookup_page < LOOKUP_MAX_PAGES &&
+						 (record_count < 0 || (int64) item->lookup_page * LOOKUP_PAGE_SIZE < record_count))
+				{
+					item->lookup_page++;
+					hi_item_start_step(item);
+				}
+				else if (r == 0)
+				{
+					item->step = HI_STEP_CREATE;
+					hi_item_start_step(item);
+				}
+				else
+				{
+					item->error = psprintf("halo_itsm: Halo's answer to GET /api/Tickets is not a ticket list: %.200s", req->body);
+					item->outcome_maybe_sent = true;
+					item->retry_in_ms = hi_backoff_delay_ms(item->attempts, hi_backoff_base_ms, hi_backoff_max_ms,
+															pg_prng_double(&pg_global_prng_state), -1);
+					hi_item_finish(item, item->attempts >= hi_max_attempts ? HI_OUT_DEAD : HI_OUT_RETRY);
+				}
+				break;
+			}
+		case HI_STEP_CREATE:
+			{
+				int64		id;
+
+				jb = hi_json_parse(req->body);
+				if (hi_json_get_int64(hi_json_first_object(jb), "id", &id) && id > 0)
+				{
+					item->result_ticket_id = id;
+					hi_item_finish(item, HI_OUT_CREATED);
+				}
+				else
+				{
+					/* Halo took the request but its answer has no id: look before sending again */
+					item->error = psprintf("halo_itsm: Halo answered %ld to POST /api/Tickets without a ticket id: %.200s",
+										   req->status, req->body);
+					item->outcome_maybe_sent = true;
+					item->retry_in_ms = hi_backoff_delay_ms(item->attempts, hi_backoff_base_ms, hi_backoff_max_ms,
+															pg_prng_double(&pg_global_prng_state), -1);
+					hi_item_finish(item, item->attempts >= hi_max_attempts ? HI_OUT_DEAD : HI_OUT_RETRY);
+				}
+				break;
+			}
+		case HI_STEP_GET_TICKET:
+			item->ticket_json = pstrdup(req->body);
+			item->step = HI_STEP_GET_ACTIONS;
+			hi_item_start_step(item);
+			break;
+		case HI_STEP_GET_ACTIONS:
+			item->actions_json = pstrdup(req->body);
+			hi_item_finish(item, HI_OUT_SYNCED);
+			break;
+		default:
+			elog(ERROR, "halo_itsm: answer for an item in an impossible step");
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/* Finishes an item whose request failed: retry with backoff, or dead. */
+static void
+hi_item_fail(HiItem *item, HiRequest *req)
+{
+	bool		retryable = hi_request_is_retryable(req) || item->step == HI_STEP_TOKEN;
+	char	   *desc;
+	MemoryContext old = MemoryContextSwitchTo(item->cxt);
+
+	item->http_status = (int) req->status;
+	desc = hi_request_describe(req);
+	if (item->step == HI_STEP_CREATE && hi_request_may_have_reached_halo(req))
+		item->outcome_maybe_sent = true;
+	if (retryable && item->attempts < hi_max_attempts)
+	{
+		item->retry_in_ms = hi_backoff_delay_ms(item->attempts, hi_backoff_base_ms, hi_backoff_max_ms,
+												pg_prng_double(&pg_global_prng_state),
+												req->retry_after_ms);
+		item->error = desc;
+		MemoryContextSwitchTo(old);
+		hi_item_finish(item, HI_OUT_RETRY);
+		return;
+	}
+	if (retryable)
+		item->error = psprintf("%s (gave up after %d attempts; SELECT halo_itsm.retry() tries again)", desc, item->attempts);
+	else
+		item->error = desc;
+	MemoryContextSwitchTo(old);
+	hi_item_finish(item, HI_OUT_DEAD);
+}
+
+/* Handles the answer to a token request, for the item and those waiting on it. */
+static void
+hi_token_done(HiItem *item, HiRequest *req)
+{
+	HiInstance *in = item->inst;
+	HiItem	   *waiters = in->token_waiters;
+	bool		ok = false;
+
+	in->token_fetching = false;
+	in->token_waiters = NULL;
+	if (req->result == CURLE_OK && req->status >= 200 && req->status < 300)
+	{
+		MemoryContext old = MemoryContextSwitchTo(item->cxt);
+		Jsonb	   *jb = hi_json_parse(req->body);
+		char	   *token = jb ? hi_json_get_text(&jb->root, "access_token") : NULL;
+		int64		expires_in;
+
+		if (token && token[0])
+		{
+			if (!hi_json_get_int64(&jb->root, "expires_in", &expires_in) || expires_in <= 0)
+				expires_in = 3600;
+			hi_set_field(&in->token, token);
+			explicit_bzero(token, strlen(token));
+			in->token_expires = GetCurrentTimestamp() + expires_in * USECS_PER_SEC;
+			ok = true;
+		}
+		MemoryContextSwitchTo(old);
+	}
+
+	if (ok)
+	{
+		item->step = item->resume_step;
+		hi_item_start_step(item);
+	}
+	else
+	{
+		if (req->result == CURLE_OK && req->status >= 200 && req->status < 300)
+		{
+			/* a 2xx without a token: treat like a server error */
+			req->status = 502;
+		}
+		hi_item_fail(item, req);
+	}
+
+	/* the waiters go on with the new token, or try to fetch one themselves */
+	while (waiters)
+	{
+		HiItem	   *w = waiters;
+
+		waiters = w->next;
+		w->next = NULL;
+		hi_item_start_step(w);
+	}
+}
+
+/* Hands an item over to the finished list. */
+static void
+hi_item_finish(HiItem *item, HiOutcome outcome)
+{
+	item->outcome = outcome;
+	item->inst->active--;
+	n_active--;
+	item->next = NULL;
+	if (finished_tail)
+		finished_tail->next = item;
+	else
+		finished_head = item;
+	finished_tail = item;
+}
+
+/* Takes the next finished item, or NULL. */
+HiItem *
+hi_engine_pop_finished(void)
+{
+	HiItem	   *item = finished_head;
+
+	if (item)
+	{
+		finished_head = item->next;
+		if (finished_head == NULL)
+			finished_tail = NULL;
+		item->next = NULL;
+	}
+	return item;
+}
+
+/* True when finished items wait to be recorded. */
+bool
+hi_engine_pop_finished_peek(void)
+{
+	return finished_head != NULL;
+}
+
+/* Milliseconds until the integration may send another request (0: now). */
+static long
+hi_budget_wait_ms(HiInstance *in, TimestampTz now)
+{
+	TimestampTz window = (TimestampTz) hi_request_budget_window_s * USECS_PER_SEC;
+
+	if (hi_request_budget <= 0)
+		return 0;
+	if (in->sent_cap != hi_request_budget)
+	{
+		/* the budget changed (SIGHUP): start counting afresh */
+		if (in->sent)
+			pfree(in->sent);
+		in->sent = MemoryContextAlloc(engine_cxt, sizeof(TimestampTz) * hi_request_budget);
+		in->sent_cap = hi_request_budget;
+		in->sent_head = 0;
+		in->sent_n = 0;
+	}
+	while (in->sent_n > 0 && in->sent[in->sent_head] <= now - window)
+	{
+		in->sent_head = (in->sent_head + 1) % in->sent_cap;
+		in->sent_n--;
+	}
+	if (in->sent_n < in->sent_cap)
+		return 0;
+	return (long) ((in->sent[in->sent_head] + window - now) / 1000) + 1;
+}
+
+/* Counts a request against the integration's budget. */
+static void
+hi_budget_note(HiInstance *in, TimestampTz now)
+{
+	if (hi_request_budget <= 0 || in->sent_cap == 0 || in->sent_n >= in->sent_cap)
+		return;
+	in->sent[(in->sent_head + in->sent_n) % in->sent_cap] = now;
+	in->sent_n++;
+}
+
+/* libcurl socket callback: keeps the list of sockets to watch. */
+static int
+hi_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	int			i;
+
+	for (i = 0; i < n_socks; i++)
+		if (socks[i].fd == s)
+			break;
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (i < n_socks)
+			socks[i] = socks[--n_socks];
+		return 0;
+	}
+	if (i == n_socks)
+	{
+		if (n_socks == socks_cap)
+		{
+			socks_cap = socks_cap ? socks_cap * 2 : 16;
+			socks = socks ? repalloc(socks, sizeof(HiSocket) * socks_cap)
+				: MemoryContextAlloc(engine_cxt, sizeof(HiSocket) * socks_cap);
+		}
+		n_socks++;
+	}
+	socks[i].fd = s;
+	socks[i].what = what;
+	return 0;
+}
+
+/* libcurl timer callback: remembers when curl wants to be called back. */
+static int
+hi_timer_cb(CURLM *m, long timeout_ms, void *userp)
+{
+	timer_deadline = timeout_ms < 0 ? -1 : GetCurrentTimestamp() + (TimestampTz) timeout_ms * 1000;
+	return 0;
+}
+
+/* Collects finished transfers and moves their items on. */
+static void
+hi_read_multi_info(void)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+	{
+		HiRequest  *req = NULL;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
+		curl_multi_remove_handle(multi, msg->easy_handle);
+		if (req->prev)
+			req->prev->next = req->next;
+		else
+			in_flight = req->next;
+		if (req->next)
+			req->next->prev = req->prev;
+		hi_request_finish(req, msg->data.result);
+		hi_item_on_response((HiItem *) req->owner, req);
+		hi_request_free(req);
+	}
+}
+
+/*
+ * Waits up to timeout_ms for the latch, curl's sockets or curl's timer,
+ * and moves transfers on. Returns true when the latch was set (it is reset
+ * here; the caller checks for interrupts and new work).
+ */
+bool
+hi_engine_wait(long timeout_ms)
+{
+	WaitEventSet *set;
+	WaitEvent  *events;
+	HiSocket   *ready;
+	int			n,
+				i,
+				nready = 0,
+				running;
+	bool		latch = false;
+	TimestampTz now = GetCurrentTimestamp();
+
+	hi_engine_init();
+	if (timer_deadline >= 0)
+	{
+		long		t = (long) ((timer_deadline - now + 999) / 1000);
+
+		timeout_ms = Min(timeout_ms, Max(t, 0));
+	}
+	set = CreateWaitEventSet(CurrentMemoryContext, n_socks + 2);
+	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (i = 0; i < n_socks; i++)
+	{
+		uint32		ev = 0;
+
+		if (socks[i].what == CURL_POLL_IN || socks[i].what == CURL_POLL_INOUT)
+			ev |= WL_SOCKET_READABLE;
+		if (socks[i].what == CURL_POLL_OUT || socks[i].what == CURL_POLL_INOUT)
+			ev |= WL_SOCKET_WRITEABLE;
+		if (ev)
+			AddWaitEventToSet(set, ev, socks[i].fd, NULL, NULL);
+	}
+	events = palloc(sizeof(WaitEvent) * (n_socks + 2));
+	ready = palloc(sizeof(HiSocket) * (n_socks + 1));
+	n = WaitEventSetWait(set, timeout_ms, events, n_socks + 2, PG_WAIT_EXTENSION);
+	for (i = 0; i < n; i++)
+	{
+		if (events[i].events & WL_LATCH_SET)
+			latch = true;
+		else if (events[i].events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
+		{
+			ready[nready].fd = events[i].fd;
+			ready[nready].what = ((events[i].events & WL_SOCKET_READABLE) ? CURL_CSELECT_IN : 0) |
+				((events[i].events & WL_SOCKET_WRITEABLE) ? CURL_CSELECT_OUT : 0);
+			nready++;
+		}
+	}
+	FreeWaitEventSet(set);
+	if (latch)
+		ResetLatch(MyLatch);
+
+	for (i = 0; i < nready; i++)
+		curl_multi_socket_action(multi, ready[i].fd, ready[i].what, &running);
+	if (timer_deadline >= 0 && GetCurrentTimestamp() >= timer_deadline)
+	{
+		timer_deadline = -1;
+		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
+	hi_read_multi_info();
+	pfree(events);
+	pfree(ready);
+	return latch;
+}
+
+/* Abandons every item in progress (after an error); their rows are recovered later. */
+void
+hi_engine_abort_all(void)
+{
+	HiItem	   *item;
+
+	if (multi == NULL)
+		return;
+	while (in_flight)
+	{
+		HiRequest  *req = in_flight;
+
+		in_flight = req->next;
+		curl_multi_remove_handle(multi, req->easy);
+		hi_request_free(req);
+	}
+	curl_multi_cleanup(multi);
+	multi = NULL;
+	while ((item = hi_engine_pop_finished()) != NULL)
+		hi_item_free(item);
+	/* items and requests in flight are dropped with the engine's memory */
+	MemoryContextDelete(engine_cxt);
+	engine_cxt = NULL;
+	instances = NULL;
+	socks = NULL;
+	n_socks = socks_cap = 0;
+	n_active = 0;
+	timer_deadline = -1;
+}
+
+/* Forgets every cached token (credentials may have changed). */
+void
+hi_engine_forget_tokens(void)
+{
+	HASH_SEQ_STATUS seq;
+	HiInstance *in;
+
+	if (instances == NULL)
+		return;
+	hash_seq_init(&seq, instances);
+	while ((in = hash_seq_search(&seq)) != NULL)
+		hi_set_field(&in->token, NULL);
+}

@@ -1,0 +1,107 @@
+/*-------------------------------------------------------------------------
+ * guc.c
+ *	  The settings of halo_itsm: every GUC is prefixed "halo_itsm." and is
+ *	  defined here, in one place, with its unit, bounds and description.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/guc.h"
+
+#include "halo_itsm.h"
+
+char	   *hi_database = NULL;
+bool		hi_allow_http = false;
+bool		hi_allow_private_addresses = false;
+char	   *hi_ca_file = NULL;
+int			hi_max_concurrent_requests = 64;
+int			hi_max_requests_per_instance = 1;
+int			hi_connect_timeout_ms = 5000;
+int			hi_request_timeout_ms = 30000;
+int			hi_backoff_base_ms = 1000;
+int			hi_backoff_max_ms = 300000;
+int			hi_max_attempts = 12;
+int			hi_request_budget = 250;
+int			hi_request_budget_window_s = 300;
+int			hi_poll_interval_ms = 1000;
+char	   *hi_webhook_base_url = NULL;
+int			hi_webhook_max_body = 1024 * 1024;
+int			hi_webhook_tolerance_s = 300;
+
+/* Defines all halo_itsm.* settings and reserves the prefix. */
+void
+hi_guc_init(void)
+{
+	DefineCustomStringVariable("halo_itsm.database",
+							   "Database in which the halo_itsm background worker delivers tickets.",
+							   "The extension must be installed in this database. Other databases can use CALL halo_itsm.deliver().",
+							   &hi_database, "postgres", PGC_POSTMASTER, 0,
+							   NULL, NULL, NULL);
+	DefineCustomBoolVariable("halo_itsm.allow_http",
+							 "Allows http:// Halo instance URLs (for tests against a local mock only).",
+							 NULL, &hi_allow_http, false, PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("halo_itsm.allow_private_addresses",
+							 "Allows Halo instance hosts that resolve to private, loopback or link-local addresses.",
+							 NULL, &hi_allow_private_addresses, false, PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+	DefineCustomStringVariable("halo_itsm.ca_file",
+							   "File of CA certificates used to verify Halo's TLS certificate (empty: the system's).",
+							   NULL, &hi_ca_file, "", PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("halo_itsm.max_concurrent_requests",
+							"Maximum HTTP requests the worker has in flight across all integrations.",
+							NULL, &hi_max_concurrent_requests, 64, 1, 1024, PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("halo_itsm.max_requests_per_instance",
+							"Maximum ticket deliveries in flight per integration (Halo numbers tickets with a race: keep 1).",
+							NULL, &hi_max_requests_per_instance, 1, 1, 64, PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("halo_itsm.connect_timeout",
+							"Timeout for connecting to Halo.",
+							NULL, &hi_connect_timeout_ms, 5000, 100, 600000, PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("halo_itsm.request_timeout",
+							"Timeout for one whole HTTP request to Halo.",
+							NULL, &hi_request_timeout_ms, 30000, 100, 3600000, PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("halo_itsm.backoff_base",
+							"First retry delay; each further attempt doubles it, with jitter.",
+							NULL, &hi_backoff_base_ms, 1000, 1, 3600000, PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("halo_itsm.backoff_max",
+							"Longest retry delay.",
+							NULL, &hi_backoff_max_ms, 300000, 1, 86400000, PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("halo_itsm.max_attempts",
+							"Attempts after which an outbox item is dead (halo_itsm.retry() revives it).",
+							NULL, &hi_max_attempts, 12, 1, 1000, PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("halo_itsm.request_budget",
+							"Maximum requests per integration within halo_itsm.request_budget_window (0: no budget).",
+							"Hosted Halo allows about 300 requests per 5 minutes per API application.",
+							&hi_request_budget, 250, 0, 1000000, PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("halo_itsm.request_budget_window",
+							"Length of the rolling window of the request budget.",
+							NULL, &hi_request_budget_window_s, 300, 1, 86400, PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("halo_itsm.poll_interval",
+							"How often the worker looks for due retries when nothing wakes it.",
+							NULL, &hi_poll_interval_ms, 1000, 10, 600000, PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomStringVariable("halo_itsm.webhook_base_url",
+							   "Public URL prefix of the webhook receiver; the webhook key is appended.",
+							   NULL, &hi_webhook_base_url, "", PGC_SUSET, 0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("halo_itsm.webhook_max_body",
+							"Largest webhook body accepted.",
+							NULL, &hi_webhook_max_body, 1024 * 1024, 1024, 64 * 1024 * 1024, PGC_SUSET, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("halo_itsm.webhook_tolerance",
+							"How far a webhook's x-halo-date may be from the database clock, either way.",
+							NULL, &hi_webhook_tolerance_s, 300, 1, 86400, PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("halo_itsm");
+}

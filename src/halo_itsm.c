@@ -1,0 +1,41 @@
+/*-------------------------------------------------------------------------
+ * halo_itsm.c
+ *	  Entry point of the halo_itsm extension: _PG_init delegates to each
+ *	  part (settings, shared memory, background worker).
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+
+#include "halo_itsm.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+
+/* Chains our shared-memory request after any earlier hook. */
+static void
+hi_shmem_request_hook(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	hi_shmem_request();
+}
+
+/* Module load: settings always; shared memory and the worker only when preloaded. */
+void
+_PG_init(void)
+{
+	hi_guc_init();
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = hi_shmem_request_hook;
+	hi_shmem_init();
+	hi_worker_register();
+}

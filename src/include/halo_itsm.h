@@ -1,0 +1,43 @@
+/*-------------------------------------------------------------------------
+ * halo_itsm.h
+ *	  Declarations shared by the PostgreSQL-side files of halo_itsm: the
+ *	  settings (GUCs), shared memory, the worker, and the delivery store.
+ *-------------------------------------------------------------------------
+ */
+#ifndef HALO_ITSM_H
+#define HALO_ITSM_H
+
+#include "postgres.h"
+
+/* settings (guc.c) */
+extern char *hi_database;
+extern bool hi_allow_http;
+extern bool hi_allow_private_addresses;
+extern char *hi_ca_file;
+extern int	hi_max_concurrent_requests;
+extern int	hi_max_requests_per_instance;
+extern int	hi_connect_timeout_ms;
+extern int	hi_request_timeout_ms;
+extern int	hi_backoff_base_ms;
+extern int	hi_backoff_max_ms;
+extern int	hi_max_attempts;
+extern int	hi_request_budget;
+extern int	hi_request_budget_window_s;
+extern int	hi_poll_interval_ms;
+extern char *hi_webhook_base_url;
+extern int	hi_webhook_max_body;
+extern int	hi_webhook_tolerance_s;
+
+extern void hi_guc_init(void);
+
+/* shared memory and wake-up at commit (shmem.c) */
+extern void hi_shmem_request(void);
+extern void hi_shmem_init(void);
+extern void hi_shmem_set_worker(bool running);
+extern bool hi_shmem_worker_running(void);
+
+/* the background worker (worker.c) */
+extern void hi_worker_register(void);
+extern PGDLLEXPORT void halo_itsm_worker_main(Datum arg);
+
+#endif							/* HALO_ITSM_H */

@@ -1,0 +1,87 @@
+/*-------------------------------------------------------------------------
+ * hi_engine.h
+ *	  The delivery engine: outbox items in progress, their HTTP exchanges
+ *	  with Halo driven by libcurl's multi interface, OAuth2 tokens and the
+ *	  request budget per integration.
+ *-------------------------------------------------------------------------
+ */
+#ifndef HI_ENGINE_H
+#define HI_ENGINE_H
+
+#include "postgres.h"
+
+typedef enum HiItemKind
+{
+	HI_KIND_CASE,
+	HI_KIND_DETECTION,
+	HI_KIND_SYNC
+} HiItemKind;
+
+typedef enum HiStep
+{
+	HI_STEP_START,
+	HI_STEP_TOKEN,
+	HI_STEP_LOOKUP,
+	HI_STEP_CREATE,
+	HI_STEP_GET_TICKET,
+	HI_STEP_GET_ACTIONS
+} HiStep;
+
+typedef enum HiOutcome
+{
+	HI_OUT_NONE,
+	HI_OUT_CREATED,				/* ticket created */
+	HI_OUT_FOUND,				/* an earlier attempt had created it */
+	HI_OUT_SYNCED,				/* ticket and actions fetched */
+	HI_OUT_RETRY,				/* failed, try again later */
+	HI_OUT_DEAD,				/* failed for good */
+	HI_OUT_REQUEUE				/* not attempted (budget): back to the queue */
+} HiOutcome;
+
+/* One claimed outbox item; everything lives in its own memory context. */
+typedef struct HiItem
+{
+	MemoryContext cxt;
+	int64		outbox_id;
+	HiItemKind	kind;
+	int			integration_id;
+	char	   *instance_url;
+	char	   *tenant;
+	char	   *client_id;
+	char	   *client_secret;
+	char	   *sid;
+	char	   *payload;		/* the ticket object (JSON) for creates */
+	bool		maybe_sent;
+	int			attempts;		/* including this one */
+	int64		halo_ticket_id; /* for syncs */
+	/* progress */
+	HiStep		step;
+	HiStep		resume_step;	/* the step to go on with after a token */
+	bool		token_renewed;
+	int			lookup_page;
+	struct HiInstance *inst;
+	/* outcome */
+	HiOutcome	outcome;
+	int64		result_ticket_id;
+	int			http_status;
+	char	   *error;
+	long		retry_in_ms;
+	bool		outcome_maybe_sent;
+	char	   *ticket_json;
+	char	   *actions_json;
+	struct HiItem *next;
+} HiItem;
+
+extern HiItem *hi_item_new(void);
+extern void hi_item_free(HiItem *item);
+
+extern void hi_engine_submit(HiItem *item);
+extern bool hi_engine_wait(long timeout_ms);
+extern HiItem *hi_engine_pop_finished(void);
+extern bool hi_engine_pop_finished_peek(void);
+extern int	hi_engine_active(void);
+extern int	hi_engine_busy_integrations(int **ids);
+extern void hi_engine_abort_all(void);
+extern void hi_engine_forget_tokens(void);
+
+#endif							/* HI_ENGINE_H */

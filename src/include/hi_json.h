@@ -1,0 +1,19 @@
+/*-------------------------------------------------------------------------
+ * hi_json.h
+ *	  Reading Halo's JSON answers with PostgreSQL's jsonb parser, without
+ *	  raising errors (the worker runs these outside any transaction).
+ *-------------------------------------------------------------------------
+ */
+#ifndef HI_JSON_H
+#define HI_JSON_H
+
+#include "utils/jsonb.h"
+
+extern Jsonb *hi_json_parse(const char *text);
+extern bool hi_json_get_int64(JsonbContainer *obj, const char *key, int64 *out);
+extern char *hi_json_get_text(JsonbContainer *obj, const char *key);
+extern JsonbContainer *hi_json_get_container(JsonbContainer *obj, const char *key);
+extern JsonbContainer *hi_json_first_object(Jsonb *jb);
+extern int	hi_json_find_ticket(Jsonb *jb, const char *third_party_id, int64 *ticket_id, int64 *record_count, int *page_items);
+
+#endif							/* HI_JSON_H */

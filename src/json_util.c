@@ -1,0 +1,170 @@
+/*-------------------------------------------------------------------------
+ * json_util.c
+ *	  Reading Halo's JSON answers with PostgreSQL's jsonb parser: fields of
+ *	  the token answer and of tickets, and the search of a ticket list for
+ *	  our third_party_id_string. Parse errors come back as NULL, not ERROR.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+
+#include "hi_json.h"
+
+/* Parses text as jsonb in the current memory context; NULL when it is not JSON. */
+Jsonb *
+hi_json_parse(const char *text)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Jsonb	   *volatile result = NULL;
+
+	PG_TRY();
+	{
+		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		result = NULL;
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/* Looks up key in an object container; false when absent or obj is not an object. */
+static bool
+hi_json_lookup(JsonbContainer *obj, const char *key, JsonbValue *out)
+{
+	if (obj == NULL || !JsonContainerIsObject(obj))
+		return false;
+	return getKeyJsonValueFromContainer(obj, key, strlen(key), out) != NULL;
+}
+
+/* Parses len bytes of s as a whole decimal integer (no fraction, no overflow). */
+static bool
+hi_parse_int64(const char *s, size_t len, int64 *out)
+{
+	char		buf[24];
+	char	   *end;
+	long long	n;
+
+	if (len == 0 || len >= sizeof(buf))
+		return false;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	errno = 0;
+	n = strtoll(buf, &end, 10);
+	if (errno != 0 || *end != '\0')
+		return false;
+	*out = (int64) n;
+	return true;
+}
+
+/* Reads an integer field given as a JSON number or a numeric string. */
+bool
+hi_json_get_int64(JsonbContainer *obj, const char *key, int64 *out)
+{
+	JsonbValue	v;
+
+	if (!hi_json_lookup(obj, key, &v))
+		return false;
+	if (v.type == jbvNumeric)
+	{
+		char	   *digits = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
+
+		return hi_parse_int64(digits, strlen(digits), out);
+	}
+	if (v.type == jbvString)
+		return hi_parse_int64(v.val.string.val, v.val.string.len, out);
+	return false;
+}
+
+/* Reads a string field (palloc'd copy); NULL when absent or not a string. */
+char *
+hi_json_get_text(JsonbContainer *obj, const char *key)
+{
+	JsonbValue	v;
+
+	if (!hi_json_lookup(obj, key, &v) || v.type != jbvString)
+		return NULL;
+	return pnstrdup(v.val.string.val, v.val.string.len);
+}
+
+/* Returns the object or array container under key, or NULL. */
+JsonbContainer *
+hi_json_get_container(JsonbContainer *obj, const char *key)
+{
+	JsonbValue	v;
+
+	if (!hi_json_lookup(obj, key, &v) || v.type != jbvBinary)
+		return NULL;
+	return v.val.binary.data;
+}
+
+/* The top-level object, or the first element when the top level is an array of objects. */
+JsonbContainer *
+hi_json_first_object(Jsonb *jb)
+{
+	JsonbValue *v;
+
+	if (jb == NULL)
+		return NULL;
+	if (JsonContainerIsObject(&jb->root))
+		return &jb->root;
+	if (!JsonContainerIsArray(&jb->root) || JsonContainerIsScalar(&jb->root))
+		return NULL;
+	v = getIthJsonbValueFromContainer(&jb->root, 0);
+	if (v == NULL || v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+		return NULL;
+	return v->val.binary.data;
+}
+
+/*
+ * Searches a ticket list answer ({"record_count": N, "tickets": [...]}) for
+ * the ticket whose third_party_id_string equals ours, checking the field
+ * itself (older Halo versions ignore the filter). Returns 1 and the lowest
+ * matching id when found, 0 when not, -1 when the answer is not a ticket list.
+ */
+int
+hi_json_find_ticket(Jsonb *jb, const char *third_party_id, int64 *ticket_id,
+					int64 *record_count, int *page_items)
+{
+	JsonbContainer *tickets;
+	int			n,
+				i;
+	bool		found = false;
+	size_t		idlen = strlen(third_party_id);
+
+	if (jb == NULL || !JsonContainerIsObject(&jb->root))
+		return -1;
+	tickets = hi_json_get_container(&jb->root, "tickets");
+	if (tickets == NULL || !JsonContainerIsArray(tickets))
+		return -1;
+	if (!hi_json_get_int64(&jb->root, "record_count", record_count))
+		*record_count = -1;
+	n = JsonContainerSize(tickets);
+	*page_items = n;
+	for (i = 0; i < n; i++)
+	{
+		JsonbValue *t = getIthJsonbValueFromContainer(tickets, i);
+		JsonbValue	tp;
+		int64		id;
+
+		if (t == NULL || t->type != jbvBinary)
+			continue;
+		if (!hi_json_lookup(t->val.binary.data, "third_party_id_string", &tp) || tp.type != jbvString)
+			continue;
+		if ((size_t) tp.val.string.len != idlen || memcmp(tp.val.string.val, third_party_id, idlen) != 0)
+			continue;
+		if (!hi_json_get_int64(t->val.binary.data, "id", &id))
+			continue;
+		if (!found || id < *ticket_id)
+			*ticket_id = id;
+		found = true;
+	}
+	return found ? 1 : 0;
+}

@@ -1,0 +1,149 @@
+/*-------------------------------------------------------------------------
+ * shmem.c
+ *	  Shared memory of halo_itsm (where the worker's latch is) and the
+ *	  wake-up at commit: a transaction that queued outbox items sets the
+ *	  worker's latch when, and only when, it commits.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+
+#include "halo_itsm.h"
+
+/* What the worker publishes: its latch, so that committers can wake it. */
+typedef struct HaloShared
+{
+	slock_t		mutex;
+	Latch	   *worker_latch;	/* points into the PGPROC array, itself shared */
+	pid_t		worker_pid;
+} HaloShared;
+
+static HaloShared *hi_shared = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static bool wake_pending = false;
+static bool xact_callback_registered = false;
+
+static void hi_shmem_startup(void);
+static void hi_xact_callback(XactEvent event, void *arg);
+
+PG_FUNCTION_INFO_V1(halo_itsm_wake_worker_at_commit);
+PG_FUNCTION_INFO_V1(halo_itsm_worker_running);
+
+/* Asks the postmaster for our shared memory (from the shmem_request_hook). */
+void
+hi_shmem_request(void)
+{
+	RequestAddinShmemSpace(MAXALIGN(sizeof(HaloShared)));
+}
+
+/* Installs the startup hook that creates the shared state. */
+void
+hi_shmem_init(void)
+{
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = hi_shmem_startup;
+}
+
+/* Creates or attaches to the shared state. */
+static void
+hi_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	hi_shared = ShmemInitStruct("halo_itsm", sizeof(HaloShared), &found);
+	if (!found)
+	{
+		SpinLockInit(&hi_shared->mutex);
+		hi_shared->worker_latch = NULL;
+		hi_shared->worker_pid = 0;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* The worker announces itself (running) or withdraws (not running). */
+void
+hi_shmem_set_worker(bool running)
+{
+	if (hi_shared == NULL)
+		return;
+	SpinLockAcquire(&hi_shared->mutex);
+	hi_shared->worker_latch = running ? &MyProc->procLatch : NULL;
+	hi_shared->worker_pid = running ? MyProcPid : 0;
+	SpinLockRelease(&hi_shared->mutex);
+}
+
+/* True when a delivery worker is running (always false without preloading). */
+bool
+hi_shmem_worker_running(void)
+{
+	pid_t		pid;
+
+	if (hi_shared == NULL)
+		return false;
+	SpinLockAcquire(&hi_shared->mutex);
+	pid = hi_shared->worker_pid;
+	SpinLockRelease(&hi_shared->mutex);
+	return pid != 0;
+}
+
+/* Sets the worker's latch at commit; forgets the request at abort. */
+static void
+hi_xact_callback(XactEvent event, void *arg)
+{
+	Latch	   *latch = NULL;
+
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_pending && hi_shared != NULL)
+			{
+				SpinLockAcquire(&hi_shared->mutex);
+				latch = hi_shared->worker_latch;
+				SpinLockRelease(&hi_shared->mutex);
+				if (latch != NULL)
+					SetLatch(latch);
+			}
+			wake_pending = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			wake_pending = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/* SQL: asks for the worker to be woken when the current transaction commits. */
+Datum
+halo_itsm_wake_worker_at_commit(PG_FUNCTION_ARGS)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(hi_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_pending = true;
+	PG_RETURN_VOID();
+}
+
+/* SQL: whether the delivery worker is running. */
+Datum
+halo_itsm_worker_running(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(hi_shmem_worker_running());
+}

@@ -1,0 +1,233 @@
+/*-------------------------------------------------------------------------
+ * store.c
+ *	  Claiming outbox items and recording delivery outcomes, for both the
+ *	  background worker and CALL halo_itsm.deliver(). The SQL lives in the
+ *	  install script (_claim, _record, _apply_sync, _recover_orphans); this
+ *	  file prepares those calls once per process and moves values between
+ *	  SPI and the engine's items. The caller owns the transaction.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#include "halo_itsm.h"
+#include "hi_store.h"
+
+static SPIPlanPtr claim_plan = NULL;
+static SPIPlanPtr record_plan = NULL;
+static SPIPlanPtr sync_plan = NULL;
+static SPIPlanPtr recover_plan = NULL;
+
+/* Prepares a statement once per process and keeps it. */
+static SPIPlanPtr
+hi_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
+{
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
+
+		if (p == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("halo_itsm: could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result)),
+					 errhint("Check that the halo_itsm extension is installed and up to date (ALTER EXTENSION halo_itsm UPDATE).")));
+		SPI_keepplan(p);
+		*plan = p;
+	}
+	return *plan;
+}
+
+/* Runs a kept plan and raises a clear error when SPI fails. */
+static void
+hi_execute(SPIPlanPtr plan, Datum *values, const char *nulls, const char *what)
+{
+	int			rc = SPI_execute_plan(plan, values, nulls, false, 0);
+
+	if (rc < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("halo_itsm: %s failed: %s", what, SPI_result_code_string(rc)),
+				 errhint("The server log has the details; the outbox item stays queued.")));
+}
+
+/* True when the extension is installed in this database (plans are dropped when it is not). */
+bool
+hi_store_extension_ready(void)
+{
+	if (OidIsValid(get_extension_oid("halo_itsm", true)))
+		return true;
+	claim_plan = record_plan = sync_plan = recover_plan = NULL;
+	return false;
+}
+
+/* Copies column col of the current SPI row as a string into cxt (NULL stays NULL). */
+static char *
+hi_col_text(HeapTuple tup, TupleDesc desc, int col, MemoryContext cxt)
+{
+	char	   *v = SPI_getvalue(tup, desc, col);
+	char	   *r;
+
+	if (v == NULL)
+		return NULL;
+	r = MemoryContextStrdup(cxt, v);
+	pfree(v);
+	return r;
+}
+
+/* Reads an int8/int4/bool column of the current SPI row. */
+static Datum
+hi_col_datum(HeapTuple tup, TupleDesc desc, int col, bool *isnull)
+{
+	return SPI_getbinval(tup, desc, col, isnull);
+}
+
+/*
+ * Claims up to max_items due items, skipping integrations the engine has
+ * no room for; returns them as a linked list of new items.
+ */
+int
+hi_store_claim(int max_items, HiItem **items)
+{
+	Oid			types[3] = {INT4OID, INT4OID, INT4ARRAYOID};
+	Datum		values[3];
+	int		   *busy;
+	int			nbusy = hi_engine_busy_integrations(&busy);
+	Datum	   *elems = palloc(sizeof(Datum) * (nbusy + 1));
+	SPIPlanPtr	plan;
+	uint64		i;
+	HiItem	   *head = NULL,
+			   *tail = NULL;
+
+	for (i = 0; i < (uint64) nbusy; i++)
+		elems[i] = Int32GetDatum(busy[i]);
+	values[0] = Int32GetDatum(max_items);
+	values[1] = Int32GetDatum(hi_max_requests_per_instance);
+	values[2] = PointerGetDatum(construct_array(elems, nbusy, INT4OID, sizeof(int32), true, TYPALIGN_INT));
+	plan = hi_prepare(&claim_plan,
+					  "SELECT outbox_id, kind, integration_id, instance_url, tenant, client_id, client_secret, "
+					  "sid, payload, maybe_sent, attempts, halo_ticket_id "
+					  "FROM halo_itsm._claim($1, $2, $3)", 3, types);
+	hi_execute(plan, values, NULL, "claiming outbox items");
+
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		HiItem	   *item = hi_item_new();
+		bool		isnull;
+		char	   *kind;
+
+		item->outbox_id = DatumGetInt64(hi_col_datum(tup, desc, 1, &isnull));
+		kind = SPI_getvalue(tup, desc, 2);
+		item->kind = strcmp(kind, "case") == 0 ? HI_KIND_CASE :
+			strcmp(kind, "detection") == 0 ? HI_KIND_DETECTION : HI_KIND_SYNC;
+		item->integration_id = DatumGetInt32(hi_col_datum(tup, desc, 3, &isnull));
+		item->instance_url = hi_col_text(tup, desc, 4, item->cxt);
+		item->tenant = hi_col_text(tup, desc, 5, item->cxt);
+		item->client_id = hi_col_text(tup, desc, 6, item->cxt);
+		item->client_secret = hi_col_text(tup, desc, 7, item->cxt);
+		item->sid = hi_col_text(tup, desc, 8, item->cxt);
+		item->payload = hi_col_text(tup, desc, 9, item->cxt);
+		item->maybe_sent = DatumGetBool(hi_col_datum(tup, desc, 10, &isnull));
+		item->attempts = DatumGetInt32(hi_col_datum(tup, desc, 11, &isnull));
+		item->halo_ticket_id = DatumGetInt64(hi_col_datum(tup, desc, 12, &isnull));
+		if (isnull)
+			item->halo_ticket_id = 0;
+		if (tail)
+			tail->next = item;
+		else
+			head = item;
+		tail = item;
+	}
+	*items = head;
+	return (int) SPI_processed;
+}
+
+/* The SQL name of an outcome. */
+static const char *
+hi_outcome_name(HiOutcome outcome)
+{
+	switch (outcome)
+	{
+		case HI_OUT_CREATED:
+			return "created";
+		case HI_OUT_FOUND:
+			return "found";
+		case HI_OUT_SYNCED:
+			return "synced";
+		case HI_OUT_RETRY:
+			return "retry";
+		case HI_OUT_DEAD:
+			return "dead";
+		case HI_OUT_REQUEUE:
+			return "requeue";
+		case HI_OUT_NONE:
+			break;
+	}
+	elog(ERROR, "halo_itsm: item finished without an outcome");
+	return NULL;
+}
+
+/* Records a finished item's outcome (and applies a sync's ticket and actions). */
+void
+hi_store_record(HiItem *item)
+{
+	Oid			types[7] = {INT8OID, TEXTOID, INT8OID, INT4OID, TEXTOID, INT8OID, BOOLOID};
+	Datum		values[7];
+	char		nulls[7] = "       ";
+	SPIPlanPtr	plan;
+
+	if (item->outcome == HI_OUT_SYNCED)
+	{
+		Oid			stypes[3] = {INT8OID, TEXTOID, TEXTOID};
+		Datum		svalues[3];
+
+		svalues[0] = Int64GetDatum(item->outbox_id);
+		svalues[1] = CStringGetTextDatum(item->ticket_json);
+		svalues[2] = CStringGetTextDatum(item->actions_json);
+		plan = hi_prepare(&sync_plan, "SELECT halo_itsm._apply_sync($1, $2::jsonb, $3::jsonb)", 3, stypes);
+		hi_execute(plan, svalues, NULL, "applying a ticket sync");
+	}
+
+	values[0] = Int64GetDatum(item->outbox_id);
+	values[1] = CStringGetTextDatum(hi_outcome_name(item->outcome));
+	values[2] = Int64GetDatum(item->result_ticket_id);
+	if (item->result_ticket_id == 0)
+		nulls[2] = 'n';
+	values[3] = Int32GetDatum(item->http_status);
+	if (item->http_status == 0)
+		nulls[3] = 'n';
+	if (item->error)
+		values[4] = CStringGetTextDatum(item->error);
+	else
+		nulls[4] = 'n';
+	values[5] = Int64GetDatum((int64) item->retry_in_ms);
+	values[6] = BoolGetDatum(item->outcome_maybe_sent);
+	plan = hi_prepare(&record_plan, "SELECT halo_itsm._record($1, $2, $3, $4, $5, $6, $7)", 7, types);
+	hi_execute(plan, values, nulls, "recording a delivery outcome");
+}
+
+/* Puts items claimed by sessions that are gone (or by this one, if asked) back in the queue. */
+int
+hi_store_recover(bool include_self)
+{
+	Oid			types[2] = {BOOLOID, INT4OID};
+	Datum		values[2];
+	SPIPlanPtr	plan;
+	bool		isnull;
+	Datum		d;
+
+	values[0] = BoolGetDatum(include_self);
+	values[1] = Int32GetDatum(hi_request_timeout_ms);
+	plan = hi_prepare(&recover_plan, "SELECT halo_itsm._recover_orphans($1, $2)", 2, types);
+	hi_execute(plan, values, NULL, "recovering abandoned outbox items");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetInt32(d);
+}

@@ -1,0 +1,183 @@
+/*-------------------------------------------------------------------------
+ * worker.c
+ *	  The halo_itsm background worker. It runs in halo_itsm.database and
+ *	  loops: record the outcomes of finished items and claim due items in
+ *	  one short transaction, then drive HTTP with no transaction open,
+ *	  sleeping on its latch (set at commit by transactions that queued
+ *	  work), curl's sockets and a poll timer for due retries. SIGHUP reloads
+ *	  the settings; SIGTERM ends it; the postmaster restarts it after a crash.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "halo_itsm.h"
+#include "hi_engine.h"
+#include "hi_store.h"
+
+#define RECOVER_INTERVAL_US (10 * USECS_PER_SEC)
+#define NOT_INSTALLED_SLEEP_MS 10000
+
+static void hi_worker_exit(int code, Datum arg);
+static int	hi_worker_round(bool claim, bool recover, bool *ready);
+
+/* Registers the worker with the postmaster (from _PG_init, when preloaded). */
+void
+hi_worker_register(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "halo_itsm");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "halo_itsm_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "halo_itsm delivery worker");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "halo_itsm delivery worker");
+	RegisterBackgroundWorker(&worker);
+}
+
+/* Withdraws the worker's latch from shared memory when it exits. */
+static void
+hi_worker_exit(int code, Datum arg)
+{
+	hi_shmem_set_worker(false);
+}
+
+/*
+ * One transaction: record finished items, recover orphans when asked, and
+ * claim due items when asked. Returns how many items were claimed.
+ */
+static int
+hi_worker_round(bool claim, bool recover, bool *ready)
+{
+	HiItem	   *item;
+	HiItem	   *claimed = NULL;
+	int			n = 0;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "halo_itsm: recording and claiming");
+
+	*ready = hi_store_extension_ready();
+	if (*ready)
+	{
+		if (recover)
+			hi_store_recover(false);
+		while ((item = hi_engine_pop_finished()) != NULL)
+		{
+			hi_store_record(item);
+			hi_item_free(item);
+		}
+		if (claim)
+		{
+			int			room = hi_max_concurrent_requests - hi_engine_active();
+
+			if (room > 0)
+				n = hi_store_claim(room, &claimed);
+		}
+	}
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	/* only now, with no transaction open, do the requests start */
+	while (claimed)
+	{
+		item = claimed;
+		claimed = item->next;
+		item->next = NULL;
+		hi_engine_submit(item);
+	}
+	return n;
+}
+
+/* Entry point of the background worker. */
+void
+halo_itsm_worker_main(Datum arg)
+{
+	MemoryContext loop_cxt;
+	bool		want_claim = true;
+	TimestampTz next_poll = 0;
+	TimestampTz next_recover = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(hi_database, NULL, 0);
+	pgstat_report_appname("halo_itsm worker");
+
+	hi_shmem_set_worker(true);
+	before_shmem_exit(hi_worker_exit, (Datum) 0);
+	ereport(LOG, (errmsg("halo_itsm: delivery worker started in database \"%s\"", hi_database)));
+
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "halo_itsm worker loop", ALLOCSET_DEFAULT_SIZES);
+	for (;;)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		long		timeout_ms;
+		bool		have_finished;
+		MemoryContext old;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			hi_engine_forget_tokens();
+		}
+
+		old = MemoryContextSwitchTo(loop_cxt);
+		if (now >= next_poll)
+		{
+			want_claim = true;
+			next_poll = now + (TimestampTz) hi_poll_interval_ms * 1000;
+		}
+		have_finished = hi_engine_pop_finished_peek();
+		if (have_finished || (want_claim && hi_engine_active() < hi_max_concurrent_requests))
+		{
+			bool		recover = now >= next_recover;
+			bool		ready;
+			int			room = hi_max_concurrent_requests - hi_engine_active();
+			int			n = hi_worker_round(want_claim, recover, &ready);
+
+			if (recover)
+				next_recover = now + RECOVER_INTERVAL_US;
+			/* more may be due when the claim was full, or lanes were freed */
+			want_claim = (want_claim && n == room && n > 0) || have_finished;
+			if (!ready)
+			{
+				want_claim = false;
+				next_poll = now + (TimestampTz) NOT_INSTALLED_SLEEP_MS * 1000;
+			}
+		}
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(loop_cxt);
+
+		timeout_ms = (long) ((next_poll - GetCurrentTimestamp()) / 1000);
+		if (want_claim && hi_engine_active() < hi_max_concurrent_requests)
+			timeout_ms = 0;
+		if (timeout_ms < 0)
+			timeout_ms = 0;
+		if (hi_engine_wait(timeout_ms))
+			want_claim = true;
+	}
+}
