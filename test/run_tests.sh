@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# test/run_tests.sh: the project's test command (bash test/run_tests.sh).
+#
+# Installs what is missing, builds and installs halo_itsm, starts a fresh cluster and the
+# mock Halo server, then runs in order: unit tests, pg_regress, integration tests,
+# fuzzers (briefly). A stage whose files do not exist yet is reported as skipped.
+# Environment:
+#   HI_ONLY=unit,regress,integration,fuzz   run only these stages
+#   HI_KEEP=1                               leave cluster and mock running afterwards
+#   HI_FUZZ_SECONDS=N                       fuzzing time (default 5)
+#   HI_FAST=1                               fsync=off, synchronous_commit=off
+# The last line of output is `N passed, N failed`; exit 0 iff failed == 0 and passed > 0.
+set -uo pipefail
+
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+cd "$HI_ROOT" || exit 1
+
+PASSED=0
+FAILED=0
+REPORT=()
+STARTED=""     # which servers this run started: "cluster", "cluster mock"
+OUT=$HI_RUN/stage.out
+
+# stage_wanted NAME: true when HI_ONLY is unset or lists NAME.
+stage_wanted() {
+    [ -z "${HI_ONLY:-}" ] && return 0
+    [[ ",${HI_ONLY// /}," == *",$1,"* ]]
+}
+
+# record NAME PASSED FAILED [NOTE]: add a stage's counts to the totals.
+record() {
+    PASSED=$((PASSED + $2))
+    FAILED=$((FAILED + $3))
+    REPORT+=("$(printf '%-12s %4d passed %4d failed  %s' "$1" "$2" "$3" "${4:-}")")
+}
+
+skip() {
+    REPORT+=("$(printf '%-12s skipped: %s' "$1" "$2")")
+    echo "=== $1: skipped ($2)"
+}
+
+# run_stage CMD...: run CMD with its output shown and kept in $OUT; returns its status.
+# It runs as a background job in its own process group, so that a signal to this script
+# interrupts the wait at once and the cleanup ends the whole stage (HI_STAGE_PID).
+run_stage() {
+    local rc
+    set -m
+    { "$@" </dev/null 2>&1 | tee "$OUT"; } &
+    HI_STAGE_PID=$!
+    set +m
+    wait "$HI_STAGE_PID"
+    rc=$?
+    HI_STAGE_PID=
+    return $rc
+}
+
+# count_summary NAME RC: counts from the last `N passed, N failed` line of $OUT;
+# without that line, or with a non-zero exit and no failure counted, one failure more.
+count_summary() {
+    local line p=0 f=0
+    line=$(grep -E '^([A-Za-z]+: )?[0-9]+ passed, [0-9]+ failed' "$OUT" | tail -n 1)
+    if [ -n "$line" ]; then
+        p=$(sed -E 's/^([A-Za-z]+: )?([0-9]+) passed.*/\2/' <<<"$line")
+        f=$(sed -E 's/^([A-Za-z]+: )?[0-9]+ passed, ([0-9]+) failed.*/\2/' <<<"$line")
+    fi
+    if [ "$2" -ne 0 ] && [ "$f" -eq 0 ]; then
+        record "$1" "$p" 1 "(exit code $2)"
+    else
+        record "$1" "$p" "$f"
+    fi
+}
+
+stage_unit() {
+    if [ ! -f test/unit/Makefile ]; then skip unit "test/unit/Makefile not found"; return; fi
+    echo "=== unit tests"
+    run_stage make -C test/unit check
+    count_summary unit $?
+}
+
+stage_regress() {
+    if ! compgen -G 'test/regress/sql/*.sql' >/dev/null; then
+        skip regress "no test/regress/sql/*.sql"; return
+    fi
+    echo "=== pg_regress"
+    local rc p f
+    rm -rf test/regress/out
+    run_stage make installcheck PG_CONFIG="$PG_CONFIG" PGHOST="$HI_SOCKET_DIR" \
+        PGPORT="$PG_PORT" PGUSER=postgres
+    rc=$?
+    # PG15: "test name ... ok  12 ms" / "... FAILED"; PG16+: "ok 1 - name" / "not ok 1 - name".
+    p=$(grep -cE '\.\.\. ok( |$)|^ok [0-9]+ ' "$OUT")
+    f=$(grep -cE '\.\.\. FAILED|^not ok [0-9]+ ' "$OUT")
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        record regress "$p" 1 "(make installcheck exit code $rc)"
+    else
+        record regress "$p" "$f"
+    fi
+    if [ "$rc" -ne 0 ] && [ -f test/regress/out/regression.diffs ]; then
+        echo "--- test/regress/out/regression.diffs"
+        cat test/regress/out/regression.diffs
+    fi
+}
+
+stage_integration() {
+    if [ ! -f test/integration/run.py ]; then skip integration "run.py not found"; return; fi
+    echo "=== integration tests"
+    run_stage "$HI_PYTHON" test/integration/run.py
+    count_summary integration $?
+}
+
+stage_fuzz() {
+    if [ ! -f test/fuzz/run.sh ]; then skip fuzz "test/fuzz/run.sh not found"; return; fi
+    echo "=== fuzzers (${HI_FUZZ_SECONDS:-5} s)"
+    local rc p f
+    run_stage bash test/fuzz/run.sh "${HI_FUZZ_SECONDS:-5}"
+    rc=$?
+    p=$(grep -cE '^[[:space:]]*(ok|OK|PASS|pass)([[:space:]:-]|$)' "$OUT")
+    f=$(grep -cE '^[[:space:]]*(FAIL|FAILED|fail|failed|not ok)([[:space:]:-]|$)' "$OUT")
+    if [ $((p + f)) -eq 0 ]; then
+        if [ "$rc" -eq 0 ]; then record fuzz 1 0; else record fuzz 0 1 "(exit code $rc)"; fi
+    elif [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        record fuzz "$p" 1 "(exit code $rc)"
+    else
+        record fuzz "$p" "$f"
+    fi
+}
+
+# finish: stop servers (quietly), print the report and the summary line, exit.
+finish() {
+    trap - EXIT
+    if [ "$FAILED" -gt 0 ] || [ "$PASSED" -eq 0 ]; then
+        if [ -n "$STARTED" ] && [ -s "$HI_PG_LOG" ]; then
+            echo "--- last 80 lines of the server log ($HI_PG_LOG)"
+            tail -n 80 "$HI_PG_LOG"
+        fi
+        if [[ "$STARTED" == *mock* ]] && [ -s "$HI_MOCK_LOG" ]; then
+            echo "--- last 20 lines of the mock log ($HI_MOCK_LOG)"
+            tail -n 20 "$HI_MOCK_LOG"
+        fi
+    fi
+    hi_cleanup 2>&1
+    echo "=== summary"
+    printf '%s\n' "${REPORT[@]}"
+    echo "$PASSED passed, $FAILED failed"
+    [ "$FAILED" -eq 0 ] && [ "$PASSED" -gt 0 ]
+    exit $?
+}
+
+mkdir -p "$HI_RUN"
+hi_cleanup_on_exit
+
+echo "=== setup"
+if ! hi_setup; then
+    record setup 0 1 "(hi_setup failed)"
+    finish
+fi
+
+if stage_wanted regress || stage_wanted integration; then
+    STARTED=cluster
+    if ! hi_cluster_start; then
+        record cluster 0 1 "(hi_cluster_start failed)"
+        finish
+    fi
+    if [ -f test/mock/mock_halo.py ]; then
+        STARTED="cluster mock"
+        if ! hi_mock_start; then
+            record mock 0 1 "(hi_mock_start failed)"
+            finish
+        fi
+    else
+        hi_log "test/mock/mock_halo.py not found: mock not started"
+    fi
+fi
+
+stage_wanted unit && stage_unit
+stage_wanted regress && stage_regress
+stage_wanted integration && stage_integration
+stage_wanted fuzz && stage_fuzz
+finish
