@@ -157,7 +157,9 @@ fi
 
 if stage_wanted regress || stage_wanted integration; then
     STARTED=cluster
-    if ! hi_cluster_start; then
+    mapfile -t TEST_CONF < <(grep -v '^\s*\(#\|$\)' test/lib/test.conf)
+    TEST_CONF+=("halo_itsm.webhook_base_url = 'http://127.0.0.1:$RECEIVER_PORT/halo/'")
+    if ! hi_cluster_start "${TEST_CONF[@]}"; then
         record cluster 0 1 "(hi_cluster_start failed)"
         finish
     fi
