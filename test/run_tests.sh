@@ -104,7 +104,7 @@ stage_regress() {
 stage_integration() {
     if [ ! -f test/integration/run.py ]; then skip integration "run.py not found"; return; fi
     echo "=== integration tests"
-    run_stage "$HI_PYTHON" test/integration/run.py
+    run_stage "$HI_PYTHON" test/integration/run.py ${HI_TESTS:-}
     count_summary integration $?
 }
 
