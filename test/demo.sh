@@ -9,12 +9,80 @@ cd "$HI_ROOT"
 hi_cleanup_on_exit
 
 hi_setup
-hi_cluster_start
+hi_cluster_start "halo_itsm.allow_private_addresses = on" "halo_itsm.backoff_base = 200ms"
 hi_mock_start
 
 # --- demo body ---
-hi_psql "$HI_DB" "CREATE EXTENSION halo_itsm CASCADE" \
-    && echo "demo: CREATE EXTENSION halo_itsm: done" \
-    || echo "demo: CREATE EXTENSION halo_itsm failed (see above)"
-echo "demo: the demo story is not written yet"
+# The mock Halo listens on http://127.0.0.1: allow plain http and loopback for the demo only.
+MOCK_URL="http://127.0.0.1:$MOCK_PORT"
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+sql() { psql -X -q -P pager=off -v ON_ERROR_STOP=1 -d "$HI_DB" "$@"; }
+mock_get() { curl -fsS "$MOCK_URL$1"; }
+
+say "1. Install the extension and connect it to Halo (the mock at $MOCK_URL)"
+sql <<SQL
+CREATE EXTENSION halo_itsm;
+SELECT halo_itsm.connect('$MOCK_URL', 'test-client', 'test-secret') AS integration_id;
+SELECT halo_itsm.configure(1, category => 'Security>Incident', team => 'SOC', client => 12,
+                           standalone_detection_tickets => true,
+                           case_title_template => '[{{severity}}] {{sid}}: {{title}}');
+SQL
+echo "check_connection(1) says:"
+sql -At -c "SELECT jsonb_pretty(halo_itsm.check_connection(1))"
+
+say "2. The SOC platform inserts cases of every severity and closes a standalone detection"
+sql <<'SQL'
+INSERT INTO halo_itsm.cases (sid, title, severity, description) VALUES
+  ('CASE-1001', 'Ransomware encrypting file shares', 'critical', 'EDR saw mass renames on FS01.'),
+  ('CASE-1002', 'Impossible travel for a privileged account', 'high', 'Logins from Oslo and Lima 9 minutes apart.'),
+  ('CASE-1003', 'Phishing mail reported by finance', 'medium', NULL),
+  ('CASE-1004', 'Outdated TLS on an internal portal', 'low', NULL),
+  ('CASE-1005', 'New admin group member (approved change)', 'info', NULL);
+INSERT INTO halo_itsm.detections (sid, title, severity, status)
+VALUES ('DET-77', 'Port scan from a guest VLAN host', 'medium', 'open');
+UPDATE halo_itsm.detections SET status = 'closed', closed_at = now() WHERE sid = 'DET-77';
+SELECT kind, count(*) AS queued_in_outbox FROM halo_itsm.outbox GROUP BY kind ORDER BY kind;
+SQL
+echo "(the inserts committed at once; the background worker delivers after commit)"
+
+for _ in $(seq 1 100); do
+    n=$(sql -At -c "SELECT count(*) FROM halo_itsm.tickets")
+    [ "$n" -ge 6 ] && break
+    sleep 0.1
+done
+
+say "3. Each case and the detection is now a Halo Incident ticket"
+sql <<'SQL'
+SELECT coalesce(c.sid, d.sid) AS sid, coalesce(c.severity, d.severity) AS severity,
+       t.halo_ticket_id, t.linked_by, o.attempts
+  FROM halo_itsm.tickets t
+  LEFT JOIN halo_itsm.cases c ON c.id = t.case_id
+  LEFT JOIN halo_itsm.detections d ON d.id = t.detection_id
+  JOIN halo_itsm.outbox o ON o.case_id = t.case_id OR o.detection_id = t.detection_id
+ ORDER BY t.halo_ticket_id;
+SQL
+echo "What Halo (the mock) received and stored:"
+mock_get /_mock/tickets | "$HI_PYTHON" -c '
+import json, sys
+print("%-5s %-12s %-58s %s" % ("id", "priority_id", "summary", "team / category / client"))
+for t in json.load(sys.stdin):
+    print("%-5s %-12s %-58s %s / %s / %s" % (t["id"], t["priority_id"], t["summary"][:58], t.get("team"), t.get("category_1"), t.get("client_id")))'
+echo "The exact object POSTed for CASE-1001 (halo_itsm.ticket_payload):"
+sql -At -c "SELECT jsonb_pretty(halo_itsm.ticket_payload('case', 'CASE-1001'))"
+
+say "4. A Halo outage: the mock answers 500 twice, the worker retries with backoff"
+curl -fsS -X POST "$MOCK_URL/_mock/faults" -H 'Content-Type: application/json' \
+    -d '{"rules":[{"method":"POST","path":"/api/Tickets","count":2,"action":{"type":"status","status":500}}]}' >/dev/null
+sql -c "INSERT INTO halo_itsm.cases (sid, title, severity) VALUES ('CASE-1006', 'Beaconing to a known C2 domain', 'high')"
+sleep 0.3
+sql -c "SELECT integration_id, pending, in_flight, dead, problem FROM halo_itsm.status"
+for _ in $(seq 1 100); do
+    [ "$(sql -At -c "SELECT count(*) FROM halo_itsm.tickets")" -ge 7 ] && break
+    sleep 0.1
+done
+sql -c "SELECT o.attempts, t.halo_ticket_id, o.last_http_status FROM halo_itsm.outbox o JOIN halo_itsm.cases c ON c.id = o.case_id JOIN halo_itsm.tickets t ON t.case_id = c.id WHERE c.sid = 'CASE-1006'"
+
+say "5. Delivery health (halo_itsm.status)"
+sql -c "SELECT integration_id, name, pending, in_flight, dead, oldest_pending_age, last_success_at IS NOT NULL AS has_succeeded, problem FROM halo_itsm.status"
 # --- end of demo body ---
