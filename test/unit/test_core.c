@@ -1,0 +1,705 @@
+/*
+ * test_core.c
+ *		Unit tests for halo_itsm's plain-C core: title templates
+ *		(hi_template), the webhook signature scheme (hi_signature) and retry
+ *		backoff (hi_backoff).  Prints one TAP-like line per check and ends
+ *		with "N passed, N failed"; exits non-zero on any failure.
+ */
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "hi_backoff.h"
+#include "hi_signature.h"
+#include "hi_template.h"
+#include "hi_test.h"
+
+/* The golden vector of shared/webhook-signature.md. */
+#define GOLDEN_SECRET "hX3v9Qw2Lk8Zp4Rt7Yb1Nc6Md0Fg5Sj2"
+#define GOLDEN_BODY "{\"id\":\"5b0c2f4e-8d1a-4c1e-9a57-2f1f0d3e6b11\"," \
+	"\"event\":\"Ticket Updated by Agent\",\"object_id\":4242," \
+	"\"ticket\":{\"id\":4242,\"status_id\":9,\"hasbeenclosed\":true}}"
+#define GOLDEN_DATE "Sat, 28 Nov 2026 15:56:01 GMT"
+#define GOLDEN_SIG "UMHDx/bdoVfqCevuc11L1BqGTBpzX5lbR+hF7lUdUpc="
+#define GOLDEN_CANONICAL "content-length:152\ncontent-type:application/json\n" \
+	"host:soc.example.com\nx-halo-date:" GOLDEN_DATE "\n" GOLDEN_BODY
+
+/* A string literal and its length in bytes (NULs included). */
+#define LIT(s) s, (sizeof(s) - 1)
+
+static void CheckValidate(const char *name, const char *tpl, int want_code,
+						  const char *want_msg);
+static void CheckRender(const char *name, const char *tpl, const char *sid,
+						const char *title, const char *severity,
+						const char *want);
+static void TestTemplateValidate(void);
+static void TestTemplateRender(void);
+static void TestTrim(void);
+static void TestCanonical(void);
+static void TestSignatureGolden(void);
+static void TestSignatureMalformed(void);
+static void TestSignatureMisc(void);
+static void TestContentLength(void);
+static void TestBackoff(void);
+static void TestRetryAfter(void);
+static unsigned char *GoldenCanonical(size_t *len);
+static hi_sig_result VerifyGolden(const char *sig);
+
+/* Check hi_template_validate's code and message for one template. */
+static void
+CheckValidate(const char *name, const char *tpl, int want_code,
+			  const char *want_msg)
+{
+	char		err[256];
+	int			code;
+	char		label[200];
+
+	memset(err, 'X', sizeof(err));
+	code = hi_template_validate(tpl, err, sizeof(err));
+	snprintf(label, sizeof(label), "template validate: %s (code)", name);
+	hi_check(code == want_code, label, "got %d, want %d (message: %s)",
+			 code, want_code, err);
+	snprintf(label, sizeof(label), "template validate: %s (message)", name);
+	hi_check_str(label, err, want_msg);
+}
+
+/* Check hi_template_render's output (want NULL means: must fail). */
+static void
+CheckRender(const char *name, const char *tpl, const char *sid,
+			const char *title, const char *severity, const char *want)
+{
+	char	   *got = hi_template_render(tpl, sid, title, severity);
+	char		label[200];
+
+	snprintf(label, sizeof(label), "template render: %s", name);
+	if (want == NULL)
+		hi_check(got == NULL, label, "got \"%s\", want NULL", got ? got : "");
+	else
+		hi_check_str(label, got, want);
+	free(got);
+}
+
+/* Template validation: valid forms, every error kind, messages, buffers. */
+static void
+TestTemplateValidate(void)
+{
+	char		err[64];
+	char		tiny[5];
+	char		longname[200];
+	char		want[200];
+	int			i;
+
+	hi_check_str("HI_TEMPLATE_VARIABLES lists the variables",
+				 HI_TEMPLATE_VARIABLES, "{{sid}}, {{title}}, {{severity}}");
+
+	CheckValidate("all variables", "[{{severity}}] {{title}} ({{sid}})",
+				  HI_TEMPLATE_OK, "");
+	CheckValidate("plain text", "Security incident", HI_TEMPLATE_OK, "");
+	CheckValidate("single braces are literal", "{a} { b } {", HI_TEMPLATE_OK, "");
+	CheckValidate("lone }} is literal", "a }} b {{sid}} }}", HI_TEMPLATE_OK, "");
+	CheckValidate("trailing brace after variable", "{{sid}}}", HI_TEMPLATE_OK, "");
+	CheckValidate("adjacent variables", "{{sid}}{{title}}{{severity}}",
+				  HI_TEMPLATE_OK, "");
+	CheckValidate("lone { before variable", "{ {{sid}}", HI_TEMPLATE_OK, "");
+
+	CheckValidate("empty", "", HI_TEMPLATE_EMPTY, "template is empty");
+	CheckValidate("NULL", NULL, HI_TEMPLATE_EMPTY, "template is empty");
+	CheckValidate("unknown variable", "Alert: {{foo}}", HI_TEMPLATE_UNKNOWN,
+				  "unknown variable \"{{foo}}\" at position 8");
+	CheckValidate("unclosed", "ab{{sid", HI_TEMPLATE_UNCLOSED,
+				  "unclosed \"{{\" at position 3");
+	CheckValidate("unclosed after valid variable", "{{sid}} {{",
+				  HI_TEMPLATE_UNCLOSED, "unclosed \"{{\" at position 9");
+	CheckValidate("empty name {{}}", "{{}}", HI_TEMPLATE_UNKNOWN,
+				  "unknown variable \"{{}}\" at position 1");
+	CheckValidate("triple braces {{{sid}}}", "{{{sid}}}", HI_TEMPLATE_UNKNOWN,
+				  "unknown variable \"{{{sid}}\" at position 1");
+	CheckValidate("spaces inside braces", "x {{ sid }}", HI_TEMPLATE_UNKNOWN,
+				  "unknown variable \"{{ sid }}\" at position 3");
+	CheckValidate("names are case-sensitive", "{{SID}}", HI_TEMPLATE_UNKNOWN,
+				  "unknown variable \"{{SID}}\" at position 1");
+	CheckValidate("single closing brace swallows next variable",
+				  "{{sid}{{title}}", HI_TEMPLATE_UNKNOWN,
+				  "unknown variable \"{{sid}{{title}}\" at position 1");
+	CheckValidate("first error wins", "{{foo}} {{bar", HI_TEMPLATE_UNKNOWN,
+				  "unknown variable \"{{foo}}\" at position 1");
+	CheckValidate("position counts UTF-8 characters",
+				  "\xc3\xa9t\xc3\xa9 {{foo}}", HI_TEMPLATE_UNKNOWN,
+				  "unknown variable \"{{foo}}\" at position 5");
+	CheckValidate("control characters in a name are quoted as is",
+				  "{{a\nb}}", HI_TEMPLATE_UNKNOWN,
+				  "unknown variable \"{{a\nb}}\" at position 1");
+
+	/* 39 'a' then U+00E9 straddling the 40-byte cut: cut before it */
+	for (i = 0; i < 39; i++)
+		longname[2 + i] = 'a';
+	longname[0] = longname[1] = '{';
+	memcpy(longname + 41, "\xc3\xa9zzzz}}", 9);
+	snprintf(want, sizeof(want),
+			 "unknown variable \"{{%.39s...}}\" at position 1", longname + 2);
+	CheckValidate("long name shortened at a UTF-8 boundary", longname,
+				  HI_TEMPLATE_UNKNOWN, want);
+
+	hi_check(hi_template_validate("{{foo}}", tiny, sizeof(tiny)) ==
+			 HI_TEMPLATE_UNKNOWN && strcmp(tiny, "unkn") == 0,
+			 "template validate: message truncated to errlen", "got \"%s\"", tiny);
+	hi_check(hi_template_validate("{{foo}}", NULL, 0) == HI_TEMPLATE_UNKNOWN,
+			 "template validate: NULL errbuf", "%s", "wrong code");
+	err[0] = 'Q';
+	hi_check(hi_template_validate("{{foo}}", err, 0) == HI_TEMPLATE_UNKNOWN &&
+			 err[0] == 'Q',
+			 "template validate: errlen 0 leaves errbuf alone", "%s", "touched");
+}
+
+/* Template rendering: substitution, no re-expansion, NULLs, odd bytes. */
+static void
+TestTemplateRender(void)
+{
+	char	   *big;
+	char	   *got;
+	size_t		n = 100000;
+
+	CheckRender("all variables", "[{{severity}}] {{title}} ({{sid}})",
+				"S-1", "Disk full", "high", "[high] Disk full (S-1)");
+	CheckRender("no variables", "plain", "a", "b", "c", "plain");
+	CheckRender("repeated variable", "{{sid}}-{{sid}}-{{sid}}", "7", NULL,
+				NULL, "7-7-7");
+	CheckRender("NULL values render empty", "<{{sid}}|{{title}}|{{severity}}>",
+				NULL, NULL, NULL, "<||>");
+	CheckRender("values are not re-expanded", "{{title}}", "SID",
+				"{{title}} {{sid}} {{", "x", "{{title}} {{sid}} {{");
+	CheckRender("quotes and backslashes", "{{title}}", "", "a \"b\" 'c' \\d",
+				"", "a \"b\" 'c' \\d");
+	CheckRender("control characters byte for byte", "{{title}}!", "",
+				"\t\x01\r\n\x7f", "", "\t\x01\r\n\x7f!");
+	CheckRender("non-ASCII byte for byte", "{{severity}}: {{title}}", "",
+				"\xc3\x9c" "berlast \xe2\x80\x93 \xe6\x9d\xb1\xe4\xba\xac",
+				"h\xc3\xb6" "ch",
+				"h\xc3\xb6" "ch: \xc3\x9c" "berlast \xe2\x80\x93 \xe6\x9d\xb1\xe4\xba\xac");
+	CheckRender("literal braces kept", "{a} }} {{sid}}} {", "X", "", "",
+				"{a} }} X} {");
+	CheckRender("adjacent variables", "{{sid}}{{title}}{{severity}}", "1",
+				"2", "3", "123");
+	CheckRender("invalid: unknown", "{{foo}}", "a", "b", "c", NULL);
+	CheckRender("invalid: unclosed", "{{sid", "a", "b", "c", NULL);
+	CheckRender("invalid: empty", "", "a", "b", "c", NULL);
+	CheckRender("invalid: NULL", NULL, "a", "b", "c", NULL);
+	CheckRender("invalid: {{}}", "x{{}}", "a", "b", "c", NULL);
+	CheckRender("invalid: {{{sid}}}", "{{{sid}}}", "a", "b", "c", NULL);
+
+	big = malloc(n + 1);
+	if (big == NULL)
+	{
+		hi_check(0, "template render: large value", "%s", "malloc failed");
+		return;
+	}
+	memset(big, 'v', n);
+	big[n] = '\0';
+	got = hi_template_render("<{{title}}>", NULL, big, NULL);
+	hi_check(got != NULL && strlen(got) == n + 2 && got[0] == '<' &&
+			 got[n + 1] == '>' && memcmp(got + 1, big, n) == 0,
+			 "template render: large value", "%s", "wrong output");
+	free(got);
+	free(big);
+}
+
+/* Header value trimming and validity. */
+static void
+TestTrim(void)
+{
+	size_t		len;
+	const char *t;
+	const char *s = " \t a b\t \t";
+
+	t = hi_trim_header_value(s, strlen(s), &len);
+	hi_check_mem("trim: spaces and tabs both ends", t, len, "a b", 3);
+	t = hi_trim_header_value("   ", 3, &len);
+	hi_check(t != NULL && len == 0, "trim: all blanks is empty", "len %zu", len);
+	t = hi_trim_header_value("", 0, &len);
+	hi_check(t != NULL && len == 0, "trim: empty", "len %zu", len);
+	t = hi_trim_header_value("x\r\n", 3, &len);
+	hi_check_mem("trim: CR and LF are not trimmed", t, len, "x\r\n", 3);
+	t = hi_trim_header_value("\vx\f", 3, &len);
+	hi_check_mem("trim: other whitespace is not trimmed", t, len, "\vx\f", 3);
+	t = hi_trim_header_value("  ab  cd", 5, &len);
+	hi_check_mem("trim: respects len", t, len, "ab", 2);
+	len = 99;
+	t = hi_trim_header_value(NULL, 5, &len);
+	hi_check(t == NULL && len == 0, "trim: NULL", "len %zu", len);
+
+	hi_check(hi_header_value_valid("x"), "header valid: plain", "%s", "rejected");
+	hi_check(hi_header_value_valid(" a\tb "), "header valid: inner tab", "%s", "rejected");
+	hi_check(hi_header_value_valid("\xc3\xbc"), "header valid: non-ASCII", "%s", "rejected");
+	hi_check(!hi_header_value_valid(NULL), "header invalid: NULL", "%s", "accepted");
+	hi_check(!hi_header_value_valid(""), "header invalid: empty", "%s", "accepted");
+	hi_check(!hi_header_value_valid(" \t "), "header invalid: blanks only", "%s", "accepted");
+	hi_check(!hi_header_value_valid("a\nb"), "header invalid: LF", "%s", "accepted");
+	hi_check(!hi_header_value_valid("a\r"), "header invalid: trailing CR", "%s", "accepted");
+	hi_check(!hi_header_value_valid("a\x7f"), "header invalid: DEL", "%s", "accepted");
+	hi_check(!hi_header_value_valid("\x01"), "header invalid: control", "%s", "accepted");
+}
+
+/* Build the golden vector's canonical string (from untrimmed values). */
+static unsigned char *
+GoldenCanonical(size_t *len)
+{
+	return hi_canonical_string(" 152\t", "application/json ", "\tsoc.example.com",
+							   "  " GOLDEN_DATE "  ",
+							   (const unsigned char *) GOLDEN_BODY,
+							   strlen(GOLDEN_BODY), len);
+}
+
+/* Canonical string: exact bytes, trimming, refusals. */
+static void
+TestCanonical(void)
+{
+	unsigned char *c;
+	size_t		len;
+
+	hi_check(strlen(GOLDEN_BODY) == 152, "golden body is 152 bytes", "got %zu",
+			 strlen(GOLDEN_BODY));
+
+	c = hi_canonical_string("152", "application/json", "soc.example.com",
+							GOLDEN_DATE, (const unsigned char *) GOLDEN_BODY,
+							152, &len);
+	hi_check_mem("canonical: golden bytes", c, len, GOLDEN_CANONICAL,
+				 strlen(GOLDEN_CANONICAL));
+	free(c);
+
+	c = GoldenCanonical(&len);
+	hi_check_mem("canonical: values trimmed here", c, len, GOLDEN_CANONICAL,
+				 strlen(GOLDEN_CANONICAL));
+	free(c);
+
+	c = hi_canonical_string("0", "a/b", "h:8443", "d", NULL, 0, &len);
+	hi_check_mem("canonical: empty body (NULL, 0)", c, len,
+				 LIT("content-length:0\ncontent-type:a/b\nhost:h:8443\nx-halo-date:d\n"));
+	free(c);
+
+	c = hi_canonical_string("3", "t", "h", "d", (const unsigned char *) "a\0b", 3, &len);
+	hi_check_mem("canonical: body with NUL byte for byte", c, len,
+				 LIT("content-length:3\ncontent-type:t\nhost:h\nx-halo-date:d\na\0b"));
+	free(c);
+
+	len = 7;
+	c = hi_canonical_string("1", "t", "h", "d", NULL, 1, &len);
+	hi_check(c == NULL && len == 0, "canonical: NULL body with length refused",
+			 "%s", "accepted");
+	free(c);
+	c = hi_canonical_string("1", NULL, "h", "d", (const unsigned char *) "x", 1, &len);
+	hi_check(c == NULL, "canonical: NULL header refused", "%s", "accepted");
+	free(c);
+	c = hi_canonical_string("1", "t", "  ", "d", (const unsigned char *) "x", 1, &len);
+	hi_check(c == NULL, "canonical: blank header refused", "%s", "accepted");
+	free(c);
+	c = hi_canonical_string("1", "t", "h", "d\nhost:evil", (const unsigned char *) "x", 1, &len);
+	hi_check(c == NULL, "canonical: LF in header refused", "%s", "accepted");
+	free(c);
+	c = hi_canonical_string("1", "t\r", "h", "d", (const unsigned char *) "x", 1, &len);
+	hi_check(c == NULL, "canonical: CR in header refused", "%s", "accepted");
+	free(c);
+}
+
+/* Verify a signature string against the golden canonical string. */
+static hi_sig_result
+VerifyGolden(const char *sig)
+{
+	return hi_signature_verify(GOLDEN_SECRET, strlen(GOLDEN_SECRET),
+							   (const unsigned char *) GOLDEN_CANONICAL,
+							   strlen(GOLDEN_CANONICAL), sig, strlen(sig));
+}
+
+/* The golden vector, and single-bit flips of message and signature. */
+static void
+TestSignatureGolden(void)
+{
+	char		sig[HI_SIG_B64_LEN + 1];
+	unsigned char *msg;
+	size_t		len;
+	size_t		i;
+	int			bit;
+	int			bad = 0;
+	int			rc;
+	unsigned char raw[HI_SIG_B64_LEN];
+	char		flipped[HI_SIG_B64_LEN + 1];
+
+	msg = GoldenCanonical(&len);
+	if (msg == NULL)
+	{
+		hi_check(0, "golden: canonical string", "%s", "NULL");
+		return;
+	}
+	rc = hi_signature_compute(GOLDEN_SECRET, strlen(GOLDEN_SECRET), msg, len, sig);
+	hi_check(rc == 0, "golden: compute succeeds", "rc %d", rc);
+	hi_check_str("golden: compute matches x-signature", sig, GOLDEN_SIG);
+	hi_check(VerifyGolden(GOLDEN_SIG) == HI_SIG_OK, "golden: verify OK",
+			 "got %d", (int) VerifyGolden(GOLDEN_SIG));
+
+	/* every single-bit flip of the message must be a mismatch */
+	for (i = 0; i < len; i++)
+	{
+		for (bit = 0; bit < 8; bit++)
+		{
+			msg[i] ^= (unsigned char) (1u << bit);
+			if (hi_signature_verify(GOLDEN_SECRET, strlen(GOLDEN_SECRET), msg, len,
+									GOLDEN_SIG, HI_SIG_B64_LEN) != HI_SIG_MISMATCH)
+				bad++;
+			msg[i] ^= (unsigned char) (1u << bit);
+		}
+	}
+	hi_check(bad == 0, "golden: every 1-bit flip of the message is MISMATCH",
+			 "%d flips not rejected", bad);
+
+	hi_check(hi_signature_verify(GOLDEN_SECRET, strlen(GOLDEN_SECRET), msg, len - 1,
+								 GOLDEN_SIG, HI_SIG_B64_LEN) == HI_SIG_MISMATCH,
+			 "golden: truncated message is MISMATCH", "%s", "not rejected");
+	hi_check(hi_signature_verify(GOLDEN_SECRET, strlen(GOLDEN_SECRET) - 1, msg, len,
+								 GOLDEN_SIG, HI_SIG_B64_LEN) == HI_SIG_MISMATCH,
+			 "golden: shorter secret is MISMATCH", "%s", "not rejected");
+	hi_check(hi_signature_verify("hX3v9Qw2Lk8Zp4Rt7Yb1Nc6Md0Fg5Sj3", 32, msg, len,
+								 GOLDEN_SIG, HI_SIG_B64_LEN) == HI_SIG_MISMATCH,
+			 "golden: other secret is MISMATCH", "%s", "not rejected");
+
+	/* every single-bit flip of the decoded signature must be a mismatch */
+	bad = 0;
+	if (EVP_DecodeBlock(raw, (const unsigned char *) GOLDEN_SIG, HI_SIG_B64_LEN) != 33)
+		bad = 1000;
+	for (i = 0; i < HI_SIG_RAW_LEN && bad < 1000; i++)
+	{
+		for (bit = 0; bit < 8; bit++)
+		{
+			raw[i] ^= (unsigned char) (1u << bit);
+			EVP_EncodeBlock((unsigned char *) flipped, raw, HI_SIG_RAW_LEN);
+			if (VerifyGolden(flipped) != HI_SIG_MISMATCH)
+				bad++;
+			raw[i] ^= (unsigned char) (1u << bit);
+		}
+	}
+	hi_check(bad == 0, "golden: every 1-bit flip of the signature is MISMATCH",
+			 "%d flips not rejected", bad);
+	hi_check(VerifyGolden("VMHDx/bdoVfqCevuc11L1BqGTBpzX5lbR+hF7lUdUpc=") ==
+			 HI_SIG_MISMATCH, "golden: changed first character is MISMATCH",
+			 "%s", "not rejected");
+	hi_check(VerifyGolden("umhdx/bdovfqcevuc11l1bqgtbpzx5lbr+hf7ludupc=") ==
+			 HI_SIG_MISMATCH, "golden: lower-cased signature is MISMATCH",
+			 "%s", "not rejected");
+	free(msg);
+}
+
+/* Signatures that are not strict base64 of exactly 32 bytes. */
+static void
+TestSignatureMalformed(void)
+{
+	static const struct
+	{
+		const char *name;
+		const char *sig;
+	}			cases[] = {
+		{"empty", ""},
+		{"truncated to 43 (padding dropped)", "UMHDx/bdoVfqCevuc11L1BqGTBpzX5lbR+hF7lUdUpc"},
+		{"truncated to 40", "UMHDx/bdoVfqCevuc11L1BqGTBpzX5lbR+hF7lUd"},
+		{"trailing newline", GOLDEN_SIG "\n"},
+		{"trailing space", GOLDEN_SIG " "},
+		{"leading space", " " GOLDEN_SIG},
+		{"space instead of padding", "UMHDx/bdoVfqCevuc11L1BqGTBpzX5lbR+hF7lUdUpc "},
+		{"inner space", "UMHDx/bdoVfqCevuc11L1 qGTBpzX5lbR+hF7lUdUpc="},
+		{"non-base64 character", "UMHDx/bdoVfqCevuc11L1BqGTBp*X5lbR+hF7lUdUpc="},
+		{"URL-safe alphabet", "UMHDx_bdoVfqCevuc11L1BqGTBpzX5lbR-hF7lUdUpc="},
+		{"non-canonical padding bits", "UMHDx/bdoVfqCevuc11L1BqGTBpzX5lbR+hF7lUdUpd="},
+		{"double padding (31 bytes)", "UMHDx/bdoVfqCevuc11L1BqGTBpzX5lbR+hF7lUdUp=="},
+		{"padding in the middle", "UMHDx/bdoVfqCevuc11L1BqG=BpzX5lbR+hF7lUdUpc="},
+		{"33 bytes (44 chars, no padding)", "UMHDx/bdoVfqCevuc11L1BqGTBpzX5lbR+hF7lUdUpcA"},
+		{"33 bytes padded (48 chars)", "UMHDx/bdoVfqCevuc11L1BqGTBpzX5lbR+hF7lUdUpcAAA=="},
+		{"hex digest", "50c1c3c7f6dda157ea09ebee735d0bd41a864c1a735f995b47e845ee551d5297"},
+		{"non-ASCII", "\xc3\x9cMHDx/bdoVfqCevuc11L1BqGTBpzX5lbR+hF7lUdUp="},
+	};
+	size_t		i;
+	char		label[200];
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+	{
+		hi_sig_result r = VerifyGolden(cases[i].sig);
+
+		snprintf(label, sizeof(label), "malformed signature: %s", cases[i].name);
+		hi_check(r == HI_SIG_MALFORMED, label, "got %d", (int) r);
+	}
+	hi_check(hi_signature_verify(GOLDEN_SECRET, strlen(GOLDEN_SECRET),
+								 (const unsigned char *) GOLDEN_CANONICAL,
+								 strlen(GOLDEN_CANONICAL), GOLDEN_SIG, 43) ==
+			 HI_SIG_MALFORMED, "malformed signature: sig_len shorter than string",
+			 "%s", "accepted");
+	hi_check(hi_signature_verify(GOLDEN_SECRET, strlen(GOLDEN_SECRET),
+								 (const unsigned char *) GOLDEN_CANONICAL,
+								 strlen(GOLDEN_CANONICAL), NULL, 44) ==
+			 HI_SIG_MALFORMED, "malformed signature: NULL", "%s", "accepted");
+}
+
+/* RFC 4231 vector, empty key and message, keys with NUL bytes. */
+static void
+TestSignatureMisc(void)
+{
+	char		sig[HI_SIG_B64_LEN + 1];
+	char		sig2[HI_SIG_B64_LEN + 1];
+	int			rc;
+
+	rc = hi_signature_compute("Jefe", 4, (const unsigned char *) "what do ya want for nothing?",
+							  28, sig);
+	hi_check(rc == 0, "compute: RFC 4231 case 2 succeeds", "rc %d", rc);
+	hi_check_str("compute: RFC 4231 case 2", sig,
+				 "W9zBRr9gdU5qBCQmCJV1x1oAPwidJzmDnexYuWTsOEM=");
+
+	rc = hi_signature_compute("", 0, NULL, 0, sig);
+	hi_check(rc == 0, "compute: empty secret and message succeed", "rc %d", rc);
+	hi_check_str("compute: empty secret and message", sig,
+				 "thNnmggU2ex3L5XXeMNfxf8Wl8STcVZTxscSFEKSxa0=");
+	hi_check(hi_signature_verify(NULL, 0, NULL, 0, sig, strlen(sig)) == HI_SIG_OK,
+			 "verify: empty secret and message", "%s", "rejected");
+
+	rc = hi_signature_compute("a\0b", 3, (const unsigned char *) "m", 1, sig);
+	hi_signature_compute("a", 1, (const unsigned char *) "m", 1, sig2);
+	hi_check(rc == 0 && strcmp(sig, sig2) != 0,
+			 "compute: secret bytes after NUL count", "%s", "same signature");
+	hi_check(hi_signature_verify("a\0b", 3, (const unsigned char *) "m", 1, sig,
+								 strlen(sig)) == HI_SIG_OK,
+			 "verify: secret with NUL byte", "%s", "rejected");
+
+	rc = hi_signature_compute(NULL, 1, (const unsigned char *) "m", 1, sig);
+	hi_check(rc == -1 && sig[0] == '\0', "compute: NULL secret with length fails",
+			 "rc %d", rc);
+	rc = hi_signature_compute("k", 1, NULL, 1, sig);
+	hi_check(rc == -1 && sig[0] == '\0', "compute: NULL message with length fails",
+			 "rc %d", rc);
+	hi_check(hi_signature_verify("k", 1, NULL, 5, GOLDEN_SIG, HI_SIG_B64_LEN) ==
+			 HI_SIG_MISMATCH, "verify: HMAC failure fails closed", "%s", "accepted");
+}
+
+/* Content-length: digits only, trimmed, no overflow, equal to body length. */
+static void
+TestContentLength(void)
+{
+	static const struct
+	{
+		const char *value;
+		size_t		body_len;
+		int			want;
+	}			cases[] = {
+		{"152", 152, 1},
+		{" 152\t", 152, 1},
+		{"0152", 152, 1},		/* leading zeros: same number, accepted */
+		{"000", 0, 1},
+		{"0", 0, 1},
+		{"151", 152, 0},
+		{"153", 152, 0},
+		{"", 0, 0},
+		{"   ", 0, 0},
+		{"+152", 152, 0},
+		{"-152", 152, 0},
+		{"-0", 0, 0},
+		{"15 2", 152, 0},
+		{"152,152", 152, 0},
+		{"152, 152", 152, 0},
+		{"152\n", 152, 0},
+		{"152\r", 152, 0},
+		{"1.52e2", 152, 0},
+		{"0x98", 152, 0},
+		{"\xef\xbc\x91\xef\xbc\x95\xef\xbc\x92", 152, 0},	/* fullwidth digits */
+		{"99999999999999999999999999", 0, 0},
+		{"18446744073709551616", 0, 0},	/* 2^64: overflows, not 0 */
+	};
+	size_t		i;
+	char		label[200];
+	char		esc[120];
+	char		zeros[1100];
+	char		maxbuf[32];
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+	{
+		int			got = hi_content_length_matches(cases[i].value, cases[i].body_len);
+
+		snprintf(label, sizeof(label), "content-length: %s vs %zu",
+				 hi_escape(cases[i].value, esc, sizeof(esc)), cases[i].body_len);
+		hi_check(got == cases[i].want, label, "got %d, want %d", got, cases[i].want);
+	}
+	hi_check(!hi_content_length_matches(NULL, 0), "content-length: NULL",
+			 "%s", "accepted");
+
+	memset(zeros, '0', 1000);
+	strcpy(zeros + 1000, "152");
+	hi_check(hi_content_length_matches(zeros, 152),
+			 "content-length: 1000 leading zeros", "%s", "rejected");
+
+	snprintf(maxbuf, sizeof(maxbuf), "%zu", (size_t) SIZE_MAX);
+	hi_check(hi_content_length_matches(maxbuf, SIZE_MAX),
+			 "content-length: SIZE_MAX exactly", "%s", "rejected");
+	maxbuf[strlen(maxbuf) - 1]++;	/* SIZE_MAX ends in 5: now SIZE_MAX + 1 */
+	hi_check(!hi_content_length_matches(maxbuf, SIZE_MAX) &&
+			 !hi_content_length_matches(maxbuf, 0),
+			 "content-length: SIZE_MAX + 1 overflows", "%s", "accepted");
+}
+
+/* Backoff: values, jitter range, caps, monotonicity, overflow, Retry-After. */
+static void
+TestBackoff(void)
+{
+	static const double rnds[] = {0.0, 0.25, 0.5, 0.999999, 0.9999999999999999};
+	size_t		r;
+	int			attempt;
+	int			bad;
+	long		prev;
+	long		d;
+
+	hi_check_long("backoff: attempt 1, rnd 0", hi_backoff_delay_ms(1, 1000, 60000, 0.0, -1), 500);
+	hi_check_long("backoff: attempt 1, rnd 0.5", hi_backoff_delay_ms(1, 1000, 60000, 0.5, -1), 750);
+	hi_check_long("backoff: attempt 1, rnd ~1", hi_backoff_delay_ms(1, 1000, 60000, 0.999999, -1), 999);
+	hi_check_long("backoff: attempt 2, rnd 0", hi_backoff_delay_ms(2, 1000, 60000, 0.0, -1), 1000);
+	hi_check_long("backoff: attempt 3, rnd 0", hi_backoff_delay_ms(3, 1000, 60000, 0.0, -1), 2000);
+	hi_check_long("backoff: attempt 6, rnd 0 (32 s)", hi_backoff_delay_ms(6, 1000, 60000, 0.0, -1), 16000);
+	hi_check_long("backoff: attempt 7 capped", hi_backoff_delay_ms(7, 1000, 60000, 0.0, -1), 30000);
+	hi_check_long("backoff: attempt 1000 capped", hi_backoff_delay_ms(1000, 1000, 60000, 0.5, -1), 45000);
+	hi_check_long("backoff: attempt INT_MAX capped",
+				  hi_backoff_delay_ms(INT_MAX, 1000, 60000, 0.0, -1), 30000);
+	hi_check_long("backoff: odd raw 5, rnd ~1: 2 + floor(rnd * 3)",
+				  hi_backoff_delay_ms(1, 5, 100, 0.9999999999999999, -1), 4);
+	hi_check_long("backoff: base above cap", hi_backoff_delay_ms(1, 90000, 60000, 0.0, -1), 30000);
+	hi_check_long("backoff: attempt 0 counts as 1", hi_backoff_delay_ms(0, 1000, 60000, 0.0, -1), 500);
+	hi_check_long("backoff: negative attempt counts as 1",
+				  hi_backoff_delay_ms(-5, 1000, 60000, 0.0, -1), 500);
+	hi_check_long("backoff: base 0", hi_backoff_delay_ms(50, 0, 60000, 0.9, -1), 0);
+	hi_check_long("backoff: negative base", hi_backoff_delay_ms(3, -1000, 60000, 0.9, -1), 0);
+	hi_check_long("backoff: cap 0", hi_backoff_delay_ms(3, 1000, 0, 0.9, -1), 0);
+	hi_check_long("backoff: negative cap", hi_backoff_delay_ms(3, 1000, -1, 0.9, -1), 0);
+	hi_check_long("backoff: NaN rnd counts as 0", hi_backoff_delay_ms(1, 1000, 60000, NAN, -1), 500);
+	hi_check_long("backoff: rnd 1.0 counts as 0", hi_backoff_delay_ms(1, 1000, 60000, 1.0, -1), 500);
+	hi_check_long("backoff: negative rnd counts as 0", hi_backoff_delay_ms(1, 1000, 60000, -0.5, -1), 500);
+	hi_check_long("backoff: infinite rnd counts as 0",
+				  hi_backoff_delay_ms(1, 1000, 60000, INFINITY, -1), 500);
+	hi_check_long("backoff: LONG_MAX base and cap, attempt 1000, rnd 0",
+				  hi_backoff_delay_ms(1000, LONG_MAX, LONG_MAX, 0.0, -1), LONG_MAX / 2);
+	d = hi_backoff_delay_ms(1000, 1, LONG_MAX, 0.9999999999999999, -1);
+	hi_check(d >= LONG_MAX / 2 && d <= LONG_MAX,
+			 "backoff: base 1, cap LONG_MAX, attempt 1000 does not overflow", "got %ld", d);
+	hi_check_long("backoff: 2 * 2^61 = 2^62 is below the LONG_MAX cap",
+				  hi_backoff_delay_ms(62, 2, LONG_MAX, 0.0, -1), 2305843009213693952L);
+	hi_check_long("backoff: 2 * 2^62 would overflow: LONG_MAX cap",
+				  hi_backoff_delay_ms(63, 2, LONG_MAX, 0.0, -1), LONG_MAX / 2);
+
+	/* Retry-After */
+	hi_check_long("retry-after: above jitter wins",
+				  hi_backoff_delay_ms(1, 1000, 60000, 0.0, 120000), 120000);
+	hi_check_long("retry-after: below jitter loses",
+				  hi_backoff_delay_ms(3, 1000, 60000, 0.0, 10), 2000);
+	hi_check_long("retry-after: 0 means jitter",
+				  hi_backoff_delay_ms(1, 1000, 60000, 0.5, 0), 750);
+	hi_check_long("retry-after: capped at 1 hour",
+				  hi_backoff_delay_ms(1, 1000, 60000, 0.0, 5000000), HI_RETRY_AFTER_MAX_MS);
+	hi_check_long("retry-after: LONG_MAX capped at 1 hour",
+				  hi_backoff_delay_ms(1, 1000, 60000, 0.0, LONG_MAX), HI_RETRY_AFTER_MAX_MS);
+	hi_check_long("retry-after: capped at 1 hour even when cap_ms is larger",
+				  hi_backoff_delay_ms(100, 1000, 7200000, 0.0, 5000000), 3600000);
+	hi_check_long("retry-after: jitter above 1 hour with big cap",
+				  hi_backoff_delay_ms(100, 1000, 7200000, 0.5, 60000), 5400000);
+
+	/* invariants over many attempts */
+	bad = 0;
+	for (r = 0; r < sizeof(rnds) / sizeof(rnds[0]); r++)
+	{
+		prev = 0;
+		for (attempt = 1; attempt <= 1000; attempt++)
+		{
+			long		raw = attempt > 6 ? 60000 : 1000L << (attempt - 1);
+
+			d = hi_backoff_delay_ms(attempt, 1000, 60000, rnds[r], -1);
+			if (d < prev || d < raw / 2 || d > raw || d > 60000)
+			{
+				if (bad++ < 5)
+					printf("# attempt %d rnd %.17g: delay %ld, prev %ld, raw %ld\n",
+						   attempt, rnds[r], d, prev, raw);
+			}
+			prev = d;
+		}
+	}
+	hi_check(bad == 0, "backoff: non-decreasing and within [raw/2, raw] for 1000 attempts",
+			 "%d violations", bad);
+
+	bad = 0;
+	for (attempt = 1; attempt <= 1000; attempt += 7)
+	{
+		for (r = 0; r < sizeof(rnds) / sizeof(rnds[0]); r++)
+		{
+			long		ra;
+
+			for (ra = -1; ra <= 8000000; ra += 999983)
+			{
+				long		cra = ra > HI_RETRY_AFTER_MAX_MS ? HI_RETRY_AFTER_MAX_MS : ra;
+				long		ceiling = cra > 60000 ? cra : 60000;
+
+				d = hi_backoff_delay_ms(attempt, 1000, 60000, rnds[r], ra);
+				if (d < 0 || d > ceiling || (ra >= 0 && d < cra))
+					bad++;
+			}
+		}
+	}
+	hi_check(bad == 0, "backoff: with Retry-After, max(ra, jitter) <= max(cap, ra)",
+			 "%d violations", bad);
+}
+
+/* Retry-After in delta-seconds form. */
+static void
+TestRetryAfter(void)
+{
+	static const struct
+	{
+		const char *value;
+		long		want;
+	}			cases[] = {
+		{"120", 120000},
+		{" 7\t", 7000},
+		{"0", 0},
+		{"007", 7000},
+		{"", -1},
+		{"  ", -1},
+		{"-1", -1},
+		{"+5", -1},
+		{"1.5", -1},
+		{"5s", -1},
+		{"5 5", -1},
+		{"5\n", -1},
+		{"Wed, 21 Oct 2015 07:28:00 GMT", -1},
+		{"9223372036854775", 9223372036854775000L},
+		{"9223372036854776", LONG_MAX},
+		{"99999999999999999999999999999", LONG_MAX},
+	};
+	size_t		i;
+	char		label[200];
+	char		esc[120];
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+	{
+		snprintf(label, sizeof(label), "retry-after parse: %s",
+				 hi_escape(cases[i].value, esc, sizeof(esc)));
+		hi_check_long(label, hi_parse_retry_after_seconds(cases[i].value), cases[i].want);
+	}
+	hi_check_long("retry-after parse: NULL", hi_parse_retry_after_seconds(NULL), -1);
+}
+
+/* Run every test and print the summary. */
+int
+main(void)
+{
+	TestTemplateValidate();
+	TestTemplateRender();
+	TestTrim();
+	TestCanonical();
+	TestSignatureGolden();
+	TestSignatureMalformed();
+	TestSignatureMisc();
+	TestContentLength();
+	TestBackoff();
+	TestRetryAfter();
+	return hi_test_summary();
+}
