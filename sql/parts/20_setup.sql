@@ -35,13 +35,15 @@ RETURNS boolean LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_worker_runn
 CREATE FUNCTION halo_itsm.connect(instance_url text, client_id text, client_secret text,
                                   tenant text DEFAULT NULL, name text DEFAULT 'default')
 RETURNS integer LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+SET search_path = pg_catalog, pg_temp
+-- a failing call must not write its statement, which holds the secret, to the server log
+SET log_min_error_statement = 'panic' AS $$
 DECLARE
     v_url text;
     v_id integer;
 BEGIN
     IF instance_url IS NULL OR client_id IS NULL OR client_secret IS NULL
-       OR btrim(client_id) = '' OR client_secret = '' THEN
+       OR btrim(instance_url) = '' OR btrim(client_id) = '' OR client_secret = '' THEN
         RAISE EXCEPTION 'halo_itsm: instance_url, client_id and client_secret are required'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Create an API application in Halo (Configuration > Integrations > Halo API) with "Client ID and Secret (Services)" authentication and pass its client ID and secret.';
@@ -72,7 +74,8 @@ COMMENT ON FUNCTION halo_itsm.connect(text, text, text, text, text) IS
 -- Replaces the OAuth2 client credentials of an integration.
 CREATE FUNCTION halo_itsm.set_credentials(integration integer, client_id text, client_secret text)
 RETURNS void LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+SET search_path = pg_catalog, pg_temp
+SET log_min_error_statement = 'panic' AS $$
 BEGIN
     PERFORM halo_itsm._integration(integration);
     IF client_id IS NULL OR btrim(client_id) = '' OR client_secret IS NULL OR client_secret = '' THEN
@@ -165,8 +168,10 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Look the ids up in Halo under Configuration > Tickets (Ticket Types, Priorities).';
     END IF;
-    IF closed_status_ids IS NOT NULL AND (cardinality(closed_status_ids) = 0 OR array_position(closed_status_ids, NULL) IS NOT NULL) THEN
-        RAISE EXCEPTION 'halo_itsm: closed_status_ids must list at least one status id and no NULL'
+    IF closed_status_ids IS NOT NULL
+       AND (array_ndims(closed_status_ids) IS DISTINCT FROM 1
+            OR EXISTS (SELECT 1 FROM unnest(closed_status_ids) s WHERE s IS NULL OR s <= 0)) THEN
+        RAISE EXCEPTION 'halo_itsm: closed_status_ids must be a one-dimensional list of positive status ids, at least one and no NULL'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Halo''s Closed status is 9 unless your instance renamed it: ''{9}''.';
     END IF;
