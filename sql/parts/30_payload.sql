@@ -101,11 +101,25 @@ COMMENT ON FUNCTION halo_itsm.ticket_payload(text, text) IS
 -- Triggers: the outbox row is written in the inserting transaction.
 -- ---------------------------------------------------------------------------
 
+-- True in a session that restores a dump: pg_dump writes "SET check_function_bodies = false"
+-- and "SET row_security = off" at the top of every dump (and pg_restore sends both), and
+-- ordinary sessions do not run with both. The dump carries the outbox rows of the cases and
+-- detections it restores, so the triggers below must not queue those rows a second time.
+CREATE FUNCTION halo_itsm._restoring()
+RETURNS boolean LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+    SELECT NOT current_setting('check_function_bodies')::boolean
+       AND NOT current_setting('row_security')::boolean
+$$;
+
 -- Queues a ticket for a new case and wakes the worker at commit.
 CREATE FUNCTION halo_itsm._case_enqueue()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF halo_itsm._restoring() THEN
+        RETURN NULL;    -- the restored outbox row follows in the dump
+    END IF;
     INSERT INTO halo_itsm.outbox (kind, case_id, integration_id)
     VALUES ('case', NEW.id, NEW.integration_id);
     PERFORM halo_itsm._wake_worker_at_commit();
@@ -121,7 +135,12 @@ CREATE FUNCTION halo_itsm._detection_enqueue()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF halo_itsm._restoring() THEN
+        RETURN NULL;    -- the restored outbox and tickets rows follow in the dump
+    END IF;
+    -- the ticket check covers an outbox row that purge() has deleted since
     IF NEW.status = 'closed' AND NEW.case_id IS NULL
+       AND NOT EXISTS (SELECT 1 FROM halo_itsm.tickets t WHERE t.detection_id = NEW.id)
        AND EXISTS (SELECT 1 FROM halo_itsm.integrations i
                     WHERE i.standalone_detection_tickets AND i.enabled
                       AND (i.id = NEW.integration_id OR NEW.integration_id IS NULL)) THEN

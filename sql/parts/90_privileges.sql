@@ -9,6 +9,13 @@
 -- ---------------------------------------------------------------------------
 REVOKE ALL ON ALL TABLES IN SCHEMA halo_itsm FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA halo_itsm FROM PUBLIC;
+-- ALL FUNCTIONS does not include procedures (deliver()).
+REVOKE ALL ON ALL PROCEDURES IN SCHEMA halo_itsm FROM PUBLIC;
 GRANT USAGE ON SCHEMA halo_itsm TO PUBLIC;
 GRANT EXECUTE ON FUNCTION halo_itsm.render_template(text, text, text, text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION halo_itsm.priority_id(halo_itsm.integrations, halo_itsm.severity) TO PUBLIC;
+
+-- Webhooks: the signature calculator is harmless; ingest_webhook (SECURITY DEFINER) is
+-- granted by the administrator to the receiver's role only (see docs/webhooks.md);
+-- everything else (settings, rotation, reconcile, the timeline) stays with the owner.
+GRANT EXECUTE ON FUNCTION halo_itsm.webhook_signature(text, jsonb, bytea) TO PUBLIC;
