@@ -130,6 +130,7 @@ BEGIN
         -- Not attempted (budget, shutdown): back to the queue without counting an attempt.
         UPDATE halo_itsm.outbox x
            SET state = 'pending', claimed_by = NULL, attempts = greatest(x.attempts - 1, 0),
+               last_error = coalesce(error, x.last_error),
                next_attempt_at = now() + make_interval(secs => greatest(retry_in_ms, 0) / 1000.0)
          WHERE x.id = o.id;
     ELSIF outcome = 'dead' THEN
