@@ -60,16 +60,10 @@ hi_deliver_loop(int max_items, bool only_without_worker)
 
 	for (;;)
 	{
-		int			active = hi_engine_active();
+		int			active;
 
 		CHECK_FOR_INTERRUPTS();
-		if (more && done + active < max_items)
-		{
-			int			room = Min(hi_max_concurrent_requests - active, max_items - done - active);
-
-			if (room > 0)
-				more = hi_deliver_claim(room) == room;
-		}
+		/* record finished items first, so that they count against max_items */
 		while ((item = hi_engine_pop_finished()) != NULL)
 		{
 			hi_store_record(item);
@@ -79,9 +73,16 @@ hi_deliver_loop(int max_items, bool only_without_worker)
 			hi_item_free(item);
 			more = true;
 		}
-		if (hi_engine_active() == 0 && !more)
-			break;
-		if (hi_engine_active() == 0 && done >= max_items)
+		active = hi_engine_active();
+		if (more && done + active < max_items)
+		{
+			int			room = Min(hi_max_concurrent_requests - active, max_items - done - active);
+
+			if (room > 0)
+				more = hi_deliver_claim(room) == room;
+		}
+		if (hi_engine_active() == 0 && !hi_engine_pop_finished_peek() &&
+			(!more || done >= max_items))
 			break;
 		if (hi_engine_active() > 0)
 			hi_engine_wait(1000);

@@ -6,6 +6,7 @@
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "halo_itsm.h"
@@ -32,11 +33,16 @@ int			hi_webhook_tolerance_s = 300;
 void
 hi_guc_init(void)
 {
-	DefineCustomStringVariable("halo_itsm.database",
-							   "Database in which the halo_itsm background worker delivers tickets.",
-							   "The extension must be installed in this database. Other databases can use CALL halo_itsm.deliver().",
-							   &hi_database, "postgres", PGC_POSTMASTER, 0,
-							   NULL, NULL, NULL);
+	/*
+	 * A PGC_POSTMASTER setting can only be defined while preloading (later it
+	 * is a FATAL error); without preloading there is no worker to place.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomStringVariable("halo_itsm.database",
+								   "Database in which the halo_itsm background worker delivers tickets.",
+								   "The extension must be installed in this database. Other databases can use CALL halo_itsm.deliver().",
+								   &hi_database, "postgres", PGC_POSTMASTER, 0,
+								   NULL, NULL, NULL);
 	DefineCustomBoolVariable("halo_itsm.allow_http",
 							 "Allows http:// Halo instance URLs (for tests against a local mock only).",
 							 NULL, &hi_allow_http, false, PGC_SUSET, 0,

@@ -113,6 +113,8 @@ hi_request_new(const char *method, const char *base_url, const char *path,
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, hi_allow_http ? "http,https" : "https");
 	curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "https");
 	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	/* an instance URL with user:password@ (stored behind connect()'s back) is refused */
+	curl_easy_setopt(easy, CURLOPT_DISALLOW_USERNAME_IN_URL, 1L);
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) hi_connect_timeout_ms);
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) hi_request_timeout_ms);
@@ -158,6 +160,15 @@ hi_request_new(const char *method, const char *base_url, const char *path,
 		curl_easy_setopt(easy, CURLOPT_POST, 1L);
 		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->post_body ? req->post_body : "");
 		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) (req->post_body ? strlen(req->post_body) : 0));
+
+		/*
+		 * A POST is not idempotent. On a reused keep-alive connection that
+		 * closes without an answer, libcurl silently sends the request again
+		 * on a new connection, although the server may have acted on it (a
+		 * duplicate ticket). On a fresh connection it reports the failure
+		 * instead, and the engine looks the ticket up before resending.
+		 */
+		curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L);
 	}
 	else
 		curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
@@ -256,12 +267,17 @@ hi_request_describe(const HiRequest *req)
 	StringInfoData s;
 
 	initStringInfo(&s);
-	if (req->result != CURLE_OK)
+	if (req->result != CURLE_OK && req->refused_private)
+		appendStringInfo(&s, "halo_itsm: %s refused: the instance host resolves to a private, loopback or link-local address, which halo_itsm.allow_private_addresses forbids",
+						 req->path);
+	else if (req->result != CURLE_OK)
 	{
 		appendStringInfo(&s, "halo_itsm: %s failed: %s", req->path,
 						 req->errbuf[0] ? req->errbuf : curl_easy_strerror(req->result));
-		if (req->result == CURLE_COULDNT_CONNECT && strstr(req->errbuf, "private") == NULL)
+		if (req->result == CURLE_COULDNT_CONNECT)
 			appendStringInfoString(&s, " (is the instance URL right and Halo reachable from the database server?)");
+		if (req->result == CURLE_LOGIN_DENIED)
+			appendStringInfoString(&s, " (the instance URL holds credentials, which halo_itsm never sends: store it without user:password@)");
 		if (req->result == CURLE_PEER_FAILED_VERIFICATION || req->result == CURLE_SSL_CACERT_BADFILE)
 			appendStringInfoString(&s, " (set halo_itsm.ca_file to the CA that signed Halo's certificate)");
 	}
@@ -402,8 +418,8 @@ hi_opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr
 
 	if (!hi_allow_private_addresses && hi_address_is_private(&address->addr))
 	{
-		snprintf(req->errbuf, sizeof(req->errbuf),
-				 "the instance host resolves to a private, loopback or link-local address, which halo_itsm.allow_private_addresses forbids");
+		/* curl overwrites errbuf with its own "Couldn't connect": keep the reason apart */
+		req->refused_private = true;
 		return CURL_SOCKET_BAD;
 	}
 	return socket(address->family, address->socktype, address->protocol);

@@ -24,6 +24,7 @@ typedef struct HaloShared
 	slock_t		mutex;
 	Latch	   *worker_latch;	/* points into the PGPROC array, itself shared */
 	pid_t		worker_pid;
+	Oid			worker_db;		/* the database the worker delivers for */
 } HaloShared;
 
 static HaloShared *hi_shared = NULL;
@@ -68,6 +69,7 @@ hi_shmem_startup(void)
 		SpinLockInit(&hi_shared->mutex);
 		hi_shared->worker_latch = NULL;
 		hi_shared->worker_pid = 0;
+		hi_shared->worker_db = InvalidOid;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -81,21 +83,27 @@ hi_shmem_set_worker(bool running)
 	SpinLockAcquire(&hi_shared->mutex);
 	hi_shared->worker_latch = running ? &MyProc->procLatch : NULL;
 	hi_shared->worker_pid = running ? MyProcPid : 0;
+	hi_shared->worker_db = running ? MyDatabaseId : InvalidOid;
 	SpinLockRelease(&hi_shared->mutex);
 }
 
-/* True when a delivery worker is running (always false without preloading). */
+/*
+ * True when a delivery worker is running for the current database (always
+ * false without preloading): the worker serves halo_itsm.database only.
+ */
 bool
 hi_shmem_worker_running(void)
 {
 	pid_t		pid;
+	Oid			dbid;
 
 	if (hi_shared == NULL)
 		return false;
 	SpinLockAcquire(&hi_shared->mutex);
 	pid = hi_shared->worker_pid;
+	dbid = hi_shared->worker_db;
 	SpinLockRelease(&hi_shared->mutex);
-	return pid != 0;
+	return pid != 0 && dbid == MyDatabaseId;
 }
 
 /* Sets the worker's latch at commit; forgets the request at abort. */
@@ -141,7 +149,7 @@ halo_itsm_wake_worker_at_commit(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* SQL: whether the delivery worker is running. */
+/* SQL: whether the delivery worker is running for this database. */
 Datum
 halo_itsm_worker_running(PG_FUNCTION_ARGS)
 {

@@ -143,6 +143,8 @@ halo_itsm_worker_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			hi_engine_forget_tokens();
+			/* poll now: the next poll was timed with the old poll_interval */
+			next_poll = 0;
 		}
 
 		old = MemoryContextSwitchTo(loop_cxt);

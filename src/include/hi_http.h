@@ -27,6 +27,7 @@ typedef struct HiRequest
 	CURLcode	result;
 	long		retry_after_ms; /* -1 when absent */
 	char		errbuf[CURL_ERROR_SIZE];
+	bool		refused_private;	/* the open-socket callback refused the address */
 	void	   *owner;			/* the item this request works for */
 	struct HiRequest *prev;		/* the engine's list of requests in flight */
 	struct HiRequest *next;

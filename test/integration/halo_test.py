@@ -242,3 +242,364 @@ class Mock:
     def webhooks(self):
         """The webhook deliveries the mock sent, with their answers."""
         return self.call("GET", "/_mock/webhooks")
+
+
+# --- a clean halo_itsm state ------------------------------------------------------------
+
+HALO_TABLES = ("outbox", "webhook_deliveries", "timeline", "tickets", "detections", "cases",
+               "integration_secrets", "integrations")
+
+
+def ensure_extension(dbname="halo"):
+    """CREATE EXTENSION IF NOT EXISTS halo_itsm in dbname."""
+    q("CREATE EXTENSION IF NOT EXISTS halo_itsm", db=dbname)
+
+
+def clean_halo_tables(dbname="halo", mock=None):
+    """Empty every halo_itsm table of dbname, after the worker has finished what it has in
+    flight (mock: reset first, so that no fault or latency holds those requests up)."""
+    (mock or Mock()).reset()
+    wait_until(lambda: q1("SELECT count(*) = 0 FROM halo_itsm.outbox o JOIN pg_stat_activity a"
+                          " ON a.pid = o.claimed_by WHERE o.state = 'in_flight'", db=dbname),
+               timeout=15, msg="items of an earlier test still in flight")
+    for table in HALO_TABLES:
+        q("DELETE FROM halo_itsm.%s" % table, db=dbname)
+
+
+def fresh_integration(dbname="halo", mock=None, tenant=None, client_id="test-client",
+                      client_secret="test-secret", name="default", **configure):
+    """Clean state: reset the mock, empty the halo_itsm tables of dbname, then connect() an
+    integration to the mock and configure() it (category defaults to 'Security>Incident';
+    other keyword arguments go to configure()). Returns the integration id."""
+    mock = mock or Mock()
+    clean_halo_tables(dbname, mock)
+    mock.reset()
+    iid = q1("SELECT halo_itsm.connect(%s, %s, %s, tenant => %s, name => %s)",
+             "http://127.0.0.1:%d" % MOCK_PORT, client_id, client_secret, tenant, name, db=dbname)
+    configure.setdefault("category", "Security>Incident")
+    args = ", ".join("%s => %%s" % k for k in configure)
+    q("SELECT halo_itsm.configure(%%s, %s)" % args, iid, *configure.values(), db=dbname)
+    return iid
+
+
+# --- faults and operations: settings, the mock process, secrets ---------------------------
+# (used by test_faults, test_outbound_safety, test_dump_restore, test_roles and
+# test_zz_log_hygiene)
+
+RUN_DIR = (os.path.dirname(os.environ.get("HI_PG_LOG", ""))
+           or os.environ.get("HI_RUN_DIR", "/tmp/halo_itsm-run"))
+ROOT = os.environ.get("HI_ROOT") or os.path.dirname(os.path.dirname(
+    os.path.dirname(os.path.abspath(__file__))))
+# HI_LONG=1: the long variants (e.g. 5,000 cases instead of 500 in test_faults)
+LONG = os.environ.get("HI_LONG", "0") == "1"
+WORKER_TYPE = "halo_itsm delivery worker"
+
+# Client secrets the tests hand to connect(), set_credentials() and the mock. The log
+# hygiene test (test_zz_log_hygiene) greps the server log for each of them, for every
+# secret still stored in integration_secrets and for every token, webhook secret and
+# signature the mock saw: choose distinctive secrets (nothing a log line could hold by
+# chance), and register any secret not stored in a table with remember_secret().
+KNOWN_SECRETS = ["test-secret"]
+_SECRETS_FILE = os.path.join(RUN_DIR, "test-secrets.txt")
+
+
+def remember_secret(value):
+    """Register a secret a test used, for the log hygiene test; returns value."""
+    with open(_SECRETS_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(value) + "\n")
+    return value
+
+
+def known_secrets():
+    """KNOWN_SECRETS and every secret registered with remember_secret()."""
+    out = list(KNOWN_SECRETS)
+    try:
+        with open(_SECRETS_FILE, encoding="utf-8") as f:
+            out += [json.loads(line) for line in f if line.strip()]
+    except OSError:
+        pass
+    return out
+
+
+def _show_fresh(name):
+    """current_setting(name) in a new session (which sees the last reload)."""
+    conn = psycopg2.connect(host=PGHOST, port=PGPORT, user=PGUSER, dbname="postgres",
+                            application_name="halo_test")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_setting(%s)", (name,))
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def set_system(settings):
+    """ALTER SYSTEM SET each name = value of the dict (value None: RESET), reload, and wait
+    until new sessions see the values (give them as SHOW prints them: '1s', '50', 'off');
+    returns the values in force before, for set_system(before)-style restores."""
+    before = {}
+    for name, value in settings.items():
+        assert all(c.isalnum() or c in "._" for c in name), name
+        before[name] = _show_fresh(name)
+        if value is None:
+            q("ALTER SYSTEM RESET %s" % name, db="postgres")
+        else:
+            q("ALTER SYSTEM SET %s = %%s" % name, str(value), db="postgres")
+    q("SELECT pg_reload_conf()", db="postgres")
+    for name, value in settings.items():
+        if value is not None:
+            wait_until(lambda: _show_fresh(name) == str(value), timeout=10,
+                       msg="%s = %s after pg_reload_conf()" % (name, value))
+    time.sleep(0.3)     # the worker handles its SIGHUP at its next round
+    return before
+
+
+def reset_system(names):
+    """ALTER SYSTEM RESET each name and reload (back to postgresql.conf)."""
+    set_system({name: None for name in names})
+    time.sleep(0.2)
+
+
+def worker_pid(dbname="halo"):
+    """The pid of the delivery worker, or None while there is none."""
+    return q1("SELECT pid FROM pg_stat_activity WHERE backend_type = %s", WORKER_TYPE,
+              db=dbname)
+
+
+def q1_retry(sql, *args, db="halo", timeout=60):
+    """q1(), retried while the server restarts (after a crash or pg_ctl stop/start)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return q1(sql, *args, db=db)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            close_connections()
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+
+
+MOCK_SCRIPT = os.path.join(ROOT, "test", "mock", "mock_halo.py")
+MOCK_PID_FILE = os.path.join(RUN_DIR, "mock.pid")
+
+
+def _save_mock_ledger(mock):
+    """Keep the tokens, webhook secrets and signatures a mock saw, before it stops."""
+    try:
+        ledger = mock.call("GET", "/_mock/secrets")
+    except (AssertionError, OSError):
+        return
+    path = os.path.join(RUN_DIR, "mock-secrets-%d-%d.json" % (os.getpid(), time.time() * 1e6))
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(ledger, f)
+
+
+def mock_secrets():
+    """{tokens, webhook_secrets, signatures} the mock saw since it started, and every
+    mock stopped by stop_mock() or ExtraMock.stop() before."""
+    out = {"tokens": [], "webhook_secrets": [], "signatures": []}
+    ledgers = []
+    try:
+        ledgers.append(Mock().call("GET", "/_mock/secrets"))
+    except (AssertionError, OSError):
+        pass
+    for name in sorted(os.listdir(RUN_DIR)):
+        if name.startswith("mock-secrets-") and name.endswith(".json"):
+            with open(os.path.join(RUN_DIR, name), encoding="utf-8") as f:
+                ledgers.append(json.load(f))
+    for ledger in ledgers:
+        for key in out:
+            out[key] += ledger.get(key, [])
+    return out
+
+
+def _port_answers(port):
+    import socket
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def stop_mock():
+    """Stop the harness's mock Halo server (pid in RUN_DIR/mock.pid): Halo is down."""
+    _save_mock_ledger(Mock())
+    with open(MOCK_PID_FILE) as f:
+        pid = int(f.read().strip())
+    try:
+        os.kill(pid, 15)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)
+            time.sleep(0.05)
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+    wait_until(lambda: not _port_answers(MOCK_PORT), timeout=10, msg="mock port closed")
+
+
+def start_mock(*args):
+    """Start the harness's mock Halo again on MOCK_PORT (fresh state), as
+    test/lib/common.sh hi_mock_start does; records its pid for the harness's cleanup."""
+    with open(os.path.join(RUN_DIR, "mock.log"), "ab") as log:
+        proc = subprocess.Popen(["/usr/bin/python3", MOCK_SCRIPT, "--port", str(MOCK_PORT),
+                                 "--quiet"] + list(args), stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(MOCK_PID_FILE, "w") as f:
+        f.write("%d\n" % proc.pid)
+    wait_until(lambda: proc.poll() is not None or _port_answers(MOCK_PORT), timeout=10,
+               msg="mock listening")
+    assert proc.poll() is None, "the mock exited at once (see %s/mock.log)" % RUN_DIR
+    return proc
+
+
+def mock_running():
+    """True when the harness's mock answers its control API."""
+    try:
+        return Mock().call("GET", "/_mock/health") == {"ok": True}
+    except (AssertionError, OSError):
+        return False
+
+
+class ExtraMock:
+    """A second mock Halo server on a free port (e.g. over HTTPS with
+    args=('--tls-cert', C, '--tls-key', K)); .port, .url, .mock (its control API); stop()."""
+
+    def __init__(self, *args):
+        import select
+        self.proc = subprocess.Popen(["/usr/bin/python3", MOCK_SCRIPT, "--port", "0",
+                                      "--quiet"] + list(args), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+        line = b""
+        deadline = time.monotonic() + 10
+        while b"\n" not in line and time.monotonic() < deadline and self.proc.poll() is None:
+            if select.select([self.proc.stdout], [], [], 0.1)[0]:
+                line += os.read(self.proc.stdout.fileno(), 4096)
+        text = line.decode("utf-8", "replace")
+        if "mock_halo listening on " not in text:
+            self.proc.kill()
+            raise AssertionError("extra mock did not start: %r %r"
+                                 % (text, self.proc.stderr.read1(4096)))
+        self.url = text.split("mock_halo listening on ", 1)[1].split()[0]
+        self.scheme = self.url.split(":", 1)[0]
+        self.port = int(self.url.rsplit(":", 1)[1])
+        self.mock = Mock(port=self.port, scheme=self.scheme)
+
+    def stop(self):
+        """Stop it (keeping the secrets it saw for the log hygiene test)."""
+        if self.proc.poll() is None:
+            _save_mock_ledger(self.mock)
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+def connect_integrations(n, dbname="halo", mock=None, prefix="int", **configure):
+    """Clean state (fresh_integration), then n integrations to the mock, each with its own
+    distinctive client id and secret (registered with the mock and remember_secret());
+    configure() keyword arguments apply to all. Returns their ids."""
+    import secrets as _secrets
+    mock = mock or Mock()
+    creds = [("%s-client-%d" % (prefix, k),
+              remember_secret("%s-secret-%d-%s" % (prefix, k, _secrets.token_hex(8))))
+             for k in range(1, n + 1)]
+    ids = [fresh_integration(dbname, mock, client_id=creds[0][0], client_secret=creds[0][1],
+                             name="%s-1" % prefix, **configure)]
+    mock.config(clients=[{"client_id": c, "client_secret": s} for c, s in creds])
+    configure.setdefault("category", "Security>Incident")
+    args = ", ".join("%s => %%s" % k for k in configure)
+    for k, (client_id, secret) in enumerate(creds[1:], start=2):
+        iid = q1("SELECT halo_itsm.connect(%s, %s, %s, name => %s)",
+                 "http://127.0.0.1:%d" % MOCK_PORT, client_id, secret, "%s-%d" % (prefix, k),
+                 db=dbname)
+        q("SELECT halo_itsm.configure(%%s, %s)" % args, iid, *configure.values(), db=dbname)
+        ids.append(iid)
+    return ids
+
+
+def insert_cases(prefix, n, integration_ids, dbname="halo", batch=50, pause=0.0, first=1):
+    """Insert n cases with sids prefix + 6 digits (first, first+1, ...), spread round-robin
+    over integration_ids, batch rows per transaction, pause seconds between batches;
+    returns their sids."""
+    for lo in range(first, first + n, batch):
+        hi = min(lo + batch, first + n) - 1
+        q("INSERT INTO halo_itsm.cases (sid, title, severity, integration_id)"
+          " SELECT %s || lpad(g::text, 6, '0'), 'Case ' || g || ' of ' || %s,"
+          "        (enum_range(NULL::halo_itsm.severity))[1 + g %% 5],"
+          "        (%s::int[])[1 + g %% %s]"
+          "   FROM generate_series(%s, %s) g",
+          prefix, prefix, list(integration_ids), len(integration_ids), lo, hi, db=dbname)
+        if pause:
+            time.sleep(pause)
+    return ["%s%06d" % (prefix, g) for g in range(first, first + n)]
+
+
+def outbox_counts(dbname="halo"):
+    """{state: count} of the outbox."""
+    return dict(q("SELECT state, count(*) FROM halo_itsm.outbox GROUP BY 1", db=dbname))
+
+
+def wait_drained(dbname="halo", stall=60, allow_dead=False, retry_connect=False):
+    """Wait until no outbox item is pending or in flight; fail when the queue did not
+    shrink for stall seconds, or (unless allow_dead) as soon as an item is dead.
+    Returns the seconds waited."""
+    start = last_change = time.monotonic()
+    last = None
+    get = (lambda sql: q1_retry(sql, db=dbname)) if retry_connect else (lambda sql: q1(sql, db=dbname))
+    while True:
+        left = get("SELECT count(*) FROM halo_itsm.outbox WHERE state IN ('pending', 'in_flight')")
+        if not allow_dead:
+            dead = q("SELECT id, last_error FROM halo_itsm.outbox WHERE state = 'dead' LIMIT 3",
+                     db=dbname)
+            assert not dead, "dead outbox items: %r" % (dead,)
+        if left == 0:
+            return time.monotonic() - start
+        if last is None or left < last:
+            last, last_change = left, time.monotonic()
+        assert time.monotonic() - last_change < stall, \
+            "the outbox did not shrink for %ss: %d items left (%r)" % (
+                stall, left, q("SELECT state, attempts, last_error FROM halo_itsm.outbox"
+                               " WHERE state IN ('pending', 'in_flight') ORDER BY id LIMIT 3",
+                               db=dbname))
+        time.sleep(0.2)
+
+
+def mock_tickets_by_sid(mock=None):
+    """{third_party_id_string: [ticket, ...]} of every ticket in the mock."""
+    out = {}
+    for t in (mock or Mock()).tickets():
+        out.setdefault(t.get("third_party_id_string"), []).append(t)
+    return out
+
+
+def assert_one_ticket_per_case(dbname="halo", mock=None, sids=None):
+    """Exactly one Halo ticket per case (by third_party_id_string), none for anything
+    else, and every case linked to that very ticket (tickets row, same integration).
+    sids: the cases expected (default: every row of cases). Returns the number checked."""
+    by_sid = mock_tickets_by_sid(mock)
+    rows = q("SELECT c.sid, coalesce(c.integration_id, t.integration_id), t.halo_ticket_id,"
+             "       t.integration_id"
+             "  FROM halo_itsm.cases c LEFT JOIN halo_itsm.tickets t ON t.case_id = c.id",
+             db=dbname)
+    if sids is not None:
+        assert sorted(r[0] for r in rows) == sorted(sids), "the cases are not the expected ones"
+    problems = []
+    for sid, case_iid, halo_id, ticket_iid in rows:
+        got = by_sid.get(sid, [])
+        if len(got) != 1:
+            problems.append("%s: %d tickets in Halo %r" % (sid, len(got), [t["id"] for t in got]))
+        elif halo_id != got[0]["id"] or ticket_iid != case_iid:
+            problems.append("%s: linked to %r (integration %r), Halo has %r (integration %r)"
+                            % (sid, halo_id, ticket_iid, got[0]["id"], case_iid))
+    extra = set(by_sid) - {r[0] for r in rows}
+    if extra:
+        problems.append("tickets in Halo for no case: %r" % sorted(extra)[:10])
+    assert not problems, "%d problems, e.g.:\n%s" % (len(problems), "\n".join(problems[:10]))
+    return len(rows)

@@ -1,0 +1,256 @@
+"""Delivery faults with the real background worker and the mock Halo: answers lost after
+Halo created the ticket (dropped connection, timeout), requests dropped before Halo saw
+them, the lookup by third_party_id_string (also through pages of look-alikes, and on a
+Halo that ignores the filter), and the worker killed with SIGKILL mid-delivery.
+Exactly one ticket per case in Halo, always.
+"""
+import json
+import os
+import signal
+import time
+import urllib.parse
+import urllib.request
+
+import psycopg2
+
+from halo_test import (MOCK_PORT, close_connections, ensure_extension, fresh_integration, q,
+                       q1, timeout, wait_until)
+from test_delivery import (MOCK, add_cases, check_delivered, creates, expected_payload,
+                           lookup_query, mock_tickets_by_sid, outbox, ticket_link, trace,
+                           wait_states)
+
+WORKER_PID_SQL = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'halo_itsm delivery worker'"
+
+
+def setup_module():
+    """The extension in halo."""
+    ensure_extension("halo")
+
+
+def halo_create(tickets):
+    """Create tickets in the mock through its Halo API, as another Halo user would;
+    returns the stored tickets. (These requests appear in the mock's request log.)"""
+    base = "http://127.0.0.1:%d" % MOCK_PORT
+    form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": "test-client",
+                                   "client_secret": "test-secret", "scope": "all"}).encode()
+    with urllib.request.urlopen(base + "/auth/token", data=form, timeout=10) as resp:
+        token = json.load(resp)["access_token"]
+    req = urllib.request.Request(base + "/api/Tickets", data=json.dumps(tickets).encode(),
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": "Bearer " + token})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        out = json.load(resp)
+    return out if isinstance(out, list) else [out]
+
+
+def mark():
+    """The sequence number of the mock's last logged request."""
+    reqs = MOCK.requests()
+    return reqs[-1]["seq"] if reqs else 0
+
+
+def _lost_answer_found(honour_filter):
+    """drop_after_create: Halo created the ticket but the worker got no answer; the next
+    attempt looks the ticket up (on a list with look-alikes) and links it."""
+    fresh_integration()
+    MOCK.config(honour_third_party_filter=honour_filter)
+    decoys = halo_create([
+        {"summary": "LOST-1 mentioned in a summary", "third_party_id_string": "OTHER-7",
+         "category_1": "Security"},
+        {"summary": "A longer sid", "third_party_id_string": "LOST-10",
+         "category_1": "Security"},
+        {"summary": "Unrelated", "third_party_id_string": "ZZZ-1", "category_1": "Security"}])
+    since = mark()
+    MOCK.faults({"method": "POST", "path": "/api/Tickets", "count": 1,
+                 "action": {"type": "drop_after_create"}})
+    add_cases([("LOST-1", "Answer lost", "high")])
+    wait_states({"done": 1})
+    reqs = MOCK.requests(since=since)
+    assert trace(since=since) == [("POST", "/auth/token", 200), ("POST", "/api/Tickets", "dropped"),
+                                  ("GET", "/api/Tickets", 200)], trace(since=since)
+    assert reqs[1]["fault"] == {"type": "drop_after_create"}
+    assert reqs[2]["query"] == lookup_query("LOST-1")
+    # the dropped create did create the ticket; the worker linked that one, no second one
+    mine = mock_tickets_by_sid()["LOST-1"]
+    assert len(mine) == 1 and mine[0]["id"] > max(d["id"] for d in decoys), mine
+    hid = check_delivered("LOST-1", expected_payload("LOST-1", "Answer lost", "high"),
+                          attempts=2, linked_by="found", result="found", posts=1)
+    assert hid == mine[0]["id"]
+    assert len(MOCK.tickets()) == 4
+    row = outbox("LOST-1")
+    assert row["last_error"].startswith("halo_itsm: POST /api/Tickets failed: "), row
+
+
+@timeout(60)
+def test_lost_answer_found_when_halo_ignores_the_filter():
+    _lost_answer_found(honour_filter=False)
+
+
+@timeout(60)
+def test_lost_answer_found_when_halo_honours_the_filter():
+    _lost_answer_found(honour_filter=True)
+
+
+@timeout(60)
+def test_dropped_request_lookup_finds_nothing_and_creates_once():
+    fresh_integration()
+    halo_create([{"summary": "GONE-1 look-alike", "third_party_id_string": "GONE-1x",
+                  "category_1": "Security"}])
+    since = mark()
+    MOCK.faults({"method": "POST", "path": "/api/Tickets", "count": 1, "action": {"type": "drop"}})
+    add_cases([("GONE-1", "Request lost", "medium", "Nobody saw it")])
+    wait_states({"done": 1})
+    reqs = MOCK.requests(since=since)
+    assert trace(since=since) == [("POST", "/auth/token", 200), ("POST", "/api/Tickets", "dropped"),
+                                  ("GET", "/api/Tickets", 200), ("POST", "/api/Tickets", 200)]
+    assert reqs[2]["query"] == lookup_query("GONE-1")
+    assert reqs[1]["json"] == reqs[3]["json"]
+    check_delivered("GONE-1", expected_payload("GONE-1", "Request lost", "medium", "Nobody saw it"),
+                    attempts=2)
+    assert len(MOCK.tickets()) == 2
+
+
+@timeout(60)
+def test_lookup_pages_through_look_alikes():
+    fresh_integration()
+    # 150 tickets whose third_party_id_string contains our sid: the search matches them all
+    halo_create([{"summary": "decoy %d" % i, "third_party_id_string": "PAGE-1-%03d" % i,
+                  "category_1": "Security"} for i in range(150)])
+    since = mark()
+    MOCK.faults({"method": "POST", "path": "/api/Tickets", "count": 1,
+                 "action": {"type": "drop_after_create"}})
+    add_cases([("PAGE-1", "On page two", "low")])
+    wait_states({"done": 1})
+    reqs = MOCK.requests(since=since)
+    assert trace(since=since) == [("POST", "/auth/token", 200), ("POST", "/api/Tickets", "dropped"),
+                                  ("GET", "/api/Tickets", 200), ("GET", "/api/Tickets", 200)]
+    assert reqs[2]["query"] == lookup_query("PAGE-1", page=1)
+    assert reqs[3]["query"] == lookup_query("PAGE-1", page=2)
+    hid = check_delivered("PAGE-1", expected_payload("PAGE-1", "On page two", "low"),
+                          attempts=2, linked_by="found", result="found", posts=1)
+    assert hid == 1151
+    assert len(MOCK.tickets()) == 151
+
+
+@timeout(60)
+def test_timeout_after_create_is_found():
+    # Halo creates the ticket but answers after halo_itsm.request_timeout (3 s in the tests)
+    fresh_integration()
+    MOCK.faults({"method": "POST", "path": "/api/Tickets", "count": 1,
+                 "action": {"type": "delay", "ms": 4000}})
+    add_cases([("SLOW-1", "Slow Halo", "critical")])
+    wait_states({"done": 1}, timeout=20)
+    reqs = MOCK.requests()
+    assert [(r["method"], r["path"]) for r in reqs] == \
+        [("POST", "/auth/token"), ("POST", "/api/Tickets"), ("GET", "/api/Tickets")]
+    assert reqs[2]["received_at"] - reqs[1]["received_at"] >= 2.9
+    check_delivered("SLOW-1", expected_payload("SLOW-1", "Slow Halo", "critical"),
+                    attempts=2, linked_by="found", result="found", posts=1)
+    row = outbox("SLOW-1")
+    assert row["last_error"].startswith("halo_itsm: POST /api/Tickets failed: Operation timed out"), row
+
+
+def _set_setting(name, value):
+    """ALTER SYSTEM SET (or RESET, value None) a setting and reload the configuration."""
+    if value is None:
+        q("ALTER SYSTEM RESET %s" % name)
+    else:
+        q("ALTER SYSTEM SET %s = %%s" % name, value)
+    q("SELECT pg_reload_conf()")
+
+
+@timeout(60)
+def test_random_faults_still_one_ticket_per_case():
+    fresh_integration()
+    # no item may die of bad luck here (the default gives up after 12 attempts)
+    _set_setting("halo_itsm.max_attempts", "100")
+    try:
+        time.sleep(0.3)
+        # creates and lookups fail at random: 500s, 429s, and answers lost after the work
+        MOCK.faults({"path": "/api/Tickets", "random": {
+            "seed": 7, "status_500": 0.15, "status_429": 0.05, "retry_after": "0",
+            "drop_after_create": 0.15}})
+        sids = ["RND-%02d" % i for i in range(25)]
+        add_cases([(sid, "Case " + sid, "medium") for sid in sids])
+        wait_states({"done": 25}, timeout=50)
+    finally:
+        _set_setting("halo_itsm.max_attempts", None)
+    by_sid = mock_tickets_by_sid()
+    assert sorted(by_sid) == sids
+    assert [sid for sid in sids if len(by_sid[sid]) != 1] == []
+    fired = [r for r in MOCK.requests(path="/api/Tickets") if r.get("fault")]
+    assert len(fired) >= 5, "too few faults fired to mean anything: %d" % len(fired)
+    for sid in sids:
+        row = outbox(sid)
+        link = ticket_link(sid)
+        assert link[0] == by_sid[sid][0]["id"] == row["halo_ticket_id"], (sid, link, row)
+        assert link[1] == row["result"] and row["result"] in ("created", "found"), (sid, row)
+    # every ticket the mock created for a lost answer was found, not created again
+    assert q1("SELECT count(*) FROM halo_itsm.outbox WHERE result = 'found'") == \
+        len([r for r in creates() if r["status"] == "dropped"])
+
+
+# --- the worker killed mid-delivery -----------------------------------------------------
+
+def _reconnect(old_pid, timeout=30):
+    """After a crash restart: drop the dead connections, wait for a new worker."""
+    def worker():
+        close_connections()
+        try:
+            pid = q1(WORKER_PID_SQL)
+        except psycopg2.Error:
+            return None
+        return pid if pid and pid != old_pid else None
+    return wait_until(worker, timeout=timeout, interval=0.2, msg="a new delivery worker")
+
+
+@timeout(60)
+def test_worker_killed_mid_delivery():
+    n = 15
+    fresh_integration()
+    MOCK.config(latency_ms=300)
+    sids = ["KILL-%02d" % i for i in range(n)]
+    add_cases([(sid, "Case " + sid, "high") for sid in sids])
+    old_pid = q1(WORKER_PID_SQL)
+    assert old_pid
+
+    def create_in_flight():
+        reqs = creates()
+        busy = [r for r in reqs if r["status"] is None]
+        if len([r for r in reqs if r["status"] == 200]) >= 2 and busy:
+            return busy[0]
+        return None
+    busy = wait_until(create_in_flight, timeout=20, interval=0.02,
+                      msg="a POST /api/Tickets in flight")
+    killed_sid = busy["json"][0]["third_party_id_string"]
+    # the mock creates first and waits its latency before answering
+    wait_until(lambda: killed_sid in mock_tickets_by_sid(), timeout=0.2, interval=0.01)
+    os.kill(old_pid, signal.SIGKILL)
+    killed_at = time.time()
+    new_pid = _reconnect(old_pid)
+    assert new_pid != old_pid
+    # the answer never reached the killed worker
+    assert MOCK.requests(since=busy["seq"] - 1)[0]["answered_at"] >= killed_at - 0.05
+    wait_states({"done": n}, timeout=40)
+
+    by_sid = mock_tickets_by_sid()
+    assert sorted(by_sid) == sids
+    assert all(len(by_sid[sid]) == 1 for sid in sids), \
+        {sid: [t["id"] for t in ts] for sid, ts in by_sid.items() if len(ts) > 1}
+    for sid in sids:
+        link = ticket_link(sid)
+        assert link is not None and link[0] == by_sid[sid][0]["id"], (sid, link)
+        row = outbox(sid)
+        if sid == killed_sid:
+            assert (row["state"], row["result"], row["attempts"], link[1]) == \
+                ("done", "found", 2, "found"), row
+            assert row["last_error"].startswith("halo_itsm: the session delivering this item ended"), row
+        else:
+            assert (row["state"], row["result"], row["attempts"], link[1]) == \
+                ("done", "created", 1, "created"), (sid, row)
+    assert q1("SELECT count(*) FROM halo_itsm.outbox WHERE state <> 'done'") == 0
+    assert q1("SELECT count(*) FROM halo_itsm.tickets") == n
+    # one create per case, except the killed one: its lookup found the ticket
+    assert len(creates()) == n
+    assert [r["query"] for r in MOCK.requests(path="/api/Tickets", method="GET")] == \
+        [lookup_query(killed_sid)]
