@@ -85,4 +85,47 @@ sql -c "SELECT o.attempts, t.halo_ticket_id, o.last_http_status FROM halo_itsm.o
 
 say "5. Delivery health (halo_itsm.status)"
 sql -c "SELECT integration_id, name, pending, in_flight, dead, oldest_pending_age, last_success_at IS NOT NULL AS has_succeeded, problem FROM halo_itsm.status"
+say "6. Halo closes a case and adds a note: signed webhooks to a receiver"
+# The minimal receiver (test/receiver/receiver.py) passes each POST to halo_itsm.ingest_webhook().
+sql -q -c "ALTER SYSTEM SET halo_itsm.webhook_base_url = 'http://127.0.0.1:$RECEIVER_PORT/halo/'" -c "SELECT pg_reload_conf()" >/dev/null
+"$HI_PYTHON" test/receiver/receiver.py --port "$RECEIVER_PORT" \
+    --dsn "host=$HI_SOCKET_DIR port=$PG_PORT user=postgres dbname=$HI_DB" >"$HI_RUN/receiver.log" 2>&1 &
+RECEIVER_PID=$!
+trap 'kill "$RECEIVER_PID" 2>/dev/null; hi_cleanup' EXIT
+for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$RECEIVER_PORT/" && break; sleep 0.1; done
+echo "What to paste into Halo (Configuration > Integrations > Webhooks), from halo_itsm.webhook_settings(1):"
+sql -c "SELECT url, left(secret, 8) || '...' AS secret FROM halo_itsm.webhook_settings(1)"
+read -r WH_URL WH_SECRET < <(sql -At -F ' ' -c "SELECT url, secret FROM halo_itsm.webhook_settings(1)")
+curl -fsS -X POST "$MOCK_URL/_mock/webhook" -H 'Content-Type: application/json' \
+    -d "{\"url\": \"$WH_URL\", \"secret\": \"$WH_SECRET\", \"mode\": \"full\"}" >/dev/null
+ticket_of() { sql -At -c "SELECT t.halo_ticket_id FROM halo_itsm.tickets t JOIN halo_itsm.cases c ON c.id = t.case_id WHERE c.sid = '$1'"; }
+mock_post() { curl -fsS -X POST "$MOCK_URL$1" -H 'Content-Type: application/json' -d "$2"; }
+show_webhook() { "$HI_PYTHON" -c 'import json, sys; w = json.load(sys.stdin)["webhook"]; print("  webhook answered", w["status"], w["response"])'; }
+T1001=$(ticket_of CASE-1001)
+T1003=$(ticket_of CASE-1003)
+echo "An analyst adds an internal note to ticket $T1001 (CASE-1001) in Halo:"
+mock_post "/_mock/tickets/$T1001/note" '{"note": "FS01 isolated; restoring the share from last night'"'"'s backup.", "who": "Alice (SOC L2)", "hiddenfromuser": true}' | show_webhook
+echo "An agent closes ticket $T1003 (CASE-1003) in Halo:"
+mock_post "/_mock/tickets/$T1003/close" '{"agent_name": "Bob (Service Desk)", "note": "User confirmed the mail was phishing; mailbox cleaned."}' | show_webhook
+sql -c "SELECT sid, status, closed_at IS NOT NULL AS has_closed_at FROM halo_itsm.cases WHERE sid IN ('CASE-1001', 'CASE-1003') ORDER BY sid"
+echo "The timelines (halo_itsm.timeline_of):"
+sql -c "SELECT subject, to_char(occurred_at, 'HH24:MI:SS') AS at, source, kind, author, body, internal
+          FROM halo_itsm.timeline_of('CASE-1001') UNION ALL
+        SELECT subject, to_char(occurred_at, 'HH24:MI:SS'), source, kind, author, body, internal
+          FROM halo_itsm.timeline_of('CASE-1003')"
+
+say "7. A webhook that never arrives: reconcile() syncs open cases from Halo's API"
+T1002=$(ticket_of CASE-1002)
+curl -fsS -X POST "$MOCK_URL/_mock/webhook" -H 'Content-Type: application/json' -d '{"drop_next": 1}' >/dev/null
+mock_post "/_mock/tickets/$T1002/close" '{"agent_name": "Carol (SOC L1)"}' >/dev/null
+echo "Ticket $T1002 (CASE-1002) was closed in Halo, but its webhook was lost:"
+sql -c "SELECT sid, status FROM halo_itsm.cases WHERE sid = 'CASE-1002'"
+sql -c "CALL halo_itsm.reconcile()"
+for _ in $(seq 1 100); do
+    [ "$(sql -At -c "SELECT status FROM halo_itsm.cases WHERE sid = 'CASE-1002'")" = closed ] && break
+    sleep 0.1
+done
+sql -c "SELECT sid, status FROM halo_itsm.cases WHERE sid = 'CASE-1002'"
+sql -c "SELECT subject, source, kind, author, body FROM halo_itsm.timeline_of('CASE-1002')"
+kill "$RECEIVER_PID" 2>/dev/null; wait "$RECEIVER_PID" 2>/dev/null || true
 # --- end of demo body ---

@@ -46,7 +46,10 @@ $$;
 -- One row per integration (and one for items that name none): the health of delivery.
 CREATE VIEW halo_itsm.status AS
 WITH q AS (
-    SELECT o.integration_id,
+    -- items that name no integration go to the single enabled one, as in _claim()
+    SELECT coalesce(o.integration_id,
+                    (SELECT min(i.id) FROM halo_itsm.integrations i WHERE i.enabled HAVING count(*) = 1))
+               AS integration_id,
            count(*) FILTER (WHERE o.state = 'pending') AS pending,
            count(*) FILTER (WHERE o.state = 'in_flight') AS in_flight,
            count(*) FILTER (WHERE o.state = 'dead') AS dead,
@@ -54,7 +57,7 @@ WITH q AS (
            (array_agg(o.last_error ORDER BY o.id DESC) FILTER (WHERE o.state = 'pending' AND o.last_error IS NOT NULL))[1] AS pending_error
       FROM halo_itsm.outbox o
      WHERE o.state IN ('pending', 'in_flight', 'dead')
-     GROUP BY o.integration_id
+     GROUP BY 1
 ), enabled AS (
     SELECT count(*) AS n FROM halo_itsm.integrations WHERE enabled
 )
@@ -109,10 +112,11 @@ $$;
 COMMENT ON FUNCTION halo_itsm.check_connection(integer) IS
     'Checks an integration against Halo: credentials, team, category, client and ticket type; says what is wrong.';
 
--- Registers the extension's pg_cron jobs (delivery when no worker runs, purging); returns them.
+-- Registers the extension's pg_cron jobs (delivery when no worker runs, purging, reconcile); returns them.
 CREATE FUNCTION halo_itsm.schedule_jobs(deliver_schedule text DEFAULT '* * * * *',
                                         purge_schedule text DEFAULT '17 3 * * *',
-                                        keep_finished interval DEFAULT '7 days')
+                                        keep_finished interval DEFAULT '7 days',
+                                        reconcile_schedule text DEFAULT '*/5 * * * *')
 RETURNS TABLE (job_name text, jobid bigint, schedule text, command text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
@@ -121,13 +125,14 @@ DECLARE
         ARRAY['halo_itsm_deliver', deliver_schedule,
               'CALL halo_itsm.deliver(1000, only_without_worker => true)'],
         ARRAY['halo_itsm_purge', purge_schedule,
-              format('SELECT halo_itsm.purge(%L::interval)', keep_finished)]];
+              format('SELECT halo_itsm.purge(%L::interval)', keep_finished)],
+        ARRAY['halo_itsm_reconcile', reconcile_schedule, 'CALL halo_itsm.reconcile()']];
     k integer;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
         RAISE EXCEPTION 'halo_itsm: pg_cron is not installed in this database'
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = format('Add pg_cron to shared_preload_libraries, set cron.database_name = %L, restart PostgreSQL and run CREATE EXTENSION pg_cron; or run CALL halo_itsm.deliver() and SELECT halo_itsm.purge() from another scheduler.',
+                  HINT = format('Add pg_cron to shared_preload_libraries, set cron.database_name = %L, restart PostgreSQL and run CREATE EXTENSION pg_cron; or run CALL halo_itsm.deliver(), CALL halo_itsm.reconcile() and SELECT halo_itsm.purge() from another scheduler.',
                                 current_database());
     END IF;
     FOR k IN 1 .. array_length(jobs, 1) LOOP
@@ -139,5 +144,5 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION halo_itsm.schedule_jobs(text, text, interval) IS
-    'Registers (or updates) the pg_cron jobs of halo_itsm: delivery when no worker runs, and purging of old finished outbox rows.';
+COMMENT ON FUNCTION halo_itsm.schedule_jobs(text, text, interval, text) IS
+    'Registers (or updates) the pg_cron jobs of halo_itsm: delivery when no worker runs, purging of old finished outbox rows, and reconcile() (syncs of open cases from Halo, catching up on lost webhooks).';

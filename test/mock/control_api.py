@@ -164,6 +164,12 @@ def webhook_resend(req, state, wid):
     return 200, entry
 
 
+def secrets_ledger(req, state):
+    """GET /_mock/secrets: every token, webhook secret and signature since the start."""
+    with state.lock:
+        return 200, copy.deepcopy(state.ledger)
+
+
 def sign(req, state):
     """POST /_mock/sign {"secret", "headers", "body" | "body_base64"} -> signature."""
     body = _body(req)
@@ -199,6 +205,7 @@ ROUTES = [
     (r'webhooks', {'GET': webhook_log}),
     (r'webhooks/(\d+)/resend', {'POST': webhook_resend}),
     (r'sign', {'POST': sign}),
+    (r'secrets', {'GET': secrets_ledger}),
 ]
 
 

@@ -177,6 +177,9 @@ class State:
         self.default_latency_ms = latency_ms
         self.schemas = schemas
         self.request_seq = 0
+        # every token issued, webhook secret configured and signature sent since the
+        # start; reset() keeps it, so that the log hygiene test can grep for all of them
+        self.ledger = {'tokens': [], 'webhook_secrets': [], 'signatures': []}
         self.reset()
 
     def reset(self):
@@ -233,6 +236,7 @@ class State:
             expires_in = self.config['token_expires_in']
             self.tokens[token] = {'client_id': client_id,
                                   'expires_at': time.time() + expires_in}
+            self.ledger['tokens'].append(token)
         return token, expires_in
 
     def check_token(self, token):

@@ -90,6 +90,8 @@ def configure(state, changes):
         if not state.webhook:
             state.webhook = dict(CONFIG_DEFAULTS, webhook_id=str(uuid.uuid4()))
         state.webhook.update(changes)
+        if changes.get('secret'):
+            state.ledger['webhook_secrets'].append(changes['secret'])
         return dict(state.webhook)
 
 
@@ -123,6 +125,8 @@ def emit(state, ticket, action, message):
                'Host': url_host(cfg['url']), 'X-Halo-Date': date}
     if cfg.get('secret') is not None:
         headers['X-Signature'] = sign(cfg['secret'], headers, body)
+        with state.lock:
+            state.ledger['signatures'].append(headers['X-Signature'])
     if cfg.get('send_host'):
         headers['Host'] = cfg['send_host']
     entry = {'url': cfg['url'], 'headers': headers, 'body': body.decode('utf-8'),

@@ -1,0 +1,750 @@
+/*-------------------------------------------------------------------------
+ * webhook.c
+ *	  Halo's signed webhooks: halo_itsm.ingest_webhook() verifies a delivery
+ *	  before anything is parsed or stored, parses it with PostgreSQL's JSON
+ *	  parser (refusing duplicate keys) and hands it to the SQL function
+ *	  halo_itsm._apply_webhook(); halo_itsm.webhook_signature() computes the
+ *	  signature Halo must send. The canonical string, HMAC, base64 and the
+ *	  constant-time comparison are src/core/hi_signature.c's.
+ *
+ * Checks, in this order (the first failure raises; nothing is changed):
+ *
+ *	 check                                         SQLSTATE  HTTP answer
+ *	 unknown webhook key                           WH001     404
+ *	 body larger than halo_itsm.webhook_max_body   WH002     413
+ *	 signed header (content-length, content-type,  WH003     400
+ *	   host, x-halo-date) missing, present twice
+ *	   (in any case), empty, with control
+ *	   characters, or x-halo-date unreadable
+ *	 content-length not the body's length          WH004     400
+ *	 x-halo-date further than
+ *	   halo_itsm.webhook_tolerance from the clock  WH005     401
+ *	 x-signature missing, twice, empty, or not     WH006     401
+ *	   base64 of 32 bytes
+ *	 x-signature matches neither the current       WH007     401
+ *	   secret nor the previous one in its grace
+ *	 body not UTF-8 JSON, or not an object         WH008     400
+ *	 body has a key twice in one object            WH009     400
+ *	 payload names no ticket (_apply_webhook)      WH010     400
+ *	 payload has no delivery id (_apply_webhook)   WH011     400
+ *
+ * Class WH is an implementation-defined SQLSTATE class (the SQL standard
+ * leaves classes starting with I-Z to implementations), so a receiver can map
+ * exactly these codes to 4xx answers and answer 500 (Halo retries) to any
+ * other error.
+ *
+ * Header names are matched without regard to case; a header given as a JSON
+ * array counts once per element. When halo_itsm.webhook_base_url is set, its
+ * host[:port] (port only when not the scheme's default) is signed in place of
+ * the received Host header, which is then not required (but still refused
+ * when it comes twice). x-halo-date is read
+ * by PostgreSQL's date/time parser, in IMF-fixdate ("Sat, 28 Nov 2026
+ * 15:56:01 GMT") or RFC 3339 form with a zone ("2026-11-28T15:56:01Z"), and
+ * compared with the real clock (GetCurrentTimestamp). Secrets are read from
+ * halo_itsm.integration_secrets (ingest_webhook is SECURITY DEFINER) and
+ * never appear in a message; errors are logged without the statement (which
+ * holds the headers and body): see RethrowHidingStatement().
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include "access/detoast.h"
+#include "catalog/pg_type.h"
+#include "common/jsonapi.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "nodes/pg_list.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "halo_itsm.h"
+#include "hi_signature.h"
+
+#define ERRCODE_HI_UNKNOWN_KEY			MAKE_SQLSTATE('W','H','0','0','1')
+#define ERRCODE_HI_BODY_TOO_LARGE		MAKE_SQLSTATE('W','H','0','0','2')
+#define ERRCODE_HI_BAD_HEADER			MAKE_SQLSTATE('W','H','0','0','3')
+#define ERRCODE_HI_LENGTH_MISMATCH		MAKE_SQLSTATE('W','H','0','0','4')
+#define ERRCODE_HI_STALE_DATE			MAKE_SQLSTATE('W','H','0','0','5')
+#define ERRCODE_HI_BAD_SIGNATURE		MAKE_SQLSTATE('W','H','0','0','6')
+#define ERRCODE_HI_SIGNATURE_MISMATCH	MAKE_SQLSTATE('W','H','0','0','7')
+#define ERRCODE_HI_BAD_JSON				MAKE_SQLSTATE('W','H','0','0','8')
+#define ERRCODE_HI_DUPLICATE_KEY		MAKE_SQLSTATE('W','H','0','0','9')
+
+#define HINT_SIGNING "In Halo's webhook, enable \"Sign Request Body with a Secret Key\" with algorithm SHA-256, " \
+	"header x-signature and the signed headers content-length, content-type, host and x-halo-date; " \
+	"the receiver must pass every request header to halo_itsm.ingest_webhook() unchanged."
+
+/* The headers that matter, by index. */
+typedef enum
+{
+	H_CONTENT_LENGTH,
+	H_CONTENT_TYPE,
+	H_HOST,
+	H_DATE,
+	H_SIGNATURE,
+	H_COUNT
+} HiHeaderIndex;
+
+static const char *const header_names[H_COUNT] = {
+	"content-length", "content-type", "host", "x-halo-date", "x-signature"
+};
+
+/* The received values of those headers: how often each came, and the last value. */
+typedef struct HiHeaders
+{
+	int			count[H_COUNT];
+	bool		not_string[H_COUNT];
+	char	   *value[H_COUNT];
+} HiHeaders;
+
+/* What the duplicate-key check keeps while PostgreSQL's JSON parser walks the body. */
+typedef struct DupKeyState
+{
+	List	   *stack;			/* one List of key names per open object */
+	char	   *duplicate;		/* the first key seen twice in one object */
+} DupKeyState;
+
+/* The webhook secrets of an integration. */
+typedef struct HiSecrets
+{
+	int			integration_id;
+	char	   *current;
+	char	   *previous;		/* NULL unless within its grace period */
+	char	   *previous_until; /* text of previous_secret_valid_until, or NULL */
+} HiSecrets;
+
+PG_FUNCTION_INFO_V1(halo_itsm_ingest_webhook);
+PG_FUNCTION_INFO_V1(halo_itsm_webhook_signature);
+
+static void CollectHeaders(Jsonb *headers, HiHeaders *h);
+static void CountHeaderValue(HiHeaders *h, int idx, JsonbValue *v);
+static int	HeaderIndex(const char *name, int len);
+static const char *RequireHeader(HiHeaders *h, int idx);
+static char *BaseUrlHost(void);
+static TimestampTz ParseHaloDate(const char *value);
+static void CheckDate(const char *value);
+static void LoadSecrets(const char *key, HiSecrets *s);
+static void ForgetSecrets(HiSecrets *s);
+static void VerifySignature(HiSecrets *s, const unsigned char *canon, size_t canon_len, const char *sig);
+static Jsonb *ParsePayload(const char *body, int len);
+static Datum ApplyWebhook(int integration_id, Jsonb *payload);
+static void DupObjectStart(void *state);
+static void DupObjectEnd(void *state);
+static void DupFieldStart(void *state, char *fname, bool isnull);
+static int	DupKeyCompare(const ListCell *a, const ListCell *b);
+static Datum IngestWebhook(FunctionCallInfo fcinfo);
+static Datum WebhookSignature(FunctionCallInfo fcinfo);
+static void RethrowHidingStatement(MemoryContext cxt);
+
+/* Which of the headers that matter has this name (any case); -1 for none. */
+static int
+HeaderIndex(const char *name, int len)
+{
+	int			i;
+
+	for (i = 0; i < H_COUNT; i++)
+		if ((int) strlen(header_names[i]) == len && pg_strncasecmp(name, header_names[i], len) == 0)
+			return i;
+	return -1;
+}
+
+/* Counts one received value of header idx (a string, or anything else: invalid). */
+static void
+CountHeaderValue(HiHeaders *h, int idx, JsonbValue *v)
+{
+	h->count[idx]++;
+	if (v->type == jbvString)
+		h->value[idx] = pnstrdup(v->val.string.val, v->val.string.len);
+	else
+		h->not_string[idx] = true;
+}
+
+/* Reads the request headers (a JSON object of name: value or name: [values]). */
+static void
+CollectHeaders(Jsonb *headers, HiHeaders *h)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	int			current = -1;
+
+	memset(h, 0, sizeof(*h));
+	if (headers == NULL)
+		return;
+	if (!JB_ROOT_IS_OBJECT(headers) || JB_ROOT_IS_SCALAR(headers))
+		ereport(ERROR,
+				(errcode(ERRCODE_HI_BAD_HEADER),
+				 errmsg("halo_itsm: the webhook headers must be a JSON object of header names and values"),
+				 errhint("Pass the request headers as {\"Content-Type\": \"application/json\", \"Host\": \"...\", ...}.")));
+
+	it = JsonbIteratorInit(&headers->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+			current = HeaderIndex(v.val.string.val, v.val.string.len);
+		else if (tok == WJB_VALUE && current >= 0)
+		{
+			if (v.type == jbvBinary && JsonContainerIsArray(v.val.binary.data))
+			{
+				/* a header repeated under one name: each element is one occurrence */
+				JsonbIterator *ait = JsonbIteratorInit(v.val.binary.data);
+				JsonbValue	e;
+				JsonbIteratorToken atok;
+
+				while ((atok = JsonbIteratorNext(&ait, &e, true)) != WJB_DONE)
+					if (atok == WJB_ELEM)
+						CountHeaderValue(h, current, &e);
+			}
+			else
+				CountHeaderValue(h, current, &v);
+		}
+	}
+}
+
+/* The value of header idx; raises WH003 (WH006 for x-signature) unless it came once, non-empty. */
+static const char *
+RequireHeader(HiHeaders *h, int idx)
+{
+	int			code = idx == H_SIGNATURE ? ERRCODE_HI_BAD_SIGNATURE : ERRCODE_HI_BAD_HEADER;
+	const char *hint = idx == H_SIGNATURE ?
+		"Enable \"Sign Request Body with a Secret Key\" (SHA-256, header x-signature) in Halo's webhook, with the secret from halo_itsm.webhook_settings()." :
+		HINT_SIGNING;
+
+	if (h->count[idx] == 0)
+		ereport(ERROR,
+				(errcode(code),
+				 errmsg("halo_itsm: the webhook request has no %s header", header_names[idx]),
+				 errhint("%s", hint)));
+	if (h->count[idx] > 1)
+		ereport(ERROR,
+				(errcode(code),
+				 errmsg("halo_itsm: the webhook request has the %s header %d times", header_names[idx], h->count[idx]),
+				 errdetail("Header names are compared without regard to case: \"Host\" and \"host\" are the same header."),
+				 errhint("Make sure that nothing between Halo and the receiver adds the header a second time.")));
+	if (h->not_string[idx] || !hi_header_value_valid(h->value[idx]))
+		ereport(ERROR,
+				(errcode(code),
+				 errmsg("halo_itsm: the %s header of the webhook request is empty, not a string, or contains control characters",
+						header_names[idx]),
+				 errhint("%s", hint)));
+	return h->value[idx];
+}
+
+/* host[:port] of halo_itsm.webhook_base_url, lower case (port only when not the default); NULL when unset. */
+static char *
+BaseUrlHost(void)
+{
+	CURLU	   *u;
+	CURLUcode	rc;
+	char	   *host = NULL;
+	char	   *port = NULL;
+	char	   *result;
+	char	   *p;
+
+	if (hi_webhook_base_url == NULL || hi_webhook_base_url[0] == '\0')
+		return NULL;
+	u = curl_url();
+	if (u == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("halo_itsm: out of memory")));
+	rc = curl_url_set(u, CURLUPART_URL, hi_webhook_base_url, 0);
+	if (rc == CURLUE_OK)
+		rc = curl_url_get(u, CURLUPART_HOST, &host, 0);
+	if (rc != CURLUE_OK || host == NULL || host[0] == '\0')
+	{
+		const char *why = rc != CURLUE_OK ? curl_url_strerror(rc) : "no host";
+
+		curl_free(host);
+		curl_url_cleanup(u);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("halo_itsm: halo_itsm.webhook_base_url is not a usable URL: %s", why),
+				 errhint("Set it to the public URL prefix of the webhook receiver, e.g. 'https://soc.example.com/halo/', or to '' to sign the received Host header.")));
+	}
+	if (curl_url_get(u, CURLUPART_PORT, &port, CURLU_NO_DEFAULT_PORT) == CURLUE_OK && port != NULL)
+		result = psprintf("%s:%s", host, port);
+	else
+		result = pstrdup(host);
+	curl_free(host);
+	curl_free(port);
+	curl_url_cleanup(u);
+	for (p = result; *p; p++)
+		*p = pg_ascii_tolower((unsigned char) *p);
+	return result;
+}
+
+/*
+ * Reads x-halo-date with PostgreSQL's date/time parser. Only the two forms
+ * Halo uses pass the shape check, so that words such as "now" and dates
+ * without a zone are refused; raises WH003 when the value is unreadable.
+ */
+static TimestampTz
+ParseHaloDate(const char *value)
+{
+	size_t		len;
+	const char *t = hi_trim_header_value(value, strlen(value), &len);
+	char		buf[MAXDATELEN + 1];
+	char		workbuf[MAXDATELEN + MAXDATEFIELDS];
+	char	   *field[MAXDATEFIELDS];
+	int			ftype[MAXDATEFIELDS];
+	int			nf,
+				dtype,
+				tz = 0;
+	struct pg_tm tt;
+	fsec_t		fsec;
+	TimestampTz result;
+	bool		imf,
+				rfc3339;
+
+	imf = len == 29 && t[3] == ',' && strncmp(t + 25, " GMT", 4) == 0;
+	rfc3339 = len >= 20 && len <= 35 && t[4] == '-' && t[7] == '-' &&
+		(t[10] == 'T' || t[10] == 't' || t[10] == ' ') && t[13] == ':' &&
+		(t[len - 1] == 'Z' || t[len - 1] == 'z' ||
+		 ((t[len - 6] == '+' || t[len - 6] == '-') && t[len - 3] == ':'));
+	if ((imf || rfc3339) && len <= MAXDATELEN)
+	{
+		memcpy(buf, t, len);
+		buf[len] = '\0';
+		if (ParseDateTime(buf, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) == 0 &&
+			DecodeDateTime(field, ftype, nf, &dtype, &tt, &fsec, &tz) == 0 &&
+			dtype == DTK_DATE &&
+			tm2timestamp(&tt, fsec, &tz, &result) == 0)
+			return result;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_HI_BAD_HEADER),
+			 errmsg("halo_itsm: the x-halo-date header \"%.64s\" is not a date in IMF-fixdate or RFC 3339 form", value),
+			 errdetail("Accepted forms: \"Sat, 28 Nov 2026 15:56:01 GMT\" and \"2026-11-28T15:56:01Z\"."),
+			 errhint("%s", HINT_SIGNING)));
+	return 0;					/* not reached */
+}
+
+/* Raises WH005 when x-halo-date is further than halo_itsm.webhook_tolerance from the clock. */
+static void
+CheckDate(const char *value)
+{
+	TimestampTz date = ParseHaloDate(value);
+	TimestampTz now = GetCurrentTimestamp();
+	int64		diff_s = (now - date) / USECS_PER_SEC;
+
+	if (diff_s > hi_webhook_tolerance_s || -diff_s > hi_webhook_tolerance_s)
+		ereport(ERROR,
+				(errcode(ERRCODE_HI_STALE_DATE),
+				 errmsg("halo_itsm: the webhook is dated %s, " INT64_FORMAT " seconds %s the database's clock; at most %d seconds are accepted",
+						timestamptz_to_str(date), diff_s > 0 ? diff_s : -diff_s,
+						diff_s > 0 ? "behind" : "ahead of", hi_webhook_tolerance_s),
+				 errhint("A replayed old delivery is refused on purpose. Otherwise check the clocks (NTP) of the database server; halo_itsm.webhook_tolerance sets the tolerance.")));
+}
+
+/* Looks the webhook key up and reads the integration's secrets; raises WH001 for an unknown key. */
+static void
+LoadSecrets(const char *key, HiSecrets *s)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	int			rc;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	char	   *in_grace;
+
+	memset(s, 0, sizeof(*s));
+	if (key != NULL)
+	{
+		values[0] = CStringGetTextDatum(key);
+		rc = SPI_execute_with_args(
+			"SELECT i.id, s.webhook_secret, s.previous_webhook_secret, "
+			"       s.previous_secret_valid_until > clock_timestamp(), s.previous_secret_valid_until "
+			"  FROM halo_itsm.integrations i "
+			"  LEFT JOIN halo_itsm.integration_secrets s ON s.integration_id = i.id "
+			" WHERE i.webhook_key = $1",
+			1, types, values, NULL, true, 1);
+		if (rc != SPI_OK_SELECT)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("halo_itsm: reading the webhook settings failed: %s", SPI_result_code_string(rc)),
+					 errhint("Check that the halo_itsm extension is installed and up to date.")));
+	}
+	if (key == NULL || SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_HI_UNKNOWN_KEY),
+				 errmsg("halo_itsm: no integration has the webhook key of this URL"),
+				 errhint("Copy the URL from SELECT url FROM halo_itsm.webhook_settings(<integration id>) into the webhook in Halo.")));
+
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	s->integration_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+	s->current = SPI_getvalue(tup, desc, 2);
+	in_grace = SPI_getvalue(tup, desc, 4);
+	if (in_grace != NULL && strcmp(in_grace, "t") == 0)
+		s->previous = SPI_getvalue(tup, desc, 3);
+	s->previous_until = SPI_getvalue(tup, desc, 5);
+	if (s->current == NULL || s->current[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("halo_itsm: integration %d has no webhook secret", s->integration_id),
+				 errhint("Run SELECT halo_itsm.rotate_webhook_secret(%d, '0') and paste the new secret into Halo.",
+						 s->integration_id)));
+}
+
+/* Wipes the secrets from memory. */
+static void
+ForgetSecrets(HiSecrets *s)
+{
+	if (s->current)
+		explicit_bzero(s->current, strlen(s->current));
+	if (s->previous)
+		explicit_bzero(s->previous, strlen(s->previous));
+}
+
+/* Raises WH006 for a malformed x-signature, WH007 when no valid secret produced it. */
+static void
+VerifySignature(HiSecrets *s, const unsigned char *canon, size_t canon_len, const char *sig)
+{
+	size_t		sig_len;
+	const char *t = hi_trim_header_value(sig, strlen(sig), &sig_len);
+	hi_sig_result r;
+
+	r = hi_signature_verify(s->current, strlen(s->current), canon, canon_len, t, sig_len);
+	if (r == HI_SIG_MISMATCH && s->previous != NULL && s->previous[0] != '\0')
+		r = hi_signature_verify(s->previous, strlen(s->previous), canon, canon_len, t, sig_len);
+	if (r == HI_SIG_OK)
+		return;
+	ForgetSecrets(s);
+	if (r == HI_SIG_MALFORMED)
+		ereport(ERROR,
+				(errcode(ERRCODE_HI_BAD_SIGNATURE),
+				 errmsg("halo_itsm: the x-signature header is not the base64 of a 32-byte HMAC-SHA256"),
+				 errhint("Choose SHA-256 as the signing algorithm of the webhook in Halo.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_HI_SIGNATURE_MISMATCH),
+			 errmsg("halo_itsm: the x-signature of the webhook does not match the webhook secret of integration %d",
+					s->integration_id),
+			 s->previous != NULL ?
+			 errdetail("Checked against the current secret and the previous one, valid until %s.", s->previous_until) :
+			 s->previous_until != NULL ?
+			 errdetail("Checked against the current secret only: the previous one's grace period ended at %s.", s->previous_until) :
+			 errdetail("Checked against the current secret."),
+			 errhint("Paste the secret from SELECT secret FROM halo_itsm.webhook_settings(%d) into Halo's webhook; "
+					 "Halo must sign content-length, content-type, host and x-halo-date with SHA-256, and the receiver must pass the raw body. "
+					 "If a proxy rewrites the Host header, set halo_itsm.webhook_base_url to the public URL.",
+					 s->integration_id)));
+}
+
+/* JSON parser callback: a new object level. */
+static void
+DupObjectStart(void *state)
+{
+	DupKeyState *s = (DupKeyState *) state;
+
+	s->stack = lcons(NIL, s->stack);
+}
+
+/* JSON parser callback: a key of the innermost object. */
+static void
+DupFieldStart(void *state, char *fname, bool isnull)
+{
+	DupKeyState *s = (DupKeyState *) state;
+
+	linitial(s->stack) = lappend((List *) linitial(s->stack), fname);
+}
+
+/* Orders key names for the duplicate search. */
+static int
+DupKeyCompare(const ListCell *a, const ListCell *b)
+{
+	return strcmp((const char *) lfirst(a), (const char *) lfirst(b));
+}
+
+/* JSON parser callback: the innermost object ends; look for a key seen twice in it. */
+static void
+DupObjectEnd(void *state)
+{
+	DupKeyState *s = (DupKeyState *) state;
+	List	   *keys = (List *) linitial(s->stack);
+	int			i;
+
+	s->stack = list_delete_first(s->stack);
+	if (s->duplicate == NULL && list_length(keys) > 1)
+	{
+		list_sort(keys, DupKeyCompare);
+		for (i = 1; i < list_length(keys); i++)
+			if (strcmp(list_nth(keys, i - 1), list_nth(keys, i)) == 0)
+			{
+				s->duplicate = list_nth(keys, i);
+				break;
+			}
+	}
+	list_free(keys);
+}
+
+/* Parses the verified body: UTF-8, JSON (PostgreSQL's parser), no duplicate keys, an object. */
+static Jsonb *
+ParsePayload(const char *body, int len)
+{
+	char	   *text;
+	JsonLexContext *lex;
+	JsonParseErrorType rc;
+	JsonSemAction sem;
+	DupKeyState state;
+	Jsonb	   *jb;
+
+	if (!pg_verify_mbstr(PG_UTF8, body, len, true))
+		ereport(ERROR,
+				(errcode(ERRCODE_HI_BAD_JSON),
+				 errmsg("halo_itsm: the webhook body is not valid UTF-8 text"),
+				 errhint("The receiver must pass the raw request body, byte for byte.")));
+	text = pnstrdup(body, len);
+	text = pg_any_to_server(text, len, PG_UTF8);
+
+	memset(&sem, 0, sizeof(sem));
+	memset(&state, 0, sizeof(state));
+	sem.semstate = &state;
+	sem.object_start = DupObjectStart;
+	sem.object_end = DupObjectEnd;
+	sem.object_field_start = DupFieldStart;
+	lex = makeJsonLexContextCstringLen(text, strlen(text), GetDatabaseEncoding(), true);
+	rc = pg_parse_json(lex, &sem);
+	if (rc != JSON_SUCCESS)
+		ereport(ERROR,
+				(errcode(ERRCODE_HI_BAD_JSON),
+				 errmsg("halo_itsm: the webhook body is not valid JSON: %s", json_errdetail(rc, lex)),
+				 errhint("Choose a JSON payload for the webhook in Halo; the receiver must pass the raw body unchanged.")));
+	if (state.duplicate != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_HI_DUPLICATE_KEY),
+				 errmsg("halo_itsm: the webhook body has the key \"%.100s\" twice in one object", state.duplicate),
+				 errhint("Halo does not send duplicate keys; check what sits between Halo and the receiver.")));
+	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
+		ereport(ERROR,
+				(errcode(ERRCODE_HI_BAD_JSON),
+				 errmsg("halo_itsm: the webhook body is JSON but not an object"),
+				 errhint("Choose the \"full object\" or \"event information only\" payload for the webhook in Halo.")));
+	return jb;
+}
+
+/* Calls halo_itsm._apply_webhook(integration, payload); the result is copied out of SPI. */
+static Datum
+ApplyWebhook(int integration_id, Jsonb *payload)
+{
+	Oid			types[2] = {INT4OID, JSONBOID};
+	Datum		values[2];
+	bool		isnull;
+	int			rc;
+	Datum		d;
+
+	values[0] = Int32GetDatum(integration_id);
+	values[1] = JsonbPGetDatum(payload);
+	rc = SPI_execute_with_args("SELECT halo_itsm._apply_webhook($1, $2)", 2, types, values, NULL, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("halo_itsm: applying the webhook failed: %s", SPI_result_code_string(rc)),
+				 errhint("Check that the halo_itsm extension is installed and up to date.")));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		elog(ERROR, "halo_itsm: _apply_webhook returned NULL");
+	return SPI_datumTransfer(d, false, -1);
+}
+
+/* Verifies a delivery (see the table at the top), then applies it; returns the result. */
+static Datum
+IngestWebhook(FunctionCallInfo fcinfo)
+{
+	char	   *key = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Jsonb	   *headers = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	Size		body_len = PG_ARGISNULL(2) ? 0 : toast_raw_datum_size(PG_GETARG_DATUM(2)) - VARHDRSZ;
+	bytea	   *body;
+	const char *body_data;
+	HiHeaders	h;
+	HiSecrets	secrets;
+	const char *content_length,
+			   *content_type,
+			   *host,
+			   *date,
+			   *signature;
+	unsigned char *canon;
+	size_t		canon_len;
+	Jsonb	   *payload;
+	Datum		result;
+
+	SPI_connect();
+	LoadSecrets(key, &secrets);
+
+	if (body_len > (Size) hi_webhook_max_body)
+	{
+		ForgetSecrets(&secrets);
+		ereport(ERROR,
+				(errcode(ERRCODE_HI_BODY_TOO_LARGE),
+				 errmsg("halo_itsm: the webhook body has %zu bytes, more than halo_itsm.webhook_max_body (%d bytes)",
+						(size_t) body_len, hi_webhook_max_body),
+				 errhint("Choose the \"event information only\" payload in Halo, or raise halo_itsm.webhook_max_body.")));
+	}
+	body = PG_ARGISNULL(2) ? NULL : PG_GETARG_BYTEA_PP(2);
+	body_data = body ? VARDATA_ANY(body) : "";
+
+	PG_TRY();
+	{
+		CollectHeaders(headers, &h);
+		content_length = RequireHeader(&h, H_CONTENT_LENGTH);
+		content_type = RequireHeader(&h, H_CONTENT_TYPE);
+		host = BaseUrlHost();
+		if (host == NULL)
+			host = RequireHeader(&h, H_HOST);
+		else if (h.count[H_HOST] > 1)
+			(void) RequireHeader(&h, H_HOST);	/* refuses a doubled Host */
+		date = RequireHeader(&h, H_DATE);
+		signature = RequireHeader(&h, H_SIGNATURE);
+
+		if (!hi_content_length_matches(content_length, body_len))
+			ereport(ERROR,
+					(errcode(ERRCODE_HI_LENGTH_MISMATCH),
+					 errmsg("halo_itsm: the content-length header says \"%.40s\" but the body has %zu bytes",
+							content_length, (size_t) body_len),
+					 errhint("The receiver must pass the raw request body, byte for byte, as Halo sent it (no re-encoding, no decompression).")));
+		CheckDate(date);
+
+		canon = hi_canonical_string(content_length, content_type, host, date,
+									(const unsigned char *) body_data, body_len, &canon_len);
+		if (canon == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_HI_BAD_HEADER),
+					 errmsg("halo_itsm: the signed headers of the webhook cannot be put together"),
+					 errhint("%s", HINT_SIGNING)));
+		PG_TRY();
+		{
+			VerifySignature(&secrets, canon, canon_len, signature);
+		}
+		PG_FINALLY();
+		{
+			free(canon);
+		}
+		PG_END_TRY();
+	}
+	PG_FINALLY();
+	{
+		ForgetSecrets(&secrets);
+	}
+	PG_END_TRY();
+
+	/* Verified: now the body may be read. */
+	payload = ParsePayload(body_data, (int) body_len);
+	result = ApplyWebhook(secrets.integration_id, payload);
+	SPI_finish();
+	return result;
+}
+
+/* The x-signature for these headers (as given, including host) and body. */
+static Datum
+WebhookSignature(FunctionCallInfo fcinfo)
+{
+	text	   *secret_t = PG_GETARG_TEXT_PP(0);
+	Jsonb	   *headers = PG_GETARG_JSONB_P(1);
+	bytea	   *body = PG_GETARG_BYTEA_PP(2);
+	size_t		body_len = VARSIZE_ANY_EXHDR(body);
+	HiHeaders	h;
+	const char *content_length;
+	unsigned char *canon;
+	size_t		canon_len;
+	char		out[HI_SIG_B64_LEN + 1];
+	int			rc;
+
+	if (VARSIZE_ANY_EXHDR(secret_t) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("halo_itsm: the webhook secret must not be empty"),
+				 errhint("Pass the secret from halo_itsm.webhook_settings().")));
+	CollectHeaders(headers, &h);
+	if (h.count[H_CONTENT_LENGTH] == 0)
+		content_length = psprintf("%zu", body_len);
+	else
+	{
+		content_length = RequireHeader(&h, H_CONTENT_LENGTH);
+		if (!hi_content_length_matches(content_length, body_len))
+			ereport(ERROR,
+					(errcode(ERRCODE_HI_LENGTH_MISMATCH),
+					 errmsg("halo_itsm: the content-length header says \"%.40s\" but the body has %zu bytes",
+							content_length, body_len),
+					 errhint("Leave content-length out: it defaults to the body's length.")));
+	}
+	canon = hi_canonical_string(content_length, RequireHeader(&h, H_CONTENT_TYPE), RequireHeader(&h, H_HOST),
+								RequireHeader(&h, H_DATE), (const unsigned char *) VARDATA_ANY(body),
+								body_len, &canon_len);
+	if (canon == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("halo_itsm: out of memory")));
+	rc = hi_signature_compute(VARDATA_ANY(secret_t), VARSIZE_ANY_EXHDR(secret_t), canon, canon_len, out);
+	free(canon);
+	if (rc != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("halo_itsm: computing the HMAC-SHA256 failed"),
+				 errhint("Check the server's OpenSSL installation.")));
+	PG_RETURN_TEXT_P(cstring_to_text(out));
+}
+
+/*
+ * Re-raises the current error without the statement in the server log: the
+ * statement holds the request's headers and body (or a secret), which the
+ * log must not keep. Called in a PG_CATCH block.
+ */
+static void
+RethrowHidingStatement(MemoryContext cxt)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	edata->hide_stmt = true;
+	ReThrowError(edata);
+}
+
+/*
+ * SQL: halo_itsm.ingest_webhook(webhook_key text, headers jsonb, body bytea)
+ * RETURNS jsonb: what the delivery did ({"outcome": ...}), or a WH error.
+ */
+Datum
+halo_itsm_ingest_webhook(PG_FUNCTION_ARGS)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		result = (Datum) 0;
+
+	PG_TRY();
+	{
+		result = IngestWebhook(fcinfo);
+	}
+	PG_CATCH();
+	{
+		RethrowHidingStatement(cxt);
+	}
+	PG_END_TRY();
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * SQL: halo_itsm.webhook_signature(secret text, headers jsonb, body bytea)
+ * RETURNS text: the x-signature for these headers (as given, including host)
+ * and body. content-length defaults to the body's length.
+ */
+Datum
+halo_itsm_webhook_signature(PG_FUNCTION_ARGS)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		result = (Datum) 0;
+
+	PG_TRY();
+	{
+		result = WebhookSignature(fcinfo);
+	}
+	PG_CATCH();
+	{
+		RethrowHidingStatement(cxt);
+	}
+	PG_END_TRY();
+	PG_RETURN_DATUM(result);
+}
