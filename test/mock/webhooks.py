@@ -1,7 +1,7 @@
 """
 webhooks.py - Halo-style signed webhooks sent by the mock server.
 
-Implements the signing scheme of /work/shared/webhook-signature.md on its own
+Implements the signing scheme of the project reference shared/webhook-signature.md on its own
 (hmac/hashlib/base64, independent of the extension's C code): the canonical
 string is "content-length:V\\ncontent-type:V\\nhost:V\\nx-halo-date:V\\n" followed
 by the raw body, and X-Signature is base64(HMAC-SHA256(secret, canonical)).
