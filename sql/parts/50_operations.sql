@@ -15,6 +15,17 @@ SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n integer;
 BEGIN
+    -- One sync per ticket brings everything: a dead sync whose ticket has another sync
+    -- queued, or a newer dead one, is superseded instead of revived.
+    UPDATE halo_itsm.outbox o
+       SET state = 'done', finished_at = now(), result = 'superseded'
+     WHERE o.state = 'dead' AND o.kind = 'sync'
+       AND (retry.integration IS NULL OR o.integration_id = retry.integration)
+       AND (retry.outbox_id IS NULL OR o.id = retry.outbox_id)
+       AND EXISTS (SELECT 1 FROM halo_itsm.outbox p
+                    WHERE p.kind = 'sync' AND p.integration_id = o.integration_id
+                      AND p.halo_ticket_id = o.halo_ticket_id
+                      AND (p.state IN ('pending', 'in_flight') OR (p.state = 'dead' AND p.id > o.id)));
     UPDATE halo_itsm.outbox o
        SET state = 'pending', attempts = 0, next_attempt_at = now(), finished_at = NULL
      WHERE o.state = 'dead'

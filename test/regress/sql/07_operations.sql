@@ -141,3 +141,11 @@ SELECT halo_itsm.purge(interval '0') AS purged;
 -- dead and pending rows are never purged; the cases stay
 SELECT c.sid, o.state FROM halo_itsm.outbox o JOIN halo_itsm.cases c ON c.id = o.case_id ORDER BY c.sid;
 SELECT count(*) AS cases FROM halo_itsm.cases;
+
+-- retry() of dead syncs: one sync per ticket is revived, the others are superseded
+TRUNCATE halo_itsm.outbox;
+INSERT INTO halo_itsm.outbox (kind, integration_id, halo_ticket_id, state)
+SELECT 'sync', (SELECT min(id) FROM halo_itsm.integrations), t, s
+  FROM (VALUES (501, 'dead'), (501, 'dead'), (502, 'dead'), (502, 'pending'), (503, 'dead')) v(t, s);
+SELECT halo_itsm.retry() AS revived;
+SELECT halo_ticket_id, state, result FROM halo_itsm.outbox ORDER BY id;
