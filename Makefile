@@ -27,5 +27,8 @@ include $(PGXS)
 
 EXTRA_CLEAN = test/regress/out
 
+# every object depends on every header (PGXS tracks no header dependencies)
+$(OBJS): $(wildcard src/include/*.h src/core/*.h)
+
 $(HI_INSTALL_SQL): $(SQL_PARTS)
 	cat $(SQL_PARTS) > $@

@@ -166,9 +166,12 @@ hi_request_new(const char *method, const char *base_url, const char *path,
 		 * closes without an answer, libcurl silently sends the request again
 		 * on a new connection, although the server may have acted on it (a
 		 * duplicate ticket). On a fresh connection it reports the failure
-		 * instead, and the engine looks the ticket up before resending.
+		 * instead, and the engine looks the ticket up before resending. The
+		 * connection is closed afterwards rather than cached, so that idle
+		 * connections do not pile up in the connection cache.
 		 */
 		curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L);
+		curl_easy_setopt(easy, CURLOPT_FORBID_REUSE, 1L);
 	}
 	else
 		curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);

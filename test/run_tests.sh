@@ -9,6 +9,8 @@
 #   HI_KEEP=1                               leave cluster and mock running afterwards
 #   HI_FUZZ_SECONDS=N                       fuzzing time (default 5)
 #   HI_FAST=1                               fsync=off, synchronous_commit=off
+#   HI_LONG=1                               full sizes of the fault tests (5,000 cases):
+#       HI_LONG=1 HI_ONLY=integration HI_TESTS=test_faults bash test/run_tests.sh
 # The last line of output is `N passed, N failed`; exit 0 iff failed == 0 and passed > 0.
 set -uo pipefail
 
