@@ -23,7 +23,9 @@
  *	   base64 of 32 bytes
  *	 x-signature matches neither the current       WH007     401
  *	   secret nor the previous one in its grace
- *	 body not UTF-8 JSON, or not an object         WH008     400
+ *	 body not UTF-8 JSON, or not an object (or     WH008     400
+ *	   JSON that jsonb cannot hold: a number beyond
+ *	   numeric's range, nesting beyond the stack)
  *	 body has a key twice in one object            WH009     400
  *	 payload names no ticket (_apply_webhook)      WH010     400
  *	 payload has no delivery id (_apply_webhook)   WH011     400
@@ -131,6 +133,7 @@ static void CheckDate(const char *value);
 static void LoadSecrets(const char *key, HiSecrets *s);
 static void ForgetSecrets(HiSecrets *s);
 static void VerifySignature(HiSecrets *s, const unsigned char *canon, size_t canon_len, const char *sig);
+static void RethrowUnholdableJson(MemoryContext cxt);
 static Jsonb *ParsePayload(const char *body, int len);
 static Datum ApplyWebhook(int integration_id, Jsonb *payload);
 static void DupObjectStart(void *state);
@@ -482,16 +485,42 @@ DupObjectEnd(void *state)
 	list_free(keys);
 }
 
+/*
+ * Raises WH008 in place of the errors by which PostgreSQL's JSON parsers refuse
+ * JSON that they cannot hold (a number beyond numeric's range, nesting deeper
+ * than the stack allows): such a body can never be applied, so it must not be
+ * answered with a 500 that Halo retries. Re-raises any other error. Called in a
+ * PG_CATCH block.
+ */
+static void
+RethrowUnholdableJson(MemoryContext cxt)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	if (edata->sqlerrcode != ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE &&
+		edata->sqlerrcode != ERRCODE_STATEMENT_TOO_COMPLEX &&
+		edata->sqlerrcode != ERRCODE_PROGRAM_LIMIT_EXCEEDED)
+		PG_RE_THROW();
+	FlushErrorState();
+	ereport(ERROR,
+			(errcode(ERRCODE_HI_BAD_JSON),
+			 errmsg("halo_itsm: the webhook body is JSON that PostgreSQL cannot hold: %s", edata->message),
+			 errhint("Halo sends neither numbers beyond PostgreSQL's numeric range nor JSON nested this deep; check what sits between Halo and the receiver.")));
+}
+
 /* Parses the verified body: UTF-8, JSON (PostgreSQL's parser), no duplicate keys, an object. */
 static Jsonb *
 ParsePayload(const char *body, int len)
 {
+	MemoryContext cxt = CurrentMemoryContext;
 	char	   *text;
 	JsonLexContext *lex;
-	JsonParseErrorType rc;
+	volatile JsonParseErrorType rc = JSON_SUCCESS;
 	JsonSemAction sem;
 	DupKeyState state;
-	Jsonb	   *jb;
+	Jsonb	   *volatile jb = NULL;
 
 	if (!pg_verify_mbstr(PG_UTF8, body, len, true))
 		ereport(ERROR,
@@ -508,7 +537,17 @@ ParsePayload(const char *body, int len)
 	sem.object_end = DupObjectEnd;
 	sem.object_field_start = DupFieldStart;
 	lex = makeJsonLexContextCstringLen(text, strlen(text), GetDatabaseEncoding(), true);
-	rc = pg_parse_json(lex, &sem);
+	PG_TRY();
+	{
+		rc = pg_parse_json(lex, &sem);
+		if (rc == JSON_SUCCESS && state.duplicate == NULL)
+			jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	}
+	PG_CATCH();
+	{
+		RethrowUnholdableJson(cxt);
+	}
+	PG_END_TRY();
 	if (rc != JSON_SUCCESS)
 		ereport(ERROR,
 				(errcode(ERRCODE_HI_BAD_JSON),
@@ -519,7 +558,6 @@ ParsePayload(const char *body, int len)
 				(errcode(ERRCODE_HI_DUPLICATE_KEY),
 				 errmsg("halo_itsm: the webhook body has the key \"%.100s\" twice in one object", state.duplicate),
 				 errhint("Halo does not send duplicate keys; check what sits between Halo and the receiver.")));
-	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
 	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
 		ereport(ERROR,
 				(errcode(ERRCODE_HI_BAD_JSON),

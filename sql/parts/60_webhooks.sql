@@ -53,7 +53,7 @@ BEGIN
         RETURN v::timestamptz;
     END IF;
     RETURN v::timestamp AT TIME ZONE 'UTC';
-EXCEPTION WHEN datetime_field_overflow OR invalid_datetime_format THEN
+EXCEPTION WHEN datetime_field_overflow OR invalid_datetime_format OR invalid_time_zone_displacement_value THEN
     RETURN NULL;
 END
 $$;
