@@ -4,31 +4,7 @@
 -- block or a function, max_items <= 0) and check_connection() of an unknown integration.
 -- No worker runs in this database, and no test here reaches out to Halo.
 --
-\set SHOW_CONTEXT never
-SET client_min_messages = warning;
-TRUNCATE halo_itsm.integrations, halo_itsm.integration_secrets, halo_itsm.cases,
-         halo_itsm.detections, halo_itsm.tickets, halo_itsm.outbox, halo_itsm.timeline,
-         halo_itsm.webhook_deliveries RESTART IDENTITY CASCADE;
-RESET client_min_messages;
-
--- try(cmd): runs cmd; reports "ok" or the error's SQLSTATE, message and hint as a NOTICE.
-CREATE PROCEDURE pg_temp.try(cmd text) LANGUAGE plpgsql AS $$
-DECLARE
-    st text;
-    msg text;
-    hint text;
-BEGIN
-    EXECUTE cmd;
-    RAISE NOTICE 'ok';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
-    IF hint = '' THEN
-        RAISE NOTICE '%: %', st, msg;
-    ELSE
-        RAISE NOTICE '%: %', st, msg USING HINT = hint;
-    END IF;
-END
-$$;
+\i test/regress/common.sql
 
 -- The outbox, without the columns that hold times.
 CREATE VIEW pg_temp.queue AS
