@@ -6,7 +6,12 @@
  *	  integrations progress in parallel while each integration has at most
  *	  halo_itsm.max_requests_per_instance items in progress. The engine
  *	  waits on the process latch and curl's sockets together, so a commit
- *	  that queues work wakes it at once. Tokens are cached per integration
+ *	  that queues work wakes it at once. Submitted items wait in a queue
+ *	  until their integration has a free lane and the global limit
+ *	  (halo_itsm.max_concurrent_requests) allows: the worker claims one
+ *	  lane's worth of items ahead, so that a lane goes on with its next
+ *	  item the moment an answer arrives instead of waiting for the
+ *	  database round trip. Tokens are cached per integration
  *	  until a minute before they expire; requests are counted against the
  *	  per-integration budget. Finished items are handed back with their
  *	  outcome; recording them is the caller's business (store.c).
@@ -14,12 +19,15 @@
  */
 #include "postgres.h"
 
+#include <sys/epoll.h>
+
 #include <curl/curl.h>
 
 #include "common/pg_prng.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/fd.h"
 #include "storage/latch.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
@@ -49,34 +57,31 @@ typedef struct HiInstance
 	TimestampTz token_expires;
 	bool		token_fetching;
 	HiItem	   *token_waiters;
-	int			active;
+	int			active;			/* items started (in lanes) */
+	int			held;			/* items started or waiting to start */
 	TimestampTz *sent;			/* ring of request start times, for the budget */
 	int			sent_cap;
 	int			sent_head;
 	int			sent_n;
 } HiInstance;
 
-/* A socket libcurl wants watched, and for what. */
-typedef struct HiSocket
-{
-	curl_socket_t fd;
-	int			what;
-} HiSocket;
-
 static MemoryContext engine_cxt = NULL;
 static CURLM *multi = NULL;
 static HTAB *instances = NULL;
 static HiItem *finished_head = NULL;
 static HiItem *finished_tail = NULL;
-static int	n_active = 0;
-static HiSocket *socks = NULL;
-static int	n_socks = 0;
-static int	socks_cap = 0;
+static int	n_active = 0;		/* items started, across integrations */
+static HiItem *waiting_head = NULL;	/* submitted, not started yet (FIFO) */
+static HiItem *waiting_tail = NULL;
+static int	n_waiting = 0;
+static int	curl_epfd = -1;		/* epoll set of the sockets libcurl wants watched */
+static WaitEventSet *wait_set = NULL;	/* the latch, postmaster death and curl_epfd */
 static TimestampTz timer_deadline = -1;
 static HiRequest *in_flight = NULL;	/* requests added to the multi handle */
 
 static void hi_engine_init(void);
 static HiInstance *hi_instance_for(HiItem *item);
+static void hi_engine_kick(void);
 static void hi_item_start_step(HiItem *item);
 static void hi_item_on_response(HiItem *item, HiRequest *req);
 static void hi_item_fail(HiItem *item, HiRequest *req);
@@ -88,7 +93,12 @@ static void hi_read_multi_info(void);
 static int	hi_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp);
 static int	hi_timer_cb(CURLM *m, long timeout_ms, void *userp);
 
-/* Creates the engine's memory context, multi handle and instance table once. */
+/*
+ * Creates the engine's memory context, instance table, wait set and multi
+ * handle once. libcurl's sockets live in an epoll set of their own, which
+ * the wait set watches as one descriptor: the wait set is built once, and
+ * a socket costs one epoll_ctl when libcurl changes what it waits for.
+ */
 static void
 hi_engine_init(void)
 {
@@ -97,19 +107,52 @@ hi_engine_init(void)
 	if (multi != NULL)
 		return;
 	hi_http_global_init();
-	engine_cxt = AllocSetContextCreate(TopMemoryContext, "halo_itsm engine", ALLOCSET_DEFAULT_SIZES);
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(int);
-	ctl.entrysize = sizeof(HiInstance);
-	ctl.hcxt = engine_cxt;
-	instances = hash_create("halo_itsm instances", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	if (engine_cxt == NULL)
+	{
+		engine_cxt = AllocSetContextCreate(TopMemoryContext, "halo_itsm engine", ALLOCSET_DEFAULT_SIZES);
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(int);
+		ctl.entrysize = sizeof(HiInstance);
+		ctl.hcxt = engine_cxt;
+		instances = hash_create("halo_itsm instances", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	if (curl_epfd < 0)
+	{
+		if (!AcquireExternalFD())
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+					 errmsg("halo_itsm: no file descriptor left for the delivery engine"),
+					 errhint("Raise max_files_per_process or the open files limit of the server.")));
+		curl_epfd = epoll_create1(EPOLL_CLOEXEC);
+		if (curl_epfd < 0)
+		{
+			ReleaseExternalFD();
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+					 errmsg("halo_itsm: could not create an epoll set for the delivery engine: %m"),
+					 errhint("Raise max_files_per_process or the open files limit of the server.")));
+		}
+	}
+	if (wait_set == NULL)
+	{
+		wait_set = CreateWaitEventSet(engine_cxt, 3);
+		AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+		AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+		AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, curl_epfd, NULL, NULL);
+	}
 	multi = curl_multi_init();
 	if (multi == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("halo_itsm: could not create a libcurl multi handle")));
 	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, hi_socket_cb);
 	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, hi_timer_cb);
 	curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
-	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, 1024L);
+	/*
+	 * Idle connections kept for reuse. Every POST takes a fresh connection
+	 * (http.c), so without a bound the cache fills with idle sockets until
+	 * the process runs out of file descriptors; a few more than the
+	 * requests in flight is plenty.
+	 */
+	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) hi_max_concurrent_requests + 16L);
 }
 
 /* A new, empty item with its own memory context. */
@@ -177,14 +220,13 @@ hi_instance_for(HiItem *item)
 	return in;
 }
 
-/* Takes a claimed item and starts its first step. */
+/* Takes a claimed item; it starts as soon as its integration has a free lane. */
 void
 hi_engine_submit(HiItem *item)
 {
 	hi_engine_init();
 	item->inst = hi_instance_for(item);
-	item->inst->active++;
-	n_active++;
+	item->inst->held++;
 	item->outcome = HI_OUT_NONE;
 	if (item->kind == HI_KIND_SYNC)
 		item->step = HI_STEP_GET_TICKET;
@@ -195,17 +237,74 @@ hi_engine_submit(HiItem *item)
 	}
 	else
 		item->step = HI_STEP_CREATE;
-	hi_item_start_step(item);
+	item->next = NULL;
+	if (waiting_tail)
+		waiting_tail->next = item;
+	else
+		waiting_head = item;
+	waiting_tail = item;
+	n_waiting++;
+	hi_engine_kick();
 }
 
-/* Number of items in progress. */
+/*
+ * Starts waiting items, oldest first, whose integration has a free lane,
+ * while the global limit allows. An integration's items start in the order
+ * they were claimed.
+ */
+static void
+hi_engine_kick(void)
+{
+	HiItem	   *item = waiting_head;
+	HiItem	   *prev = NULL;
+
+	while (item && n_active < hi_max_concurrent_requests)
+	{
+		HiItem	   *next = item->next;
+
+		if (item->inst->active >= hi_max_requests_per_instance)
+		{
+			prev = item;
+			item = next;
+			continue;
+		}
+		if (prev)
+			prev->next = next;
+		else
+			waiting_head = next;
+		if (waiting_tail == item)
+			waiting_tail = prev;
+		n_waiting--;
+		item->next = NULL;
+		item->inst->active++;
+		n_active++;
+		hi_item_start_step(item);
+		item = next;
+	}
+}
+
+/* Number of items the engine holds: started or waiting to start. */
 int
 hi_engine_active(void)
 {
-	return n_active;
+	return n_active + n_waiting;
 }
 
-/* Integrations that cannot take another item now (lanes full or budget spent); palloc'd array. */
+/*
+ * How many more items the worker should claim now: room for every lane the
+ * global limit allows, plus as many waiting to take over a lane at once.
+ */
+int
+hi_engine_claim_room(void)
+{
+	return 2 * hi_max_concurrent_requests - (n_active + n_waiting);
+}
+
+/*
+ * Integrations that should not be given another item now (their lanes and
+ * one lane's worth of waiting items are full, or their budget is spent);
+ * palloc'd array.
+ */
 int
 hi_engine_busy_integrations(int **ids)
 {
@@ -221,7 +320,7 @@ hi_engine_busy_integrations(int **ids)
 	hash_seq_init(&seq, instances);
 	while ((in = hash_seq_search(&seq)) != NULL)
 	{
-		if (in->active < hi_max_requests_per_instance && hi_budget_wait_ms(in, now) == 0)
+		if (in->held < 2 * hi_max_requests_per_instance && hi_budget_wait_ms(in, now) == 0)
 			continue;
 		if (n == cap)
 		{
@@ -545,6 +644,7 @@ hi_item_finish(HiItem *item, HiOutcome outcome)
 {
 	item->outcome = outcome;
 	item->inst->active--;
+	item->inst->held--;
 	n_active--;
 	item->next = NULL;
 	if (finished_tail)
@@ -615,33 +715,38 @@ hi_budget_note(HiInstance *in, TimestampTz now)
 	in->sent_n++;
 }
 
-/* libcurl socket callback: keeps the list of sockets to watch. */
+/*
+ * libcurl socket callback: adds, changes or removes a socket in the epoll
+ * set (socketp marks the sockets already in it). It must not raise errors:
+ * a failed epoll_ctl shows up as a transfer that times out.
+ */
 static int
 hi_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
-	int			i;
+	struct epoll_event ev;
 
-	for (i = 0; i < n_socks; i++)
-		if (socks[i].fd == s)
-			break;
 	if (what == CURL_POLL_REMOVE)
 	{
-		if (i < n_socks)
-			socks[i] = socks[--n_socks];
+		if (socketp)
+		{
+			epoll_ctl(curl_epfd, EPOLL_CTL_DEL, s, NULL);
+			curl_multi_assign(multi, s, NULL);
+		}
 		return 0;
 	}
-	if (i == n_socks)
+	memset(&ev, 0, sizeof(ev));
+	ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0);
+	ev.data.fd = s;
+	if (epoll_ctl(curl_epfd, socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s, &ev) < 0)
 	{
-		if (n_socks == socks_cap)
-		{
-			socks_cap = socks_cap ? socks_cap * 2 : 16;
-			socks = socks ? repalloc(socks, sizeof(HiSocket) * socks_cap)
-				: MemoryContextAlloc(engine_cxt, sizeof(HiSocket) * socks_cap);
-		}
-		n_socks++;
+		/* the socket was closed and its number reused, or never added */
+		if (errno == EEXIST)
+			epoll_ctl(curl_epfd, EPOLL_CTL_MOD, s, &ev);
+		else if (errno == ENOENT)
+			epoll_ctl(curl_epfd, EPOLL_CTL_ADD, s, &ev);
 	}
-	socks[i].fd = s;
-	socks[i].what = what;
+	if (socketp == NULL)
+		curl_multi_assign(multi, s, &curl_epfd);
 	return 0;
 }
 
@@ -688,12 +793,11 @@ hi_read_multi_info(void)
 bool
 hi_engine_wait(long timeout_ms)
 {
-	WaitEventSet *set;
-	WaitEvent  *events;
-	HiSocket   *ready;
+	WaitEvent	events[3];
+	struct epoll_event ready[64];
 	int			n,
 				i,
-				nready = 0,
+				pass,
 				running;
 	bool		latch = false;
 	TimestampTz now = GetCurrentTimestamp();
@@ -705,49 +809,44 @@ hi_engine_wait(long timeout_ms)
 
 		timeout_ms = Min(timeout_ms, Max(t, 0));
 	}
-	set = CreateWaitEventSet(CurrentMemoryContext, n_socks + 2);
-	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	for (i = 0; i < n_socks; i++)
-	{
-		uint32		ev = 0;
-
-		if (socks[i].what == CURL_POLL_IN || socks[i].what == CURL_POLL_INOUT)
-			ev |= WL_SOCKET_READABLE;
-		if (socks[i].what == CURL_POLL_OUT || socks[i].what == CURL_POLL_INOUT)
-			ev |= WL_SOCKET_WRITEABLE;
-		if (ev)
-			AddWaitEventToSet(set, ev, socks[i].fd, NULL, NULL);
-	}
-	events = palloc(sizeof(WaitEvent) * (n_socks + 2));
-	ready = palloc(sizeof(HiSocket) * (n_socks + 1));
-	n = WaitEventSetWait(set, timeout_ms, events, n_socks + 2, PG_WAIT_EXTENSION);
+	n = WaitEventSetWait(wait_set, timeout_ms, events, lengthof(events), PG_WAIT_EXTENSION);
 	for (i = 0; i < n; i++)
-	{
 		if (events[i].events & WL_LATCH_SET)
 			latch = true;
-		else if (events[i].events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
-		{
-			ready[nready].fd = events[i].fd;
-			ready[nready].what = ((events[i].events & WL_SOCKET_READABLE) ? CURL_CSELECT_IN : 0) |
-				((events[i].events & WL_SOCKET_WRITEABLE) ? CURL_CSELECT_OUT : 0);
-			nready++;
-		}
-	}
-	FreeWaitEventSet(set);
 	if (latch)
 		ResetLatch(MyLatch);
 
-	for (i = 0; i < nready; i++)
-		curl_multi_socket_action(multi, ready[i].fd, ready[i].what, &running);
-	if (timer_deadline >= 0 && GetCurrentTimestamp() >= timer_deadline)
+	/*
+	 * Move transfers on until nothing more is ready without waiting: an
+	 * answer frees a lane, a waiting item takes it, and its connection and
+	 * request go out now rather than after the caller's database round.
+	 */
+	for (pass = 0; pass < 8; pass++)
 	{
-		timer_deadline = -1;
-		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+		bool		progress = false;
+		int			nready = epoll_wait(curl_epfd, ready, lengthof(ready), 0);
+
+		for (i = 0; i < nready; i++)
+		{
+			int			what = ((ready[i].events & EPOLLIN) ? CURL_CSELECT_IN : 0) |
+				((ready[i].events & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
+				((ready[i].events & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0);
+
+			curl_multi_socket_action(multi, ready[i].data.fd, what, &running);
+			progress = true;
+		}
+		if (timer_deadline >= 0 && GetCurrentTimestamp() >= timer_deadline)
+		{
+			timer_deadline = -1;
+			curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+			progress = true;
+		}
+		hi_read_multi_info();
+		/* lanes freed by the answers go on with waiting items at once */
+		hi_engine_kick();
+		if (!progress)
+			break;
 	}
-	hi_read_multi_info();
-	pfree(events);
-	pfree(ready);
 	return latch;
 }
 
@@ -772,12 +871,21 @@ hi_engine_abort_all(void)
 	while ((item = hi_engine_pop_finished()) != NULL)
 		hi_item_free(item);
 	/* items and requests in flight are dropped with the engine's memory */
+	if (wait_set)
+		FreeWaitEventSet(wait_set);
+	wait_set = NULL;
+	if (curl_epfd >= 0)
+	{
+		close(curl_epfd);
+		ReleaseExternalFD();
+	}
+	curl_epfd = -1;
 	MemoryContextDelete(engine_cxt);
 	engine_cxt = NULL;
 	instances = NULL;
-	socks = NULL;
-	n_socks = socks_cap = 0;
 	n_active = 0;
+	waiting_head = waiting_tail = NULL;
+	n_waiting = 0;
 	timer_deadline = -1;
 }
 

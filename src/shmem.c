@@ -25,6 +25,7 @@ typedef struct HaloShared
 	Latch	   *worker_latch;	/* points into the PGPROC array, itself shared */
 	pid_t		worker_pid;
 	Oid			worker_db;		/* the database the worker delivers for */
+	bool		worker_saturated;	/* every integration busy: no wake needed */
 } HaloShared;
 
 static HaloShared *hi_shared = NULL;
@@ -70,6 +71,7 @@ hi_shmem_startup(void)
 		hi_shared->worker_latch = NULL;
 		hi_shared->worker_pid = 0;
 		hi_shared->worker_db = InvalidOid;
+		hi_shared->worker_saturated = false;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -84,6 +86,23 @@ hi_shmem_set_worker(bool running)
 	hi_shared->worker_latch = running ? &MyProc->procLatch : NULL;
 	hi_shared->worker_pid = running ? MyProcPid : 0;
 	hi_shared->worker_db = running ? MyDatabaseId : InvalidOid;
+	hi_shared->worker_saturated = false;
+	SpinLockRelease(&hi_shared->mutex);
+}
+
+/*
+ * The worker says whether every integration is busy. While it is, commits
+ * that queue work do not wake it: it could not claim anything before an
+ * item finishes, and it claims then anyway (a storm of inserts would
+ * otherwise cost a signal and a wake-up each).
+ */
+void
+hi_shmem_set_saturated(bool saturated)
+{
+	if (hi_shared == NULL)
+		return;
+	SpinLockAcquire(&hi_shared->mutex);
+	hi_shared->worker_saturated = saturated;
 	SpinLockRelease(&hi_shared->mutex);
 }
 
@@ -118,8 +137,10 @@ hi_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (wake_pending && hi_shared != NULL)
 			{
+				/* only the worker of this database, and only when it has room */
 				SpinLockAcquire(&hi_shared->mutex);
-				latch = hi_shared->worker_latch;
+				if (hi_shared->worker_db == MyDatabaseId && !hi_shared->worker_saturated)
+					latch = hi_shared->worker_latch;
 				SpinLockRelease(&hi_shared->mutex);
 				if (latch != NULL)
 					SetLatch(latch);

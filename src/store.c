@@ -24,6 +24,7 @@ static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
 static SPIPlanPtr sync_plan = NULL;
 static SPIPlanPtr recover_plan = NULL;
+static SPIPlanPtr all_busy_plan = NULL;
 
 /* Prepares a statement once per process and keeps it. */
 static SPIPlanPtr
@@ -63,7 +64,7 @@ hi_store_extension_ready(void)
 {
 	if (OidIsValid(get_extension_oid("halo_itsm", true)))
 		return true;
-	claim_plan = record_plan = sync_plan = recover_plan = NULL;
+	claim_plan = record_plan = sync_plan = recover_plan = all_busy_plan = NULL;
 	return false;
 }
 
@@ -148,6 +149,37 @@ hi_store_claim(int max_items, HiItem **items)
 	}
 	*items = head;
 	return (int) SPI_processed;
+}
+
+/*
+ * True when every enabled, configured integration is one the engine has no
+ * room for: until an item finishes, no claim can give anything, whatever
+ * is queued meanwhile.
+ */
+bool
+hi_store_all_busy(void)
+{
+	Oid			types[1] = {INT4ARRAYOID};
+	Datum		values[1];
+	int		   *busy;
+	int			nbusy = hi_engine_busy_integrations(&busy);
+	Datum	   *elems = palloc(sizeof(Datum) * (nbusy + 1));
+	SPIPlanPtr	plan;
+	bool		isnull;
+	Datum		d;
+	int			i;
+
+	if (nbusy == 0)
+		return false;
+	for (i = 0; i < nbusy; i++)
+		elems[i] = Int32GetDatum(busy[i]);
+	values[0] = PointerGetDatum(construct_array(elems, nbusy, INT4OID, sizeof(int32), true, TYPALIGN_INT));
+	plan = hi_prepare(&all_busy_plan,
+					  "SELECT NOT EXISTS (SELECT 1 FROM halo_itsm.integrations i "
+					  "WHERE i.enabled AND i.configured_at IS NOT NULL AND i.id <> ALL ($1))", 1, types);
+	hi_execute(plan, values, NULL, "checking for integrations with room");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return !isnull && DatumGetBool(d);
 }
 
 /* The SQL name of an outcome. */

@@ -31,7 +31,7 @@
 #define NOT_INSTALLED_SLEEP_MS 10000
 
 static void hi_worker_exit(int code, Datum arg);
-static int	hi_worker_round(bool claim, bool recover, bool *ready);
+static int	hi_worker_round(bool claim, bool recover, bool *ready, bool *saturated);
 
 /* Registers the worker with the postmaster (from _PG_init, when preloaded). */
 void
@@ -59,10 +59,12 @@ hi_worker_exit(int code, Datum arg)
 
 /*
  * One transaction: record finished items, recover orphans when asked, and
- * claim due items when asked. Returns how many items were claimed.
+ * claim due items when asked. Returns how many items were claimed; sets
+ * *saturated when a claim came back empty because every integration is
+ * busy.
  */
 static int
-hi_worker_round(bool claim, bool recover, bool *ready)
+hi_worker_round(bool claim, bool recover, bool *ready, bool *saturated)
 {
 	HiItem	   *item;
 	HiItem	   *claimed = NULL;
@@ -86,10 +88,11 @@ hi_worker_round(bool claim, bool recover, bool *ready)
 		}
 		if (claim)
 		{
-			int			room = hi_max_concurrent_requests - hi_engine_active();
+			int			room = hi_engine_claim_room();
 
 			if (room > 0)
 				n = hi_store_claim(room, &claimed);
+			*saturated = n == 0 && hi_store_all_busy();
 		}
 	}
 
@@ -116,6 +119,7 @@ halo_itsm_worker_main(Datum arg)
 {
 	MemoryContext loop_cxt;
 	bool		want_claim = true;
+	bool		saturated = false;	/* every integration busy: wakes need no claim */
 	TimestampTz next_poll = 0;
 	TimestampTz next_recover = 0;
 
@@ -151,20 +155,40 @@ halo_itsm_worker_main(Datum arg)
 		if (now >= next_poll)
 		{
 			want_claim = true;
+			saturated = false;
 			next_poll = now + (TimestampTz) hi_poll_interval_ms * 1000;
 		}
 		have_finished = hi_engine_pop_finished_peek();
-		if (have_finished || (want_claim && hi_engine_active() < hi_max_concurrent_requests))
+		if (have_finished)
+			saturated = false;	/* a lane or a waiting slot is free again */
+
+		/*
+		 * Work committed while every integration is busy can wait for the
+		 * next finished item: a claim now could not give anything, and a
+		 * storm of inserts would otherwise cost a claim each.
+		 */
+		if (have_finished || (want_claim && !saturated && hi_engine_claim_room() > 0))
 		{
 			bool		recover = now >= next_recover;
 			bool		ready;
-			int			room = hi_max_concurrent_requests - hi_engine_active();
-			int			n = hi_worker_round(want_claim, recover, &ready);
+			int			room = hi_engine_claim_room();
+
+			/* finished items freed lanes: refill them in the same transaction */
+			bool		claim = (want_claim || have_finished) && room > 0;
+			bool		sat = false;
+			int			n = hi_worker_round(claim, recover, &ready, &sat);
 
 			if (recover)
 				next_recover = now + RECOVER_INTERVAL_US;
-			/* more may be due when the claim was full, or lanes were freed */
-			want_claim = (want_claim && n == room && n > 0) || have_finished;
+			/*
+			 * Claim again until a claim comes back empty: one claim gives an
+			 * integration at most one lane's worth, and an integration that
+			 * got its lane's items now takes the next ones to wait ready.
+			 */
+			want_claim = claim && n > 0;
+			if (claim)
+				saturated = sat;
+			hi_shmem_set_saturated(saturated);
 			if (!ready)
 			{
 				want_claim = false;
@@ -175,7 +199,7 @@ halo_itsm_worker_main(Datum arg)
 		MemoryContextReset(loop_cxt);
 
 		timeout_ms = (long) ((next_poll - GetCurrentTimestamp()) / 1000);
-		if (want_claim && hi_engine_active() < hi_max_concurrent_requests)
+		if (want_claim && !saturated && hi_engine_claim_room() > 0)
 			timeout_ms = 0;
 		if (timeout_ms < 0)
 			timeout_ms = 0;

@@ -105,11 +105,12 @@ COMMENT ON FUNCTION halo_itsm.ticket_payload(text, text) IS
 -- and "SET row_security = off" at the top of every dump (and pg_restore sends both), and
 -- ordinary sessions do not run with both. The dump carries the outbox rows of the cases and
 -- detections it restores, so the triggers below must not queue those rows a second time.
+-- No SET clause, every name qualified: the planner inlines it into the triggers' pinned
+-- search_path, instead of parsing and planning it again for every inserted row.
 CREATE FUNCTION halo_itsm._restoring()
-RETURNS boolean LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp AS $$
-    SELECT NOT current_setting('check_function_bodies')::boolean
-       AND NOT current_setting('row_security')::boolean
+RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT NOT pg_catalog.current_setting('check_function_bodies')::pg_catalog.bool
+       AND NOT pg_catalog.current_setting('row_security')::pg_catalog.bool
 $$;
 
 -- Queues a ticket for a new case and wakes the worker at commit.

@@ -29,43 +29,78 @@ SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- Claims due items (at most per_integration per integration), skipping busy integrations.
+-- Items that name no integration go to the single enabled one, when there is exactly one:
+-- they are bound to it as they are claimed (not all at once: a backlog of such items
+-- would be rewritten by every claim).
 CREATE FUNCTION halo_itsm._claim(max_items integer, per_integration integer DEFAULT 1,
                                  exclude_integrations integer[] DEFAULT '{}')
 RETURNS TABLE (outbox_id bigint, kind text, integration_id integer, instance_url text, tenant text,
                client_id text, client_secret text, sid text, payload text, maybe_sent boolean,
                attempts integer, halo_ticket_id bigint)
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+-- One generic plan per statement, made once per session: planning them anew for every call
+-- (with the ticket payload inlined) cost more than running them.
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_single integer;
+    v_ids bigint[];
 BEGIN
-    -- Items that name no integration go to the single enabled one, when there is exactly one.
-    IF EXISTS (SELECT 1 FROM halo_itsm.outbox o WHERE o.state = 'pending' AND o.integration_id IS NULL) THEN
-        SELECT min(i.id) INTO v_single FROM halo_itsm.integrations i WHERE i.enabled HAVING count(*) = 1;
-        IF v_single IS NOT NULL THEN
-            UPDATE halo_itsm.outbox o SET integration_id = v_single
-             WHERE o.state = 'pending' AND o.integration_id IS NULL;
+    SELECT min(i.id) INTO v_single FROM halo_itsm.integrations i WHERE i.enabled HAVING count(*) = 1;
+
+    IF v_single IS NOT NULL THEN
+        -- one enabled integration: its own items and those that name none, oldest first
+        IF v_single = ANY (exclude_integrations) OR NOT EXISTS (
+               SELECT 1 FROM halo_itsm.integrations i WHERE i.id = v_single AND i.configured_at IS NOT NULL) THEN
+            RETURN;
         END IF;
+        SELECT array_agg(u.id) INTO v_ids
+          FROM (SELECT a.id, a.next_attempt_at
+                  FROM (SELECT o.id, o.next_attempt_at FROM halo_itsm.outbox o
+                         WHERE o.integration_id = v_single AND o.state = 'pending'
+                           AND o.next_attempt_at <= now()
+                         ORDER BY o.next_attempt_at, o.id
+                         LIMIT least(per_integration, max_items)
+                         FOR UPDATE SKIP LOCKED) a
+                UNION ALL
+                SELECT b.id, b.next_attempt_at
+                  FROM (SELECT o.id, o.next_attempt_at FROM halo_itsm.outbox o
+                         WHERE o.integration_id IS NULL AND o.state = 'pending'
+                           AND o.next_attempt_at <= now()
+                         -- integration_id first: the planner then reads outbox_due in order
+                         -- (for IS NULL it would otherwise sort every such item)
+                         ORDER BY o.integration_id, o.next_attempt_at, o.id
+                         LIMIT least(per_integration, max_items)
+                         FOR UPDATE SKIP LOCKED) b
+                 ORDER BY 2, 1
+                 LIMIT least(per_integration, max_items)) u;
+    ELSE
+        SELECT array_agg(p.id) INTO v_ids
+          FROM (SELECT x.id
+                  FROM halo_itsm.integrations i
+                 CROSS JOIN LATERAL (
+                       SELECT o.id FROM halo_itsm.outbox o
+                        WHERE o.integration_id = i.id AND o.state = 'pending' AND o.next_attempt_at <= now()
+                        ORDER BY o.next_attempt_at, o.id
+                        LIMIT per_integration
+                        FOR UPDATE SKIP LOCKED) x
+                 WHERE i.enabled AND i.configured_at IS NOT NULL AND i.id <> ALL (exclude_integrations)
+                 LIMIT max_items) p;
+    END IF;
+    IF v_ids IS NULL THEN
+        RETURN;
     END IF;
 
+    -- Written so that the generic plan stays right as the tables grow: the claimed ids are
+    -- joined row by row, and each case or detection is one index lookup.
     RETURN QUERY
-    WITH picked AS (
-        SELECT x.id
-          FROM halo_itsm.integrations i
-         CROSS JOIN LATERAL (
-               SELECT o.id FROM halo_itsm.outbox o
-                WHERE o.integration_id = i.id AND o.state = 'pending' AND o.next_attempt_at <= now()
-                ORDER BY o.next_attempt_at, o.id
-                LIMIT per_integration
-                FOR UPDATE SKIP LOCKED) x
-         WHERE i.enabled AND i.configured_at IS NOT NULL AND i.id <> ALL (exclude_integrations)
-         LIMIT max_items
-    ), claimed AS (
+    WITH claimed AS (
         UPDATE halo_itsm.outbox o
            SET state = 'in_flight', attempts = o.attempts + 1,
+               integration_id = coalesce(o.integration_id, v_single),
                claimed_by = pg_backend_pid(), claimed_at = now()
-          FROM picked p
-         WHERE o.id = p.id
+          FROM unnest(v_ids) AS u(id)
+         WHERE o.id = u.id
         RETURNING o.*
     )
     SELECT c.id, c.kind, i.id, i.instance_url, i.tenant, i.client_id, s.client_secret,
@@ -79,8 +114,8 @@ BEGIN
       FROM claimed c
       JOIN halo_itsm.integrations i ON i.id = c.integration_id
       JOIN halo_itsm.integration_secrets s ON s.integration_id = i.id
-      LEFT JOIN halo_itsm.cases ca ON ca.id = c.case_id
-      LEFT JOIN halo_itsm.detections d ON d.id = c.detection_id
+      LEFT JOIN LATERAL (SELECT x.* FROM halo_itsm.cases x WHERE x.id = c.case_id LIMIT 1) ca ON true
+      LEFT JOIN LATERAL (SELECT x.* FROM halo_itsm.detections x WHERE x.id = c.detection_id LIMIT 1) d ON true
      ORDER BY c.id;
 END
 $$;
@@ -110,7 +145,9 @@ BEGIN
            SET state = 'done', finished_at = now(), claimed_by = NULL, last_http_status = http_status,
                halo_ticket_id = _record.halo_ticket_id, result = outcome, maybe_sent = false
          WHERE x.id = o.id;
-        UPDATE halo_itsm.integrations i SET last_success_at = now() WHERE i.id = o.integration_id;
+        -- once per transaction: the worker records many items of an integration in one
+        UPDATE halo_itsm.integrations i SET last_success_at = now()
+         WHERE i.id = o.integration_id AND i.last_success_at IS DISTINCT FROM now();
     ELSIF outcome IN ('synced', 'skipped') THEN
         UPDATE halo_itsm.outbox x
            SET state = 'done', finished_at = now(), claimed_by = NULL, last_http_status = http_status,

@@ -34,6 +34,7 @@ extern void hi_guc_init(void);
 extern void hi_shmem_request(void);
 extern void hi_shmem_init(void);
 extern void hi_shmem_set_worker(bool running);
+extern void hi_shmem_set_saturated(bool saturated);
 extern bool hi_shmem_worker_running(void);
 
 /* the background worker (worker.c) */

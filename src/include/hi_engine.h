@@ -80,6 +80,7 @@ extern bool hi_engine_wait(long timeout_ms);
 extern HiItem *hi_engine_pop_finished(void);
 extern bool hi_engine_pop_finished_peek(void);
 extern int	hi_engine_active(void);
+extern int	hi_engine_claim_room(void);
 extern int	hi_engine_busy_integrations(int **ids);
 extern void hi_engine_abort_all(void);
 extern void hi_engine_forget_tokens(void);

@@ -14,5 +14,6 @@ extern int	hi_store_claim(int max_items, HiItem **items);
 extern void hi_store_record(HiItem *item);
 extern int	hi_store_recover(bool include_self);
 extern bool hi_store_extension_ready(void);
+extern bool hi_store_all_busy(void);
 
 #endif							/* HI_STORE_H */

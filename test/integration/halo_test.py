@@ -299,7 +299,10 @@ WORKER_TYPE = "halo_itsm delivery worker"
 # secret still stored in integration_secrets and for every token, webhook secret and
 # signature the mock saw: choose distinctive secrets (nothing a log line could hold by
 # chance), and register any secret not stored in a table with remember_secret().
-KNOWN_SECRETS = ["test-secret"]
+KNOWN_SECRETS = ["test-secret",
+                 # client and webhook secrets of the regress tests (same cluster, same log)
+                 "secret-1", "top-secret-value", "client-secret", "some-other-secret",
+                 "not-the-secret", "hX3v9Qw2Lk8Zp4Rt7Yb1Nc6Md0Fg5Sj2"]
 _SECRETS_FILE = os.path.join(RUN_DIR, "test-secrets.txt")
 
 
@@ -372,7 +375,12 @@ def q1_retry(sql, *args, db="halo", timeout=60):
     while True:
         try:
             return q1(sql, *args, db=db)
-        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+        except psycopg2.DatabaseError as e:
+            # a lost connection ("server closed the connection unexpectedly" comes without
+            # a SQLSTATE), a refused one (in recovery), or a session ended by the restart
+            if not (isinstance(e, (psycopg2.OperationalError, psycopg2.InterfaceError))
+                    or e.pgcode is None or e.pgcode.startswith(("57P", "08"))):
+                raise
             close_connections()
             if time.monotonic() >= deadline:
                 raise

@@ -1,0 +1,503 @@
+#!/usr/bin/python3
+"""test/bench/bench.py: the halo_itsm benchmarks (figures 1-7 of the benchmark issue).
+
+Run by test/bench/run.sh, which has started the cluster (database `halo` with the
+worker, `halo_manual` without) and the fast mock (test/bench/fast_mock.c). Every figure
+is measured against a baseline from the same run and repeated (3 times unless --quick);
+the Markdown table goes to stdout and to results/latest.md (results/quick/ for --quick),
+raw samples to results/raw.json and *.tsv, charts to results/*.png (gnuplot).
+
+Environment: PGHOST, PGPORT (the cluster), HI_MOCK_PORT (the fast mock), HI_PGBIN.
+"""
+import argparse
+import datetime
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+from benchlib import (HERE, LATENCY_MS, MAX_CONCURRENT, MOCK, Results, charts, check_exactly_once,
+                      connect, insert_cases, loadavg, log, make_integrations, med, mock,
+                      mock_latency, mock_records, now_us, pct, pgbench, proc_cpu_s, proc_status,
+                      q, q1, report, reset_halo, restart_worker, spread, truncate_quietly,
+                      wait_delivered, worker_pid)
+
+FULL = dict(reps=3, f1_seconds=10, f1_clients=4, f2_inserts=200, f3_cases=2000,
+            f4_cases=20000, f4_integrations=[1, 10, 50, 200], f5_seconds=10, f5_deliveries=200000,
+            f6_history=1000000, f6_seconds=10, f7_small=1000, f7_large=100000,
+            f7_integrations=50, wrk_seconds=3)
+QUICK = dict(reps=1, f1_seconds=2, f1_clients=4, f2_inserts=20, f3_cases=40,
+             f4_cases=200, f4_integrations=[1, 10, 50], f5_seconds=2, f5_deliveries=30000,
+             f6_history=10000, f6_seconds=2, f7_small=100, f7_large=1000,
+             f7_integrations=10, wrk_seconds=1)
+
+# --- the mock's own capacity --------------------------------------------------------------
+
+def mock_capacity(res, S):
+    """wrk against the fast mock's POST /api/Tickets at the concurrencies the figures use."""
+    if shutil.which("wrk") is None:
+        res.notes.append("wrk is not installed: the mock's capacity was not measured.")
+        return
+    rows = []
+    for latency, conns in ((0, 1), (0, 64), (LATENCY_MS, 64), (LATENCY_MS, 200)):
+        mock_latency(latency)
+        r = subprocess.run(["wrk", "-t1", "-c%d" % conns, "-d%ds" % S["wrk_seconds"],
+                            "-s", os.path.join(HERE, "wrk_post.lua"), MOCK + "/api/Tickets"],
+                           capture_output=True, text=True)
+        m = re.search(r"Requests/sec:\s+([0-9.]+)", r.stdout)
+        rps = float(m.group(1)) if m else 0.0
+        ideal = conns * 1000.0 / latency if latency else None
+        rows.append(dict(latency_ms=latency, connections=conns, requests_per_s=rps,
+                         ideal=ideal, ratio=rps / ideal if ideal else None))
+        log("wrk latency %d ms, %d connections: %.0f requests/s" % (latency, conns, rps))
+    mock("POST", "/_bench/reset")
+    res.raw["mock_capacity"] = rows
+    res.mock_rows = rows
+
+
+# --- figure 1: insert overhead --------------------------------------------------------------
+
+def fig1(c, res, S):
+    """pgbench single-case inserts with an enabled integration and the worker running,
+    against the same inserts into an identical table without triggers."""
+    log("figure 1: insert overhead")
+    reset_halo(c)
+    make_integrations(c, 1, "f1")
+    mock_latency(LATENCY_MS)
+    q(c, "DROP SCHEMA IF EXISTS bench CASCADE")
+    q(c, "CREATE SCHEMA bench")
+    q(c, "CREATE TABLE bench.cases_plain (LIKE halo_itsm.cases INCLUDING ALL)")
+    q(c, """ALTER TABLE bench.cases_plain ADD FOREIGN KEY (integration_id)
+            REFERENCES halo_itsm.integrations (id)""")
+    sides = {"plain": "insert_plain.sql", "halo": "insert_case.sql"}
+    for side, script in sides.items():      # warm-up: token, caches, first pages
+        pgbench(script, 1, S["f1_clients"])
+    tps = {"plain": [], "halo": []}
+    for rep in range(S["reps"]):
+        for side in (("plain", "halo") if rep % 2 == 0 else ("halo", "plain")):
+            q(c, "TRUNCATE bench.cases_plain")
+            truncate_quietly(c, ["halo_itsm.cases"])
+            q(c, "CHECKPOINT")
+            t, _ = pgbench(sides[side], S["f1_seconds"], S["f1_clients"])
+            tps[side].append(t)
+            log("  rep %d %s: %.0f tps" % (rep + 1, side, t))
+    ratios = [h / p for h, p in zip(tps["halo"], tps["plain"])]
+    res.raw["fig1"] = tps
+    res.row(1, "Insert overhead: pgbench TPS, %d clients, inserts into halo_itsm.cases (worker "
+            "delivering, mock %d ms) vs. an identical table without triggers" % (S["f1_clients"], LATENCY_MS),
+            tps["halo"], tps["plain"], ratios, "ratio ≥ 0.85", med(ratios) >= 0.85, " tps")
+    wait_delivered_or_truncate(c)
+
+
+def wait_delivered_or_truncate(c):
+    """Drops a figure's backlog (figure 1 leaves one behind)."""
+    q(c, "UPDATE halo_itsm.integrations SET enabled = false")
+    reset_halo(c)
+
+
+# --- figure 2: commit-to-request latency ------------------------------------------------------
+
+def fig2(c, res, S):
+    """Time from an inserting transaction's commit (client side) to the mock receiving the
+    POST, on an idle system."""
+    log("figure 2: commit-to-request latency")
+    reset_halo(c)
+    make_integrations(c, 1, "f2")
+    mock_latency(0)
+    insert_cases(c, "LW-", 5, [q1(c, "SELECT min(id) FROM halo_itsm.integrations")])
+    wait_delivered(c, 30)
+    ins = connect(autocommit=False)
+    cur = ins.cursor()
+    p50, p99, txn50, all_lat = [], [], [], []
+    for rep in range(S["reps"]):
+        commit_at, txn = {}, []
+        for i in range(S["f2_inserts"]):
+            sid = "L%d-%d" % (rep, i)
+            t = now_us()
+            cur.execute("INSERT INTO halo_itsm.cases (sid, title, severity) VALUES (%s, 'Latency', 'high')", (sid,))
+            ins.commit()
+            commit_at[sid] = now_us()
+            txn.append((commit_at[sid] - t) / 1000.0)
+            time.sleep(0.02 + random.random() * 0.01)
+        wait_delivered(c, 60)
+        recs = mock_records()
+        lat = [(recs[sid][0][0] - t) / 1000.0 for sid, t in commit_at.items() if sid in recs]
+        if len(lat) != len(commit_at):
+            raise RuntimeError("figure 2: %d of %d requests missing" % (len(commit_at) - len(lat), len(commit_at)))
+        all_lat.extend(lat)
+        p50.append(pct(lat, 50))
+        p99.append(pct(lat, 99))
+        txn50.append(pct(txn, 50))
+        log("  rep %d: p50 %.2f ms, p99 %.2f ms (insert+commit p50 %.2f ms)" % (rep + 1, p50[-1], p99[-1], txn50[-1]))
+    ins.close()
+    res.raw["fig2"] = dict(latency_ms=all_lat, p50=p50, p99=p99, insert_commit_p50=txn50)
+    res.latencies = all_lat
+    res.row(2, "Commit-to-request latency p50, idle, %d single-case inserts (baseline: the "
+            "insert+commit round trip p50)" % S["f2_inserts"], p50, txn50,
+            [a / b for a, b in zip(p50, txn50)], "p50 ≤ 5 ms", med(p50) <= 5.0, " ms")
+    res.row(2, "Commit-to-request latency p99", p99, None, None, "p99 ≤ 25 ms", med(p99) <= 25.0, " ms")
+
+
+# --- figures 3 and 4: delivery throughput ---------------------------------------------------
+
+def throughput_run(c, n_cases, ids, tag):
+    """Delivers n_cases over integrations ids; returns (tickets/s, lost, duplicated, worker CPU %)."""
+    mock("POST", "/_bench/reset")
+    pid = worker_pid(c)
+    cpu0 = proc_cpu_s(pid)
+    t0, sids = insert_cases(c, tag, n_cases, ids)
+    wait_delivered(c, max(120, n_cases / 10))
+    cpu1 = proc_cpu_s(pid)
+    recs = mock_records()
+    end = max(r[1] for sid in sids for r in recs.get(sid, []))
+    elapsed = (end - t0) / 1e6
+    lost, dup = check_exactly_once(c, sids, recs)
+    return n_cases / elapsed, lost, dup, 100.0 * (cpu1 - cpu0) / elapsed
+
+
+def fig3(c, res, S):
+    """Tickets/s to one integration, mock latency 20 ms, budget off, against 1/latency."""
+    log("figure 3: delivery throughput, one integration")
+    reset_halo(c)
+    ids = make_integrations(c, 1, "f3")
+    mock_latency(LATENCY_MS)
+    insert_cases(c, "W3-", 3, ids)
+    wait_delivered(c, 30)
+    ideal = 1000.0 / LATENCY_MS
+    rates, lost_all, cpu = [], 0, []
+    for rep in range(S["reps"]):
+        rate, lost, dup, w = throughput_run(c, S["f3_cases"], ids, "T3-%d-" % rep)
+        rates.append(rate)
+        cpu.append(w)
+        lost_all += lost + dup
+        log("  rep %d: %.1f tickets/s (ideal %.0f), lost %d, duplicated %d, worker CPU %.0f%%"
+            % (rep + 1, rate, ideal, lost, dup, w))
+    res.raw["fig3"] = dict(rates=rates, ideal=ideal, worker_cpu_pct=cpu, lost_or_duplicated=lost_all)
+    res.row(3, "Delivery throughput, 1 integration, %d cases, mock %d ms, budget off (baseline: "
+            "ideal 1/latency)" % (S["f3_cases"], LATENCY_MS), rates, [ideal],
+            [r / ideal for r in rates], "≥ 0.9 of ideal", med(rates) / ideal >= 0.9 and lost_all == 0,
+            " tickets/s")
+
+
+def fig4(c, res, S):
+    """Tickets/s spread over 1, 10, 50, 200 integrations against min(n, 64)/latency."""
+    log("figure 4: delivery throughput, many integrations")
+    res.throughput = []
+    for n in S["f4_integrations"]:
+        reset_halo(c)
+        ids = make_integrations(c, n, "f4n%d" % n)
+        mock_latency(LATENCY_MS)
+        insert_cases(c, "W4-%d-" % n, n, ids)      # warm-up: a token and a connection each
+        wait_delivered(c, 60)
+        ideal = min(n, MAX_CONCURRENT) * 1000.0 / LATENCY_MS
+        rates, bad, cpu = [], 0, []
+        for rep in range(S["reps"]):
+            rate, lost, dup, w = throughput_run(c, S["f4_cases"], ids, "T4-%d-%d-" % (n, rep))
+            rates.append(rate)
+            cpu.append(w)
+            bad += lost + dup
+            log("  %d integrations, rep %d: %.0f tickets/s (ideal %.0f), lost %d, duplicated %d, "
+                "worker CPU %.0f%%" % (n, rep + 1, rate, ideal, lost, dup, w))
+        res.throughput.append((n, rates, ideal))
+        res.raw.setdefault("fig4", []).append(dict(integrations=n, rates=rates, ideal=ideal,
+                                                   worker_cpu_pct=cpu, lost_or_duplicated=bad))
+        target = "≥ 0.7 of ideal; no loss/duplicate" if n == 50 else "no loss/duplicate"
+        met = (med(rates) / ideal >= 0.7 if n == 50 else True) and bad == 0
+        res.row(4, "Delivery throughput, %d cases over %d integration%s, mock %d ms, budget off "
+                "(baseline: ideal min(n, %d)/latency); lost+duplicated: %d"
+                % (S["f4_cases"], n, "s" if n > 1 else "", LATENCY_MS, MAX_CONCURRENT, bad),
+                rates, [ideal], [r / ideal for r in rates], target, met, " tickets/s")
+
+
+# --- figure 5: webhook ingest ------------------------------------------------------------------
+
+def make_deliveries(m, n, iid, secret, tickets, offset=0):
+    """n distinct note deliveries (ids from offset on) on the `tickets` tickets of the WH-
+    cases, signed now."""
+    q(m, "DROP SCHEMA IF EXISTS bench CASCADE")
+    q(m, "CREATE SCHEMA bench")
+    q(m, "CREATE SEQUENCE bench.ingest_seq")
+    q(m, "CREATE SEQUENCE bench.plain_seq")
+    q(m, """CREATE TABLE bench.deliveries (n integer PRIMARY KEY, case_id bigint, ticket_id bigint,
+                                           action_id bigint, note text, headers jsonb, body bytea)""")
+    q(m, """INSERT INTO bench.deliveries (n, case_id, ticket_id, action_id, note)
+            SELECT g, c.id, 500000 + c.id, 100000000 + %s + g,
+                   'Note ' || g || ': contained the host; resetting the credentials now.'
+              FROM generate_series(1, %s) g
+              JOIN halo_itsm.cases c ON c.sid = 'WH-' || (1 + g %% %s)""", offset, n, tickets)
+    q(m, """UPDATE bench.deliveries SET body = convert_to(jsonb_build_object(
+                'id', 'bench-' || (action_id - 100000000), 'event', 'Ticket Updated by Agent', 'message', 'Note added',
+                'object_id', ticket_id, 'agent_id', 3,
+                'timestamp', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                'ticket', jsonb_build_object('id', ticket_id, 'status_id', 2, 'hasbeenclosed', false),
+                'action', jsonb_build_object('id', action_id, 'ticket_id', ticket_id, 'who', 'Jane Agent',
+                                             'note', note, 'hiddenfromuser', false,
+                                             'datetime', to_char(now() AT TIME ZONE 'UTC',
+                                                                 'YYYY-MM-DD"T"HH24:MI:SS"Z"')))::text,
+                'UTF8')""")
+    q(m, """UPDATE bench.deliveries d SET headers = h.h || jsonb_build_object(
+                'x-signature', halo_itsm.webhook_signature(%s, h.h, d.body))
+              FROM (SELECT n, jsonb_build_object(
+                          'content-type', 'application/json', 'host', 'soc.example.com',
+                          'content-length', length(body)::text,
+                          'x-halo-date', to_char(now() AT TIME ZONE 'UTC', 'Dy, DD Mon YYYY HH24:MI:SS')
+                                         || ' GMT') AS h
+                      FROM bench.deliveries) h
+             WHERE h.n = d.n""", secret)
+    q(m, "VACUUM ANALYZE bench.deliveries")
+
+
+WEBHOOK_TICKETS = 1000
+
+
+def webhook_setup(m, tag, iid=None):
+    """An integration (new, or iid) with WEBHOOK_TICKETS cases linked to Halo tickets;
+    returns (id, key, secret)."""
+    if iid is None:
+        iid = make_integrations(m, 1, tag)[0]
+    key, secret = q(m, """SELECT i.webhook_key, s.webhook_secret FROM halo_itsm.integrations i
+                            JOIN halo_itsm.integration_secrets s ON s.integration_id = i.id
+                           WHERE i.id = %s""", iid)[0]
+    q(m, "SET session_replication_role = replica")      # linked cases, no outbox work
+    q(m, """INSERT INTO halo_itsm.cases (sid, title, severity, integration_id)
+            SELECT 'WH-' || g, 'Webhook case ' || g, 'high', %s FROM generate_series(1, %s) g""",
+      iid, WEBHOOK_TICKETS)
+    q(m, """INSERT INTO halo_itsm.tickets (integration_id, halo_ticket_id, case_id)
+            SELECT %s, 500000 + id, id FROM halo_itsm.cases WHERE sid LIKE 'WH-%%'""", iid)
+    q(m, "RESET session_replication_role")
+    return iid, key, secret
+
+
+def fig5(c, res, S):
+    """pgbench calling ingest_webhook with pre-signed, distinct note deliveries against a
+    plain INSERT of the equivalent timeline row; and the signature check alone (C) against
+    raw OpenSSL HMAC-SHA256."""
+    log("figure 5: webhook ingest")
+    m = connect("halo_manual")
+    q(m, "CREATE EXTENSION IF NOT EXISTS halo_itsm")
+    if not q1(m, "SELECT count(*) FROM pg_proc WHERE proname = 'ingest_webhook' "
+                 "AND pronamespace = 'halo_itsm'::regnamespace"):
+        res.notes.append("figure 5: halo_itsm.ingest_webhook() does not exist: not measured.")
+        return
+    reset_halo(m)
+    iid, key, secret = webhook_setup(m, "f5")
+    log("  signing %d deliveries" % S["f5_deliveries"])
+    make_deliveries(m, S["f5_deliveries"], iid, secret, WEBHOOK_TICKETS)
+    q(m, "ANALYZE")
+    defines = {"key": key, "iid": iid}
+    pgbench("ingest_webhook.sql", 1, S["f1_clients"], "halo_manual", defines=defines)   # warm-up
+    pgbench("insert_timeline.sql", 1, S["f1_clients"], "halo_manual", defines=defines)
+    tps = {"ingest": [], "plain": []}
+    scripts = {"ingest": "ingest_webhook.sql", "plain": "insert_timeline.sql"}
+    for rep in range(S["reps"]):
+        for side in (("plain", "ingest") if rep % 2 == 0 else ("ingest", "plain")):
+            q(m, "CHECKPOINT")
+            t, _ = pgbench(scripts[side], S["f5_seconds"], S["f1_clients"], "halo_manual", defines=defines)
+            tps[side].append(t)
+            log("  rep %d %s: %.0f tps" % (rep + 1, side, t))
+    used = max(q1(m, "SELECT last_value FROM bench.ingest_seq"), q1(m, "SELECT last_value FROM bench.plain_seq"))
+    notes = q1(m, "SELECT count(*) FROM halo_itsm.webhook_deliveries WHERE outcome = 'notes_added'")
+    ingested = q1(m, "SELECT last_value FROM bench.ingest_seq")
+    if used > S["f5_deliveries"]:
+        res.notes.append("figure 5: the runs used %d deliveries, more than the %d signed: raise "
+                         "HI_BENCH_F5_DELIVERIES" % (used, S["f5_deliveries"]))
+    if notes != ingested:
+        res.notes.append("figure 5: %d deliveries ingested but %d added a note" % (ingested, notes))
+    ratios = [a / b for a, b in zip(tps["ingest"], tps["plain"])]
+    res.raw["fig5"] = dict(tps=tps, deliveries_ingested=ingested, notes_added=notes)
+    res.row(5, "Webhook ingest: pgbench TPS, %d clients, ingest_webhook() with pre-signed distinct note "
+            "deliveries vs. a plain INSERT of the same timeline row" % S["f1_clients"],
+            tps["ingest"], tps["plain"], ratios, "ratio ≥ 0.5", med(ratios) >= 0.5, " tps")
+    m.close()
+    sig = os.path.join(os.environ.get("HI_BENCH_BIN", "/tmp"), "sig_bench")
+    if not os.path.exists(sig):
+        res.notes.append("figure 5: %s not built: the signature check was not measured." % sig)
+        return
+    out = subprocess.run([sig, "200000", str(max(S["reps"], 1))], capture_output=True, text=True)
+    rows = [[float(x) for x in line.split()] for line in out.stdout.splitlines() if line.strip()]
+    verify, canon, raw = [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+    res.raw["fig5_signature"] = dict(verify_per_s=verify, canonical_and_verify_per_s=canon, raw_hmac_per_s=raw)
+    ratios = [a / b for a, b in zip(verify, raw)]
+    res.row(5, "Signature check: hi_signature_verify() (decode, HMAC-SHA256, constant-time compare) "
+            "vs. raw OpenSSL HMAC() over the same canonical bytes, checks/s", verify, raw, ratios,
+            "ratio ≥ 0.8", med(ratios) >= 0.8, "/s")
+    ratios = [a / b for a, b in zip(canon, raw)]
+    res.row(5, "Signature check with the canonical string built from headers and body", canon, raw,
+            ratios, "ratio ≥ 0.8", med(ratios) >= 0.8, "/s")
+
+
+# --- figure 6: flat cost as history grows -----------------------------------------------------
+
+def load_history(c, n, iid):
+    """n finished cases with their done outbox rows, tickets and timeline entries."""
+    q(c, "SET session_replication_role = replica")    # no triggers: history, not new work
+    q(c, """INSERT INTO halo_itsm.cases (sid, title, severity, status, integration_id)
+            SELECT 'H-' || g, 'History ' || g, 'low', 'closed', %s FROM generate_series(1, %s) g""", iid, n)
+    q(c, """INSERT INTO halo_itsm.outbox (kind, case_id, integration_id, halo_ticket_id, state, attempts,
+                                          created_at, finished_at, last_http_status, result)
+            SELECT 'case', id, %s, 100000000 + id, 'done', 1, now() - interval '2 days',
+                   now() - interval '2 days', 201, 'created'
+              FROM halo_itsm.cases WHERE sid LIKE 'H-%%'""", iid)
+    q(c, """INSERT INTO halo_itsm.tickets (integration_id, halo_ticket_id, case_id)
+            SELECT %s, 100000000 + id, id FROM halo_itsm.cases WHERE sid LIKE 'H-%%'""", iid)
+    q(c, """INSERT INTO halo_itsm.timeline (case_id, occurred_at, source, kind, author, body,
+                                            integration_id, halo_ticket_id, halo_action_id)
+            SELECT id, now() - interval '2 days', 'halo', 'note', 'Agent', 'History note', %s,
+                   100000000 + id, id
+              FROM halo_itsm.cases WHERE sid LIKE 'H-%%'""", iid)
+    q(c, "RESET session_replication_role")
+    q(c, "VACUUM ANALYZE")
+    q(c, "CHECKPOINT")
+
+
+def fig6(c, res, S):
+    """The claim and record cost, and the webhook ingest cost, with a large finished history
+    (outbox rows, tickets, timeline entries) against an empty one, in a database without a
+    worker (halo_manual). Each phase first runs a while and is analyzed, as autovacuum would,
+    so that both are measured with current statistics."""
+    log("figure 6: flat cost as history grows")
+    m = connect("halo_manual")
+    q(m, "CREATE EXTENSION IF NOT EXISTS halo_itsm")
+    reset_halo(m)
+    iid = make_integrations(m, 1, "f6")[0]
+    has_ingest = q1(m, "SELECT count(*) FROM pg_proc WHERE proname = 'ingest_webhook' "
+                       "AND pronamespace = 'halo_itsm'::regnamespace") > 0
+    if has_ingest:
+        wid, key, secret = webhook_setup(m, "f6w", iid)
+    opts = "-c synchronous_commit=off"
+    samples = {}
+    for k, phase in enumerate(("empty", "history")):
+        if phase == "history":
+            log("  loading %s finished outbox rows, tickets and timeline entries" % format(S["f6_history"], ","))
+            load_history(m, S["f6_history"], iid)
+        pgbench("claim_cycle.sql", 2, 1, "halo_manual", opts, True)    # warm-up, then statistics
+        q(m, "ANALYZE")
+        claim, record, tps, ingest = [], [], [], []
+        if has_ingest:
+            make_deliveries(m, 20000 * S["reps"] * max(1, S["f6_seconds"] // 5), wid, secret,
+                            WEBHOOK_TICKETS, offset=k * 10000000)
+            pgbench("ingest_webhook.sql", 1, 1, "halo_manual", opts, True, {"key": key, "iid": wid})
+        for rep in range(S["reps"]):
+            q(m, "CHECKPOINT")      # every rep starts alike: no timed checkpoint in the middle
+            t, lat = pgbench("claim_cycle.sql", S["f6_seconds"], 1, "halo_manual", opts, True)
+            claim.append(lat[1])
+            record.append(lat[2])
+            tps.append(t)
+            line = "  %s rep %d: claim %.3f ms, record %.3f ms" % (phase, rep + 1, lat[1], lat[2])
+            if has_ingest:
+                q(m, "CHECKPOINT")
+                t, lat = pgbench("ingest_webhook.sql", S["f6_seconds"], 1, "halo_manual", opts, True,
+                                 {"key": key, "iid": wid})
+                ingest.append(lat[0])
+                line += ", ingest %.3f ms" % lat[0]
+            log(line)
+        samples[phase] = dict(claim_ms=claim, record_ms=record, cycle_tps=tps, ingest_ms=ingest)
+    res.raw["fig6"] = samples
+    e, h = samples["empty"], samples["history"]
+    hist = format(S["f6_history"], ",")
+    ratios = [a / b for a, b in zip(h["claim_ms"], e["claim_ms"])]
+    res.row(6, "Claim cost: _claim() latency with %s finished outbox rows, tickets and timeline "
+            "entries vs. an empty history" % hist, h["claim_ms"], e["claim_ms"],
+            ratios, "ratio ≤ 1.2", med(ratios) <= 1.2, " ms")
+    ratios = [a / b for a, b in zip(h["record_ms"], e["record_ms"])]
+    res.row(6, "Record cost: _record() latency, same histories", h["record_ms"], e["record_ms"],
+            ratios, "ratio ≤ 1.2", med(ratios) <= 1.2, " ms")
+    if has_ingest:
+        ratios = [a / b for a, b in zip(h["ingest_ms"], e["ingest_ms"])]
+        res.row(6, "Ingest cost: ingest_webhook() latency (note delivery), same histories",
+                h["ingest_ms"], e["ingest_ms"], ratios, "ratio ≤ 1.2", med(ratios) <= 1.2, " ms")
+    else:
+        res.notes.append("figure 6: halo_itsm.ingest_webhook() does not exist: ingest cost not measured.")
+    m.close()
+
+
+# --- figure 7: memory ------------------------------------------------------------------------
+
+def fig7(c, res, S):
+    """The worker's private memory (RssAnon) after many deliveries against after a few."""
+    log("figure 7: worker memory")
+    small, large = [], []
+    for rep in range(S["reps"]):
+        reset_halo(c)
+        ids = make_integrations(c, S["f7_integrations"], "f7r%d" % rep)
+        mock_latency(0)
+        pid = restart_worker(c)                              # a fresh worker for each rep
+        insert_cases(c, "M%d-a-" % rep, S["f7_small"], ids)
+        wait_delivered(c, 120)
+        s1 = proc_status(pid)
+        done = S["f7_small"]
+        batch = 0
+        while done < S["f7_large"]:
+            k = min(10000, S["f7_large"] - done)
+            insert_cases(c, "M%d-b%d-" % (rep, batch), k, ids)
+            wait_delivered(c, 600)
+            mock("POST", "/_bench/reset")
+            done += k
+            batch += 1
+        if q1(c, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", pid) != 1:
+            raise RuntimeError("figure 7: the worker restarted during the run")
+        s2 = proc_status(pid)
+        small.append(s1["RssAnon"] / 1024.0)
+        large.append(s2["RssAnon"] / 1024.0)
+        log("  rep %d: RssAnon %.1f MB after %d, %.1f MB after %d (VmRSS %.1f -> %.1f MB)"
+            % (rep + 1, small[-1], S["f7_small"], large[-1], S["f7_large"],
+               s1["VmRSS"] / 1024.0, s2["VmRSS"] / 1024.0))
+    growth = [b - a for a, b in zip(small, large)]
+    res.raw["fig7"] = dict(rss_anon_small_mb=small, rss_anon_large_mb=large, growth_mb=growth)
+    res.row(7, "Worker memory: private RSS (RssAnon) after %s deliveries vs. after %s; growth %s"
+            % (format(S["f7_large"], ","), format(S["f7_small"], ","), spread(growth, " MB")),
+            large, small, [b / a for a, b in zip(small, large)], "growth < 5 MB", med(growth) < 5.0, " MB")
+
+
+def main():
+    """Parses arguments and runs the chosen figures."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, one repetition (keeps the harness working)")
+    ap.add_argument("--only", default="", help="comma-separated figures to run, e.g. 3,4 (default: all)")
+    ap.add_argument("--outdir", default=None)
+    args = ap.parse_args()
+    S = dict(QUICK if args.quick else FULL)
+    for k in S:                              # e.g. HI_BENCH_F4_CASES=5000
+        v = os.environ.get("HI_BENCH_" + k.upper())
+        if v:
+            S[k] = [int(x) for x in v.split(",")] if isinstance(S[k], list) else int(v)
+    mode = "quick" if args.quick else "full"
+    outdir = args.outdir or os.path.join(HERE, "results", "quick" if args.quick else "")
+    os.makedirs(outdir, exist_ok=True)
+    only = set(args.only.split(",")) if args.only else None
+    started = datetime.datetime.now().astimezone()
+    load_before = loadavg()
+    c = connect()
+    q(c, "CREATE EXTENSION IF NOT EXISTS halo_itsm")
+    res = Results()
+    res.pg_version = q1(c, "SHOW server_version")
+    res.raw["settings"] = dict(q(c, """SELECT name, setting FROM pg_settings
+                                        WHERE name LIKE 'halo_itsm.%' OR name IN
+                                              ('synchronous_commit', 'fsync', 'shared_buffers')"""))
+    figures = [("mock", mock_capacity), ("1", fig1), ("2", fig2), ("3", fig3), ("4", fig4),
+               ("5", fig5), ("6", fig6), ("7", fig7)]
+    failed = []
+    for name, fn in figures:
+        if only and name not in only:
+            continue
+        try:
+            if name == "mock":
+                fn(res, S)
+            else:
+                fn(c, res, S)
+        except Exception as e:          # report the figure as failed, go on with the others
+            log("figure %s failed: %s" % (name, e))
+            res.notes.append("figure %s failed: %s" % (name, e))
+            failed.append(name)
+            c = connect()
+    if not only or "4" in only or "2" in only:
+        charts(res, outdir)
+    report(res, S, mode, outdir, started, load_before)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
