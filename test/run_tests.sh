@@ -5,7 +5,8 @@
 # mock Halo server, then runs in order: unit tests, pg_regress, integration tests,
 # fuzzers (briefly). A stage whose files do not exist yet is reported as skipped.
 # Environment:
-#   HI_ONLY=unit,regress,integration,fuzz   run only these stages
+#   HI_ONLY=unit,regress,integration,fuzz,bench   run only these stages
+#   (bench: the benchmark harness once with tiny sizes, to keep it working; no timing is asserted)
 #   HI_KEEP=1                               leave cluster and mock running afterwards
 #   HI_FUZZ_SECONDS=N                       fuzzing time (default 5)
 #   HI_FAST=1                               fsync=off, synchronous_commit=off
@@ -110,6 +111,19 @@ stage_integration() {
     count_summary integration $?
 }
 
+# The benchmark harness with tiny sizes, on its own cluster and mock: passes when it could
+# measure every figure (targets are reported, never asserted).
+stage_bench() {
+    if [ ! -f test/bench/run.sh ]; then skip bench "test/bench/run.sh not found"; return; fi
+    echo "=== benchmarks, quick"
+    if HI_PG_PORT=$((PG_PORT + 20)) HI_MOCK_PORT=$((MOCK_PORT + 20)) HI_RECEIVER_PORT=$((RECEIVER_PORT + 20)) \
+        HI_RUN_DIR="$HI_RUN-bench" run_stage bash test/bench/run.sh --quick; then
+        record bench 1 0
+    else
+        record bench 0 1 "(the quick benchmark run failed)"
+    fi
+}
+
 stage_fuzz() {
     if [ ! -f test/fuzz/run.sh ]; then skip fuzz "test/fuzz/run.sh not found"; return; fi
     echo "=== fuzzers (${HI_FUZZ_SECONDS:-5} s)"
@@ -180,4 +194,5 @@ stage_wanted unit && stage_unit
 stage_wanted regress && stage_regress
 stage_wanted integration && stage_integration
 stage_wanted fuzz && stage_fuzz
+stage_wanted bench && stage_bench
 finish
