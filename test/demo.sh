@@ -91,7 +91,7 @@ sql -q -c "ALTER SYSTEM SET halo_itsm.webhook_base_url = 'http://127.0.0.1:$RECE
 "$HI_PYTHON" test/receiver/receiver.py --port "$RECEIVER_PORT" \
     --dsn "host=$HI_SOCKET_DIR port=$PG_PORT user=postgres dbname=$HI_DB" >"$HI_RUN/receiver.log" 2>&1 &
 RECEIVER_PID=$!
-trap 'kill "$RECEIVER_PID" 2>/dev/null; hi_cleanup' EXIT
+trap 'kill "$RECEIVER_PID" 2>/dev/null || true; hi_cleanup' EXIT
 for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$RECEIVER_PORT/" && break; sleep 0.1; done
 echo "What to paste into Halo (Configuration > Integrations > Webhooks), from halo_itsm.webhook_settings(1):"
 sql -c "SELECT url, left(secret, 8) || '...' AS secret FROM halo_itsm.webhook_settings(1)"
