@@ -357,7 +357,7 @@ set logscale x
 set xlabel 'ms from COMMIT returning to the mock receiving the POST'
 set ylabel 'fraction of requests'
 set yrange [0:1]
-set xrange [*:*]
+set xrange [0.1:50]
 set arrow 1 from 5, graph 0 to 5, graph 1 nohead dt 2 lc rgb '#888888'
 set arrow 2 from 25, graph 0 to 25, graph 1 nohead dt 2 lc rgb '#cc8888'
 plot '%(lt)s' using 1:2 with steps lw 2 lc rgb '#1f77b4' title 'cumulative fraction (targets: p50 5 ms, p99 25 ms)'
