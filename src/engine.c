@@ -344,6 +344,13 @@ hi_item_start_step(HiItem *item)
 	char		path[64];
 	char		query[512];
 
+	if (item->kind != HI_KIND_SYNC && item->sid == NULL)
+	{
+		/* its case or detection was deleted after the claim, or bypassing the triggers */
+		item->error = MemoryContextStrdup(item->cxt, "halo_itsm: the case or detection of this outbox item no longer exists; nothing was sent");
+		hi_item_finish(item, HI_OUT_DEAD);
+		return;
+	}
 	if (item->step != HI_STEP_TOKEN &&
 		(in->token == NULL || in->token_expires - TOKEN_RENEW_MARGIN_US < now))
 	{

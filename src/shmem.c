@@ -157,9 +157,9 @@ hi_xact_callback(XactEvent event, void *arg)
 	}
 }
 
-/* SQL: asks for the worker to be woken when the current transaction commits. */
-Datum
-halo_itsm_wake_worker_at_commit(PG_FUNCTION_ARGS)
+/* Asks for the worker to be woken when the current transaction commits. */
+void
+hi_wake_worker_at_commit(void)
 {
 	if (!xact_callback_registered)
 	{
@@ -167,6 +167,13 @@ halo_itsm_wake_worker_at_commit(PG_FUNCTION_ARGS)
 		xact_callback_registered = true;
 	}
 	wake_pending = true;
+}
+
+/* SQL: asks for the worker to be woken when the current transaction commits. */
+Datum
+halo_itsm_wake_worker_at_commit(PG_FUNCTION_ARGS)
+{
+	hi_wake_worker_at_commit();
 	PG_RETURN_VOID();
 }
 

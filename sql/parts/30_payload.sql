@@ -105,31 +105,55 @@ COMMENT ON FUNCTION halo_itsm.ticket_payload(text, text) IS
 -- and "SET row_security = off" at the top of every dump (and pg_restore sends both), and
 -- ordinary sessions do not run with both. The dump carries the outbox rows of the cases and
 -- detections it restores, so the triggers below must not queue those rows a second time.
--- No SET clause, every name qualified: the planner inlines it into the triggers' pinned
--- search_path, instead of parsing and planning it again for every inserted row.
 CREATE FUNCTION halo_itsm._restoring()
-RETURNS boolean LANGUAGE sql STABLE AS $$
-    SELECT NOT pg_catalog.current_setting('check_function_bodies')::pg_catalog.bool
-       AND NOT pg_catalog.current_setting('row_security')::pg_catalog.bool
-$$;
+RETURNS boolean LANGUAGE C STABLE AS 'MODULE_PATHNAME', 'halo_itsm_restoring';
 
--- Queues a ticket for a new case and wakes the worker at commit.
+-- Queues a ticket for a new case and wakes the worker at commit (src/enqueue.c). In C, as
+-- it runs in every inserting transaction: it writes the outbox row as this function's
+-- owner (the extension owner) with one kept plan whose names are all qualified, and is
+-- therefore not SECURITY DEFINER (whose SET search_path would cost a GUC save and restore
+-- per row).
 CREATE FUNCTION halo_itsm._case_enqueue()
+RETURNS trigger LANGUAGE C AS 'MODULE_PATHNAME', 'halo_itsm_case_enqueue';
+
+CREATE TRIGGER enqueue_ticket AFTER INSERT ON halo_itsm.cases
+    FOR EACH ROW EXECUTE FUNCTION halo_itsm._case_enqueue();
+
+-- The outbox rows of deleted (or truncated) cases, detections and integrations go with them,
+-- as a foreign key with ON DELETE CASCADE would do: the outbox has no foreign keys, whose
+-- checks would lock the new case row (one more WAL record) in every inserting transaction.
+CREATE FUNCTION halo_itsm._forget_outbox()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF halo_itsm._restoring() THEN
-        RETURN NULL;    -- the restored outbox row follows in the dump
+    IF TG_OP = 'TRUNCATE' THEN
+        DELETE FROM halo_itsm.outbox o
+         WHERE CASE TG_TABLE_NAME WHEN 'cases' THEN o.kind = 'case'
+                                  WHEN 'detections' THEN o.kind = 'detection'
+                                  ELSE true END;
+    ELSIF TG_TABLE_NAME = 'cases' THEN
+        DELETE FROM halo_itsm.outbox o WHERE o.kind = 'case' AND o.case_id IN (SELECT g.id FROM gone g);
+    ELSIF TG_TABLE_NAME = 'detections' THEN
+        DELETE FROM halo_itsm.outbox o WHERE o.kind = 'detection' AND o.detection_id IN (SELECT g.id FROM gone g);
+    ELSE
+        DELETE FROM halo_itsm.outbox o WHERE o.integration_id IN (SELECT g.id FROM gone g);
     END IF;
-    INSERT INTO halo_itsm.outbox (kind, case_id, integration_id)
-    VALUES ('case', NEW.id, NEW.integration_id);
-    PERFORM halo_itsm._wake_worker_at_commit();
     RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER enqueue_ticket AFTER INSERT ON halo_itsm.cases
-    FOR EACH ROW EXECUTE FUNCTION halo_itsm._case_enqueue();
+CREATE TRIGGER forget_outbox AFTER DELETE ON halo_itsm.cases
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._forget_outbox();
+CREATE TRIGGER forget_outbox AFTER DELETE ON halo_itsm.detections
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._forget_outbox();
+CREATE TRIGGER forget_outbox AFTER DELETE ON halo_itsm.integrations
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._forget_outbox();
+CREATE TRIGGER forget_outbox_truncate AFTER TRUNCATE ON halo_itsm.cases
+    FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._forget_outbox();
+CREATE TRIGGER forget_outbox_truncate AFTER TRUNCATE ON halo_itsm.detections
+    FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._forget_outbox();
+CREATE TRIGGER forget_outbox_truncate AFTER TRUNCATE ON halo_itsm.integrations
+    FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._forget_outbox();
 
 -- Queues a ticket for a detection that is closed and standalone, once ever.
 CREATE FUNCTION halo_itsm._detection_enqueue()

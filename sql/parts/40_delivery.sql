@@ -67,7 +67,7 @@ BEGIN
                   FROM (SELECT o.id, o.next_attempt_at FROM halo_itsm.outbox o
                          WHERE o.integration_id IS NULL AND o.state = 'pending'
                            AND o.next_attempt_at <= now()
-                         -- integration_id first: the planner then reads outbox_due in order
+                         -- integration_id first: the planner then reads outbox_open in order
                          -- (for IS NULL it would otherwise sort every such item)
                          ORDER BY o.integration_id, o.next_attempt_at, o.id
                          LIMIT least(per_integration, max_items)
@@ -103,7 +103,7 @@ BEGIN
          WHERE o.id = u.id
         RETURNING o.*
     )
-    SELECT c.id, c.kind, i.id, i.instance_url, i.tenant, i.client_id, s.client_secret,
+    SELECT c.id, c.kind::text, i.id, i.instance_url, i.tenant, i.client_id, s.client_secret,
            coalesce(ca.sid, d.sid),
            CASE WHEN c.kind = 'case' THEN
                     halo_itsm._build_payload(i, 'case', ca.sid, ca.title, ca.description, ca.severity)::text

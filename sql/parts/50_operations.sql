@@ -67,7 +67,7 @@ WITH q AS (
            now() - min(o.created_at) FILTER (WHERE o.state IN ('pending', 'in_flight')) AS oldest_pending_age,
            (array_agg(o.last_error ORDER BY o.id DESC) FILTER (WHERE o.state = 'pending' AND o.last_error IS NOT NULL))[1] AS pending_error
       FROM halo_itsm.outbox o
-     WHERE o.state IN ('pending', 'in_flight', 'dead')
+     WHERE o.state <> 'done'     -- = pending, in_flight or dead: reads outbox_open
      GROUP BY 1
 ), enabled AS (
     SELECT count(*) AS n FROM halo_itsm.integrations WHERE enabled

@@ -9,6 +9,8 @@
 
 #include "postgres.h"
 
+#include "executor/spi.h"
+
 /* settings (guc.c) */
 extern char *hi_database;
 extern bool hi_allow_http;
@@ -36,6 +38,13 @@ extern void hi_shmem_init(void);
 extern void hi_shmem_set_worker(bool running);
 extern void hi_shmem_set_saturated(bool saturated);
 extern bool hi_shmem_worker_running(void);
+extern void hi_wake_worker_at_commit(void);
+
+/* the case trigger and the restore check (enqueue.c) */
+extern bool hi_restoring(void);
+
+/* SPI: a statement prepared once per process and kept (store.c) */
+extern SPIPlanPtr hi_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types);
 
 /* the background worker (worker.c) */
 extern void hi_worker_register(void);

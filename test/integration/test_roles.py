@@ -115,7 +115,7 @@ def test_app_role_inserts_cases_only():
     try:
         run_as(conn, "INSERT INTO halo_itsm.cases (sid, title, severity)"
                      " VALUES ('ROLE-1', 'From the application', 'high')")
-        # the trigger (SECURITY DEFINER) queued it although the role cannot see the outbox
+        # the trigger (run as its owner) queued it although the role cannot see the outbox
         assert q("SELECT o.kind, o.state FROM halo_itsm.outbox o JOIN halo_itsm.cases c"
                  " ON c.id = o.case_id WHERE c.sid = 'ROLE-1'", db=DB) == [("case", "pending")]
         n = check_forbidden(conn)

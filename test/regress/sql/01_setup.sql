@@ -28,7 +28,8 @@ SELECT p.proname
  WHERE p.pronamespace = 'halo_itsm'::regnamespace AND a.grantee = 0
  ORDER BY p.proname;
 
--- The routines of the outbound half: kind, SECURITY DEFINER (only the triggers), and
+-- The routines of the outbound half: kind, SECURITY DEFINER (only the PL/pgSQL trigger; the case
+-- trigger is C and switches to its owner for its one insert), and
 -- whether PUBLIC may execute them.
 SELECT r.name, p.prokind, p.prosecdef,
        EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
@@ -44,11 +45,11 @@ SELECT r.name, p.prokind, p.prosecdef,
   LEFT JOIN pg_proc p ON p.proname = r.name AND p.pronamespace = 'halo_itsm'::regnamespace
  ORDER BY r.n;
 
--- The triggers that write the outbox.
+-- The triggers that write the outbox, and those that delete the rows of deleted cases and detections.
 SELECT t.tgrelid::regclass AS table_name, t.tgname, t.tgfoid::regproc AS function
   FROM pg_trigger t
  WHERE NOT t.tgisinternal AND t.tgrelid IN ('halo_itsm.cases'::regclass, 'halo_itsm.detections'::regclass)
- ORDER BY t.tgrelid::regclass::text;
+ ORDER BY t.tgrelid::regclass::text, t.tgname;
 
 -- The severities, in order.
 SELECT enum_range(NULL::halo_itsm.severity);

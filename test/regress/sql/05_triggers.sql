@@ -170,3 +170,63 @@ INSERT INTO halo_itsm.detections (sid, title, severity, status, integration_id) 
 SELECT d.sid, d.integration_id AS row_integration, o.integration_id AS outbox_integration, o.kind, o.state, o.attempts
   FROM halo_itsm.detections d LEFT JOIN halo_itsm.outbox o ON o.detection_id = d.id
  WHERE d.sid IN ('D-8', 'D-9', 'D-10', 'D-11', 'D-12') ORDER BY d.id;
+
+-- ---------------------------------------------------------------------------
+-- The outbox has no foreign keys (their checks cost every insert); deleting or
+-- truncating cases, detections or integrations removes their outbox rows, as
+-- ON DELETE CASCADE did.
+-- ---------------------------------------------------------------------------
+\i test/regress/common.sql
+SELECT halo_itsm.connect('https://acme.halopsa.com', 'cid', 'secret') AS id;
+SELECT halo_itsm.connect('https://other.halopsa.com', 'cid2', 'secret2', name => 'other') AS id;
+SELECT halo_itsm.configure(1, 'Security>Incident', standalone_detection_tickets => true);
+INSERT INTO halo_itsm.cases (sid, title, severity, integration_id)
+VALUES ('F-1', 'Kept', 'high', 1), ('F-2', 'Deleted', 'high', 1), ('F-3', 'Other', 'low', 2);
+INSERT INTO halo_itsm.detections (sid, title, severity, status, integration_id)
+VALUES ('FD-1', 'Kept', 'low', 'closed', 1), ('FD-2', 'Deleted', 'low', 'closed', 1);
+INSERT INTO halo_itsm.outbox (kind, integration_id, halo_ticket_id) VALUES ('sync', 2, 77);
+CREATE VIEW pg_temp.subjects AS
+SELECT o.kind, coalesce(c.sid, d.sid) AS subject, o.integration_id
+  FROM halo_itsm.outbox o
+  LEFT JOIN halo_itsm.cases c ON c.id = o.case_id
+  LEFT JOIN halo_itsm.detections d ON d.id = o.detection_id;
+SELECT * FROM pg_temp.subjects ORDER BY kind, subject;
+-- deleting a case or a detection deletes its row, and only its row
+DELETE FROM halo_itsm.cases WHERE sid = 'F-2';
+DELETE FROM halo_itsm.detections WHERE sid = 'FD-2';
+SELECT * FROM pg_temp.subjects ORDER BY kind, subject;
+-- a rolled-back delete deletes nothing
+BEGIN;
+DELETE FROM halo_itsm.cases;
+SELECT count(*) AS inside FROM halo_itsm.outbox WHERE kind = 'case';
+ROLLBACK;
+SELECT count(*) AS after_rollback FROM halo_itsm.outbox WHERE kind = 'case';
+-- deleting an integration deletes the rows queued for it (its cases go first)
+DELETE FROM halo_itsm.cases WHERE integration_id = 2;
+SELECT * FROM pg_temp.subjects ORDER BY kind, subject;
+DELETE FROM halo_itsm.integrations WHERE id = 2;
+SELECT * FROM pg_temp.subjects ORDER BY kind, subject;
+-- TRUNCATE: detections' rows only, then cases' rows only
+SET client_min_messages = warning;
+TRUNCATE halo_itsm.detections CASCADE;
+RESET client_min_messages;
+SELECT * FROM pg_temp.subjects ORDER BY kind, subject;
+INSERT INTO halo_itsm.outbox (kind, integration_id, halo_ticket_id) VALUES ('sync', 1, 78);
+SET client_min_messages = warning;
+TRUNCATE halo_itsm.cases CASCADE;
+RESET client_min_messages;
+SELECT * FROM pg_temp.subjects ORDER BY kind, subject;
+-- the outbox accepts only its own kinds and states (enums rather than CHECK constraints)
+CALL pg_temp.try($$INSERT INTO halo_itsm.outbox (kind, integration_id) VALUES ('ticket', 1)$$);
+CALL pg_temp.try($$UPDATE halo_itsm.outbox SET state = 'lost'$$);
+
+-- The case trigger (C) refuses to run as anything but the AFTER INSERT row trigger.
+CREATE TABLE pg_temp.misuse (id bigint, integration_id integer);
+CREATE TRIGGER wrong BEFORE INSERT ON pg_temp.misuse
+    FOR EACH ROW EXECUTE FUNCTION halo_itsm._case_enqueue();
+CALL pg_temp.try($$INSERT INTO pg_temp.misuse VALUES (1, NULL)$$);
+DROP TRIGGER wrong ON pg_temp.misuse;
+CREATE TRIGGER wrong AFTER INSERT ON pg_temp.misuse
+    FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._case_enqueue();
+CALL pg_temp.try($$INSERT INTO pg_temp.misuse VALUES (1, NULL)$$);
+SELECT count(*) AS outbox_rows FROM halo_itsm.outbox WHERE kind = 'case';

@@ -101,7 +101,7 @@ SELECT c.sid, o.state FROM halo_itsm.outbox o JOIN halo_itsm.cases c ON c.id = o
 -- ---------------------------------------------------------------------------
 TRUNCATE halo_itsm.outbox RESTART IDENTITY;
 INSERT INTO halo_itsm.outbox (kind, case_id, integration_id, state, finished_at)
-SELECT 'case', c.id, c.integration_id, v.state, now() - v.age
+SELECT 'case', c.id, c.integration_id, v.state::halo_itsm.outbox_state, now() - v.age
   FROM (VALUES ('C-1', 'done', interval '30 days'), ('C-2', 'done', interval '8 days'),
                ('C-3', 'done', interval '2 days'), ('C-4', 'done', interval '1 minute'),
                ('C-5', 'dead', interval '30 days')) AS v(sid, state, age)
@@ -121,7 +121,7 @@ SELECT count(*) AS cases FROM halo_itsm.cases;
 -- retry() of dead syncs: one sync per ticket is revived, the others are superseded
 TRUNCATE halo_itsm.outbox;
 INSERT INTO halo_itsm.outbox (kind, integration_id, halo_ticket_id, state)
-SELECT 'sync', (SELECT min(id) FROM halo_itsm.integrations), t, s
+SELECT 'sync', (SELECT min(id) FROM halo_itsm.integrations), t, s::halo_itsm.outbox_state
   FROM (VALUES (501, 'dead'), (501, 'dead'), (502, 'dead'), (502, 'pending'), (503, 'dead')) v(t, s);
 SELECT halo_itsm.retry() AS revived;
 SELECT halo_ticket_id, state, result FROM halo_itsm.outbox ORDER BY id;
