@@ -123,6 +123,10 @@ typedef struct HiSecrets
 PG_FUNCTION_INFO_V1(halo_itsm_ingest_webhook);
 PG_FUNCTION_INFO_V1(halo_itsm_webhook_signature);
 
+/* The two statements of ingest_webhook, prepared once per session. */
+static SPIPlanPtr secrets_plan = NULL;
+static SPIPlanPtr apply_plan = NULL;
+
 static void CollectHeaders(Jsonb *headers, HiHeaders *h);
 static void CountHeaderValue(HiHeaders *h, int idx, JsonbValue *v);
 static int	HeaderIndex(const char *name, int len);
@@ -359,13 +363,14 @@ LoadSecrets(const char *key, HiSecrets *s)
 	if (key != NULL)
 	{
 		values[0] = CStringGetTextDatum(key);
-		rc = SPI_execute_with_args(
-			"SELECT i.id, s.webhook_secret, s.previous_webhook_secret, "
-			"       s.previous_secret_valid_until > clock_timestamp(), s.previous_secret_valid_until "
-			"  FROM halo_itsm.integrations i "
-			"  LEFT JOIN halo_itsm.integration_secrets s ON s.integration_id = i.id "
-			" WHERE i.webhook_key = $1",
-			1, types, values, NULL, true, 1);
+		hi_prepare(&secrets_plan,
+				   "SELECT i.id, s.webhook_secret, s.previous_webhook_secret, "
+				   "       s.previous_secret_valid_until > clock_timestamp(), s.previous_secret_valid_until "
+				   "  FROM halo_itsm.integrations i "
+				   "  LEFT JOIN halo_itsm.integration_secrets s ON s.integration_id = i.id "
+				   " WHERE i.webhook_key = $1",
+				   1, types);
+		rc = SPI_execute_plan(secrets_plan, values, NULL, true, 1);
 		if (rc != SPI_OK_SELECT)
 			ereport(ERROR,
 					(errcode(ERRCODE_INTERNAL_ERROR),
@@ -578,7 +583,8 @@ ApplyWebhook(int integration_id, Jsonb *payload)
 
 	values[0] = Int32GetDatum(integration_id);
 	values[1] = JsonbPGetDatum(payload);
-	rc = SPI_execute_with_args("SELECT halo_itsm._apply_webhook($1, $2)", 2, types, values, NULL, false, 1);
+	hi_prepare(&apply_plan, "SELECT halo_itsm._apply_webhook($1, $2)", 2, types);
+	rc = SPI_execute_plan(apply_plan, values, NULL, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
