@@ -453,6 +453,23 @@ def test_400_is_dead_and_retry_delivers():
 
 
 @timeout(60)
+def test_item_whose_case_is_gone_is_dead_and_not_sent():
+    """The outbox has no foreign keys (they cost every insert): an item whose case vanished
+    behind the delete triggers' back (here: written by hand) is dead, with the reason, and
+    nothing is sent for it."""
+    iid = fresh_integration()
+    orphan = q1("INSERT INTO halo_itsm.outbox (kind, case_id, integration_id)"
+                " VALUES ('case', 987654321, %s) RETURNING id", iid)
+    add_cases([("GONE-1", "Still here", "high")])
+    wait_states({"dead": 1, "done": 1})
+    row = q("SELECT state, attempts, last_error, result FROM halo_itsm.outbox WHERE id = %s", orphan)
+    assert row == [("dead", 1, "halo_itsm: the case or detection of this outbox item no longer "
+                               "exists; nothing was sent", None)], row
+    assert [t["third_party_id_string"] for t in MOCK.tickets()] == ["GONE-1"]
+    assert q1("SELECT count(*) FROM halo_itsm.tickets") == 1
+
+
+@timeout(60)
 def test_retry_one_item_by_outbox_id():
     iid = fresh_integration()
     MOCK.faults({"method": "POST", "path": "/api/Tickets", "count": 2,
