@@ -135,9 +135,9 @@ CREATE INDEX outbox_open ON halo_itsm.outbox (integration_id, state, next_attemp
 CREATE UNIQUE INDEX outbox_one_per_case ON halo_itsm.outbox (case_id) WHERE kind = 'case';
 CREATE UNIQUE INDEX outbox_one_per_detection ON halo_itsm.outbox (detection_id) WHERE kind = 'detection';
 CREATE UNIQUE INDEX outbox_one_sync_pending ON halo_itsm.outbox (integration_id, halo_ticket_id)
-    WHERE kind = 'sync' AND state IN ('pending', 'in_flight');
+    WHERE kind = 'sync' AND state <> 'done' AND state <> 'dead';  -- pending or in flight; no array to compile
 COMMENT ON TABLE halo_itsm.outbox IS
-    'Work for the delivery worker. No foreign keys: their checks would lock the new case row in every inserting transaction; triggers on cases, detections and integrations delete the rows of what is deleted (halo_itsm._forget_outbox).';
+    'Work for the delivery worker. No foreign keys: their checks would lock the new case row in every inserting transaction; triggers on cases, detections and integrations delete the rows of what is deleted (halo_itsm._cascade_delete).';
 
 -- ---------------------------------------------------------------------------
 -- Timeline and webhook deliveries (filled by ingest_webhook and syncs).
@@ -164,7 +164,7 @@ CREATE INDEX ON halo_itsm.timeline (case_id, occurred_at);
 CREATE INDEX ON halo_itsm.timeline (detection_id, occurred_at);
 
 CREATE TABLE halo_itsm.webhook_deliveries (
-    integration_id integer NOT NULL REFERENCES halo_itsm.integrations (id) ON DELETE CASCADE,
+    integration_id integer NOT NULL,    -- no foreign key, like the outbox: see _cascade_delete()
     delivery_id text NOT NULL,
     received_at timestamptz NOT NULL DEFAULT now(),
     halo_ticket_id bigint,

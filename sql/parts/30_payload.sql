@@ -119,10 +119,11 @@ RETURNS trigger LANGUAGE C AS 'MODULE_PATHNAME', 'halo_itsm_case_enqueue';
 CREATE TRIGGER enqueue_ticket AFTER INSERT ON halo_itsm.cases
     FOR EACH ROW EXECUTE FUNCTION halo_itsm._case_enqueue();
 
--- The outbox rows of deleted (or truncated) cases, detections and integrations go with them,
--- as a foreign key with ON DELETE CASCADE would do: the outbox has no foreign keys, whose
--- checks would lock the new case row (one more WAL record) in every inserting transaction.
-CREATE FUNCTION halo_itsm._forget_outbox()
+-- What ON DELETE CASCADE would do for the outbox and webhook_deliveries, which have no
+-- foreign keys: their checks would lock the new case row (one more WAL record) in every
+-- inserting transaction, and the integration's row in every webhook delivery. The rows of
+-- deleted (or truncated) cases, detections and integrations go with them.
+CREATE FUNCTION halo_itsm._cascade_delete()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -131,29 +132,33 @@ BEGIN
          WHERE CASE TG_TABLE_NAME WHEN 'cases' THEN o.kind = 'case'
                                   WHEN 'detections' THEN o.kind = 'detection'
                                   ELSE true END;
+        IF TG_TABLE_NAME = 'integrations' THEN
+            DELETE FROM halo_itsm.webhook_deliveries;
+        END IF;
     ELSIF TG_TABLE_NAME = 'cases' THEN
         DELETE FROM halo_itsm.outbox o WHERE o.kind = 'case' AND o.case_id IN (SELECT g.id FROM gone g);
     ELSIF TG_TABLE_NAME = 'detections' THEN
         DELETE FROM halo_itsm.outbox o WHERE o.kind = 'detection' AND o.detection_id IN (SELECT g.id FROM gone g);
     ELSE
         DELETE FROM halo_itsm.outbox o WHERE o.integration_id IN (SELECT g.id FROM gone g);
+        DELETE FROM halo_itsm.webhook_deliveries w WHERE w.integration_id IN (SELECT g.id FROM gone g);
     END IF;
     RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER forget_outbox AFTER DELETE ON halo_itsm.cases
-    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._forget_outbox();
-CREATE TRIGGER forget_outbox AFTER DELETE ON halo_itsm.detections
-    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._forget_outbox();
-CREATE TRIGGER forget_outbox AFTER DELETE ON halo_itsm.integrations
-    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._forget_outbox();
-CREATE TRIGGER forget_outbox_truncate AFTER TRUNCATE ON halo_itsm.cases
-    FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._forget_outbox();
-CREATE TRIGGER forget_outbox_truncate AFTER TRUNCATE ON halo_itsm.detections
-    FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._forget_outbox();
-CREATE TRIGGER forget_outbox_truncate AFTER TRUNCATE ON halo_itsm.integrations
-    FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._forget_outbox();
+CREATE TRIGGER cascade_delete AFTER DELETE ON halo_itsm.cases
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._cascade_delete();
+CREATE TRIGGER cascade_delete AFTER DELETE ON halo_itsm.detections
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._cascade_delete();
+CREATE TRIGGER cascade_delete AFTER DELETE ON halo_itsm.integrations
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._cascade_delete();
+CREATE TRIGGER cascade_truncate AFTER TRUNCATE ON halo_itsm.cases
+    FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._cascade_delete();
+CREATE TRIGGER cascade_truncate AFTER TRUNCATE ON halo_itsm.detections
+    FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._cascade_delete();
+CREATE TRIGGER cascade_truncate AFTER TRUNCATE ON halo_itsm.integrations
+    FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._cascade_delete();
 
 -- Queues a ticket for a detection that is closed and standalone, once ever.
 CREATE FUNCTION halo_itsm._detection_enqueue()

@@ -109,7 +109,7 @@ SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO halo_itsm.outbox (kind, integration_id, halo_ticket_id)
     VALUES ('sync', _queue_sync.integration, _queue_sync.halo_ticket_id)
-    ON CONFLICT (integration_id, halo_ticket_id) WHERE kind = 'sync' AND state IN ('pending', 'in_flight')
+    ON CONFLICT (integration_id, halo_ticket_id) WHERE kind = 'sync' AND state <> 'done' AND state <> 'dead'
     DO NOTHING;
     IF FOUND THEN
         PERFORM halo_itsm._wake_worker_at_commit();
@@ -426,7 +426,7 @@ BEGIN
         ), ins AS (
             INSERT INTO halo_itsm.outbox (kind, integration_id, halo_ticket_id)
             SELECT 'sync', i.id, due.halo_ticket_id FROM due
-            ON CONFLICT (integration_id, halo_ticket_id) WHERE kind = 'sync' AND state IN ('pending', 'in_flight')
+            ON CONFLICT (integration_id, halo_ticket_id) WHERE kind = 'sync' AND state <> 'done' AND state <> 'dead'
             DO NOTHING
             RETURNING 1
         )

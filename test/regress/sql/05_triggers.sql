@@ -172,9 +172,9 @@ SELECT d.sid, d.integration_id AS row_integration, o.integration_id AS outbox_in
  WHERE d.sid IN ('D-8', 'D-9', 'D-10', 'D-11', 'D-12') ORDER BY d.id;
 
 -- ---------------------------------------------------------------------------
--- The outbox has no foreign keys (their checks cost every insert); deleting or
--- truncating cases, detections or integrations removes their outbox rows, as
--- ON DELETE CASCADE did.
+-- The outbox and webhook_deliveries have no foreign keys (their checks cost every insert);
+-- deleting or truncating cases, detections or integrations removes their rows, as
+-- ON DELETE CASCADE did (_cascade_delete()).
 -- ---------------------------------------------------------------------------
 \i test/regress/common.sql
 SELECT halo_itsm.connect('https://acme.halopsa.com', 'cid', 'secret') AS id;
@@ -201,11 +201,15 @@ DELETE FROM halo_itsm.cases;
 SELECT count(*) AS inside FROM halo_itsm.outbox WHERE kind = 'case';
 ROLLBACK;
 SELECT count(*) AS after_rollback FROM halo_itsm.outbox WHERE kind = 'case';
--- deleting an integration deletes the rows queued for it (its cases go first)
+-- deleting an integration deletes the rows queued for it and its webhook deliveries
+-- (its cases go first)
+INSERT INTO halo_itsm.webhook_deliveries (integration_id, delivery_id, outcome)
+VALUES (1, 'w-1', 'notes_added'), (2, 'w-2', 'notes_added');
 DELETE FROM halo_itsm.cases WHERE integration_id = 2;
 SELECT * FROM pg_temp.subjects ORDER BY kind, subject;
 DELETE FROM halo_itsm.integrations WHERE id = 2;
 SELECT * FROM pg_temp.subjects ORDER BY kind, subject;
+SELECT integration_id, delivery_id FROM halo_itsm.webhook_deliveries ORDER BY 1;
 -- TRUNCATE: detections' rows only, then cases' rows only
 SET client_min_messages = warning;
 TRUNCATE halo_itsm.detections CASCADE;
