@@ -11,10 +11,11 @@
  *	  (halo_itsm.max_concurrent_requests) allows: the worker claims one
  *	  lane's worth of items ahead, so that a lane goes on with its next
  *	  item the moment an answer arrives instead of waiting for the
- *	  database round trip. Tokens are cached per integration
- *	  until a minute before they expire; requests are counted against the
- *	  per-integration budget. Finished items are handed back with their
- *	  outcome; recording them is the caller's business (store.c).
+ *	  database round trip. Tokens are fetched here and cached per
+ *	  integration until a minute before they expire; the integrations, their
+ *	  tokens and request budgets are kept in instance.c. Finished items are
+ *	  handed back with their outcome; recording them is the caller's
+ *	  business (store.c).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -37,6 +38,7 @@
 #include "halo_itsm.h"
 #include "hi_backoff.h"
 #include "hi_engine.h"
+#include "hi_instance.h"
 #include "hi_http.h"
 #include "hi_json.h"
 
@@ -45,29 +47,8 @@
 #define LOOKUP_MAX_PAGES 20
 #define TOKEN_SCOPE "read:tickets edit:tickets read:customers"
 
-/* One Halo integration as the engine sees it: credentials, token, lanes, budget. */
-typedef struct HiInstance
-{
-	int			id;				/* hash key */
-	char	   *base_url;
-	char	   *tenant;
-	char	   *client_id;
-	char	   *client_secret;
-	char	   *token;
-	TimestampTz token_expires;
-	bool		token_fetching;
-	HiItem	   *token_waiters;
-	int			active;			/* items started (in lanes) */
-	int			held;			/* items started or waiting to start */
-	TimestampTz *sent;			/* ring of request start times, for the budget */
-	int			sent_cap;
-	int			sent_head;
-	int			sent_n;
-} HiInstance;
-
 static MemoryContext engine_cxt = NULL;
 static CURLM *multi = NULL;
-static HTAB *instances = NULL;
 static HiItem *finished_head = NULL;
 static HiItem *finished_tail = NULL;
 static int	n_active = 0;		/* items started, across integrations */
@@ -80,15 +61,13 @@ static TimestampTz timer_deadline = -1;
 static HiRequest *in_flight = NULL;	/* requests added to the multi handle */
 
 static void hi_engine_init(void);
-static HiInstance *hi_instance_for(HiItem *item);
 static void hi_engine_kick(void);
 static void hi_item_start_step(HiItem *item);
 static void hi_item_on_response(HiItem *item, HiRequest *req);
 static void hi_item_fail(HiItem *item, HiRequest *req);
 static void hi_item_finish(HiItem *item, HiOutcome outcome);
+static void hi_queue_push(HiItem **head, HiItem **tail, HiItem *item);
 static void hi_token_done(HiItem *item, HiRequest *req);
-static long hi_budget_wait_ms(HiInstance *in, TimestampTz now);
-static void hi_budget_note(HiInstance *in, TimestampTz now);
 static void hi_read_multi_info(void);
 static int	hi_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp);
 static int	hi_timer_cb(CURLM *m, long timeout_ms, void *userp);
@@ -102,19 +81,13 @@ static int	hi_timer_cb(CURLM *m, long timeout_ms, void *userp);
 static void
 hi_engine_init(void)
 {
-	HASHCTL		ctl;
-
 	if (multi != NULL)
 		return;
 	hi_http_global_init();
 	if (engine_cxt == NULL)
 	{
 		engine_cxt = AllocSetContextCreate(TopMemoryContext, "halo_itsm engine", ALLOCSET_DEFAULT_SIZES);
-		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = sizeof(int);
-		ctl.entrysize = sizeof(HiInstance);
-		ctl.hcxt = engine_cxt;
-		instances = hash_create("halo_itsm instances", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		hi_instances_init(engine_cxt);
 	}
 	if (curl_epfd < 0)
 	{
@@ -179,47 +152,6 @@ hi_item_free(HiItem *item)
 	MemoryContextDelete(item->cxt);
 }
 
-/* Replaces *field with a copy of value in the engine context when it differs; true if it changed. */
-static bool
-hi_set_field(char **field, const char *value)
-{
-	if (*field == NULL && value == NULL)
-		return false;
-	if (*field != NULL && value != NULL && strcmp(*field, value) == 0)
-		return false;
-	if (*field)
-	{
-		explicit_bzero(*field, strlen(*field));
-		pfree(*field);
-	}
-	*field = value ? MemoryContextStrdup(engine_cxt, value) : NULL;
-	return true;
-}
-
-/* The instance of an item's integration, refreshed with the item's credentials. */
-static HiInstance *
-hi_instance_for(HiItem *item)
-{
-	bool		found;
-	HiInstance *in = hash_search(instances, &item->integration_id, HASH_ENTER, &found);
-	bool		changed = false;
-
-	if (!found)
-	{
-		int			id = in->id;
-
-		memset(in, 0, sizeof(HiInstance));
-		in->id = id;
-	}
-	changed |= hi_set_field(&in->base_url, item->instance_url);
-	changed |= hi_set_field(&in->tenant, item->tenant);
-	changed |= hi_set_field(&in->client_id, item->client_id);
-	changed |= hi_set_field(&in->client_secret, item->client_secret);
-	if (changed)
-		hi_set_field(&in->token, NULL);
-	return in;
-}
-
 /* Takes a claimed item; it starts as soon as its integration has a free lane. */
 void
 hi_engine_submit(HiItem *item)
@@ -237,12 +169,7 @@ hi_engine_submit(HiItem *item)
 	}
 	else
 		item->step = HI_STEP_CREATE;
-	item->next = NULL;
-	if (waiting_tail)
-		waiting_tail->next = item;
-	else
-		waiting_head = item;
-	waiting_tail = item;
+	hi_queue_push(&waiting_head, &waiting_tail, item);
 	n_waiting++;
 	hi_engine_kick();
 }
@@ -298,38 +225,6 @@ int
 hi_engine_claim_room(void)
 {
 	return 2 * hi_max_concurrent_requests - (n_active + n_waiting);
-}
-
-/*
- * Integrations that should not be given another item now (their lanes and
- * one lane's worth of waiting items are full, or their budget is spent);
- * palloc'd array.
- */
-int
-hi_engine_busy_integrations(int **ids)
-{
-	HASH_SEQ_STATUS seq;
-	HiInstance *in;
-	int			n = 0,
-				cap = 16;
-	TimestampTz now = GetCurrentTimestamp();
-
-	*ids = palloc(sizeof(int) * cap);
-	if (instances == NULL)
-		return 0;
-	hash_seq_init(&seq, instances);
-	while ((in = hash_seq_search(&seq)) != NULL)
-	{
-		if (in->held < 2 * hi_max_requests_per_instance && hi_budget_wait_ms(in, now) == 0)
-			continue;
-		if (n == cap)
-		{
-			cap *= 2;
-			*ids = repalloc(*ids, sizeof(int) * cap);
-		}
-		(*ids)[n++] = in->id;
-	}
-	return n;
 }
 
 /* Builds and starts the request of the item's current step (fetching a token first if needed). */
@@ -467,7 +362,7 @@ hi_item_on_response(HiItem *item, HiRequest *req)
 	{
 		/* the token expired or was revoked: renew it once and repeat the step */
 		item->token_renewed = true;
-		hi_set_field(&in->token, NULL);
+		hi_instance_set_token(in, NULL, 0);
 		hi_item_start_step(item);
 		return;
 	}
@@ -611,9 +506,8 @@ hi_token_done(HiItem *item, HiRequest *req)
 		{
 			if (!hi_json_get_int64(&jb->root, "expires_in", &expires_in) || expires_in <= 0)
 				expires_in = 3600;
-			hi_set_field(&in->token, token);
+			hi_instance_set_token(in, token, GetCurrentTimestamp() + expires_in * USECS_PER_SEC);
 			explicit_bzero(token, strlen(token));
-			in->token_expires = GetCurrentTimestamp() + expires_in * USECS_PER_SEC;
 			ok = true;
 		}
 		MemoryContextSwitchTo(old);
@@ -653,12 +547,19 @@ hi_item_finish(HiItem *item, HiOutcome outcome)
 	item->inst->active--;
 	item->inst->held--;
 	n_active--;
+	hi_queue_push(&finished_head, &finished_tail, item);
+}
+
+/* Appends an item to a list given by its head and tail. */
+static void
+hi_queue_push(HiItem **head, HiItem **tail, HiItem *item)
+{
 	item->next = NULL;
-	if (finished_tail)
-		finished_tail->next = item;
+	if (*tail)
+		(*tail)->next = item;
 	else
-		finished_head = item;
-	finished_tail = item;
+		*head = item;
+	*tail = item;
 }
 
 /* Takes the next finished item, or NULL. */
@@ -682,44 +583,6 @@ bool
 hi_engine_pop_finished_peek(void)
 {
 	return finished_head != NULL;
-}
-
-/* Milliseconds until the integration may send another request (0: now). */
-static long
-hi_budget_wait_ms(HiInstance *in, TimestampTz now)
-{
-	TimestampTz window = (TimestampTz) hi_request_budget_window_s * USECS_PER_SEC;
-
-	if (hi_request_budget <= 0)
-		return 0;
-	if (in->sent_cap != hi_request_budget)
-	{
-		/* the budget changed (SIGHUP): start counting afresh */
-		if (in->sent)
-			pfree(in->sent);
-		in->sent = MemoryContextAlloc(engine_cxt, sizeof(TimestampTz) * hi_request_budget);
-		in->sent_cap = hi_request_budget;
-		in->sent_head = 0;
-		in->sent_n = 0;
-	}
-	while (in->sent_n > 0 && in->sent[in->sent_head] <= now - window)
-	{
-		in->sent_head = (in->sent_head + 1) % in->sent_cap;
-		in->sent_n--;
-	}
-	if (in->sent_n < in->sent_cap)
-		return 0;
-	return (long) ((in->sent[in->sent_head] + window - now) / 1000) + 1;
-}
-
-/* Counts a request against the integration's budget. */
-static void
-hi_budget_note(HiInstance *in, TimestampTz now)
-{
-	if (hi_request_budget <= 0 || in->sent_cap == 0 || in->sent_n >= in->sent_cap)
-		return;
-	in->sent[(in->sent_head + in->sent_n) % in->sent_cap] = now;
-	in->sent_n++;
 }
 
 /*
@@ -889,23 +752,9 @@ hi_engine_abort_all(void)
 	curl_epfd = -1;
 	MemoryContextDelete(engine_cxt);
 	engine_cxt = NULL;
-	instances = NULL;
+	hi_instances_reset();
 	n_active = 0;
 	waiting_head = waiting_tail = NULL;
 	n_waiting = 0;
 	timer_deadline = -1;
-}
-
-/* Forgets every cached token (credentials may have changed). */
-void
-hi_engine_forget_tokens(void)
-{
-	HASH_SEQ_STATUS seq;
-	HiInstance *in;
-
-	if (instances == NULL)
-		return;
-	hash_seq_init(&seq, instances);
-	while ((in = hash_seq_search(&seq)) != NULL)
-		hi_set_field(&in->token, NULL);
 }

@@ -147,6 +147,7 @@ static int	DupKeyCompare(const ListCell *a, const ListCell *b);
 static Datum IngestWebhook(FunctionCallInfo fcinfo);
 static Datum WebhookSignature(FunctionCallInfo fcinfo);
 static void RethrowHidingStatement(MemoryContext cxt);
+static Datum CallHidingStatement(Datum (*fn) (FunctionCallInfo), FunctionCallInfo fcinfo);
 
 /* Which of the headers that matter has this name (any case); -1 for none. */
 static int
@@ -749,25 +750,35 @@ RethrowHidingStatement(MemoryContext cxt)
 }
 
 /*
- * SQL: halo_itsm.ingest_webhook(webhook_key text, headers jsonb, body bytea)
- * RETURNS jsonb: what the delivery did ({"outcome": ...}), or a WH error.
+ * Runs fn(fcinfo); an error it raises is re-raised without the statement in
+ * the server log (RethrowHidingStatement).
  */
-Datum
-halo_itsm_ingest_webhook(PG_FUNCTION_ARGS)
+static Datum
+CallHidingStatement(Datum (*fn) (FunctionCallInfo), FunctionCallInfo fcinfo)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	Datum		result = (Datum) 0;
 
 	PG_TRY();
 	{
-		result = IngestWebhook(fcinfo);
+		result = fn(fcinfo);
 	}
 	PG_CATCH();
 	{
 		RethrowHidingStatement(cxt);
 	}
 	PG_END_TRY();
-	PG_RETURN_DATUM(result);
+	return result;
+}
+
+/*
+ * SQL: halo_itsm.ingest_webhook(webhook_key text, headers jsonb, body bytea)
+ * RETURNS jsonb: what the delivery did ({"outcome": ...}), or a WH error.
+ */
+Datum
+halo_itsm_ingest_webhook(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_DATUM(CallHidingStatement(IngestWebhook, fcinfo));
 }
 
 /*
@@ -778,17 +789,5 @@ halo_itsm_ingest_webhook(PG_FUNCTION_ARGS)
 Datum
 halo_itsm_webhook_signature(PG_FUNCTION_ARGS)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	Datum		result = (Datum) 0;
-
-	PG_TRY();
-	{
-		result = WebhookSignature(fcinfo);
-	}
-	PG_CATCH();
-	{
-		RethrowHidingStatement(cxt);
-	}
-	PG_END_TRY();
-	PG_RETURN_DATUM(result);
+	PG_RETURN_DATUM(CallHidingStatement(WebhookSignature, fcinfo));
 }

@@ -1,0 +1,42 @@
+/*-------------------------------------------------------------------------
+ * hi_instance.h
+ *	  The delivery engine's view of each Halo integration: credentials,
+ *	  cached token, lanes in use and the request budget (instance.c).
+ *	  Private to the engine (engine.c).
+ *-------------------------------------------------------------------------
+ */
+#ifndef HI_INSTANCE_H
+#define HI_INSTANCE_H
+
+#include "datatype/timestamp.h"
+
+#include "hi_engine.h"
+
+/* One Halo integration as the engine sees it: credentials, token, lanes, budget. */
+typedef struct HiInstance
+{
+	int			id;				/* hash key */
+	char	   *base_url;
+	char	   *tenant;
+	char	   *client_id;
+	char	   *client_secret;
+	char	   *token;
+	TimestampTz token_expires;
+	bool		token_fetching;
+	HiItem	   *token_waiters;
+	int			active;			/* items started (in lanes) */
+	int			held;			/* items started or waiting to start */
+	TimestampTz *sent;			/* ring of request start times, for the budget */
+	int			sent_cap;
+	int			sent_head;
+	int			sent_n;
+} HiInstance;
+
+extern void hi_instances_init(MemoryContext cxt);
+extern void hi_instances_reset(void);
+extern HiInstance *hi_instance_for(HiItem *item);
+extern void hi_instance_set_token(HiInstance *in, const char *token, TimestampTz expires);
+extern long hi_budget_wait_ms(HiInstance *in, TimestampTz now);
+extern void hi_budget_note(HiInstance *in, TimestampTz now);
+
+#endif							/* HI_INSTANCE_H */
