@@ -97,6 +97,7 @@ halo_itsm_case_enqueue(PG_FUNCTION_ARGS)
 {
 	TriggerData *trig = (TriggerData *) fcinfo->context;
 	EnqueueCache *cache;
+	Oid			types[2] = {INT8OID, INT4OID};
 	Datum		values[2];
 	char		nulls[2] = {' ', ' '};
 	bool		isnull;
@@ -124,11 +125,7 @@ halo_itsm_case_enqueue(PG_FUNCTION_ARGS)
 	SetUserIdAndSecContext(cache->owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "halo_itsm: SPI_connect failed");
-	{
-		Oid			types[2] = {INT8OID, INT4OID};
-
-		hi_prepare(&enqueue_plan, ENQUEUE_SQL, 2, types);
-	}
+	hi_prepare(&enqueue_plan, ENQUEUE_SQL, 2, types);
 	rc = SPI_execute_plan(enqueue_plan, values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "halo_itsm: writing the outbox row failed: %s", SPI_result_code_string(rc));

@@ -68,6 +68,21 @@ hi_store_extension_ready(void)
 	return false;
 }
 
+/* The integrations the engine has no room for, as an int4[] Datum (their number in *n). */
+static Datum
+hi_busy_array(int *n)
+{
+	int		   *busy;
+	Datum	   *elems;
+	int			i;
+
+	*n = hi_engine_busy_integrations(&busy);
+	elems = palloc(sizeof(Datum) * (*n + 1));
+	for (i = 0; i < *n; i++)
+		elems[i] = Int32GetDatum(busy[i]);
+	return PointerGetDatum(construct_array(elems, *n, INT4OID, sizeof(int32), true, TYPALIGN_INT));
+}
+
 /* Copies column col of the current SPI row as a string into cxt (NULL stays NULL). */
 static char *
 hi_col_text(HeapTuple tup, TupleDesc desc, int col, MemoryContext cxt)
@@ -98,19 +113,15 @@ hi_store_claim(int max_items, HiItem **items)
 {
 	Oid			types[3] = {INT4OID, INT4OID, INT4ARRAYOID};
 	Datum		values[3];
-	int		   *busy;
-	int			nbusy = hi_engine_busy_integrations(&busy);
-	Datum	   *elems = palloc(sizeof(Datum) * (nbusy + 1));
+	int			nbusy;
 	SPIPlanPtr	plan;
 	uint64		i;
 	HiItem	   *head = NULL,
 			   *tail = NULL;
 
-	for (i = 0; i < (uint64) nbusy; i++)
-		elems[i] = Int32GetDatum(busy[i]);
 	values[0] = Int32GetDatum(max_items);
 	values[1] = Int32GetDatum(hi_max_requests_per_instance);
-	values[2] = PointerGetDatum(construct_array(elems, nbusy, INT4OID, sizeof(int32), true, TYPALIGN_INT));
+	values[2] = hi_busy_array(&nbusy);
 	plan = hi_prepare(&claim_plan,
 					  "SELECT outbox_id, kind, integration_id, instance_url, tenant, client_id, client_secret, "
 					  "sid, payload, maybe_sent, attempts, halo_ticket_id "
@@ -161,19 +172,14 @@ hi_store_all_busy(void)
 {
 	Oid			types[1] = {INT4ARRAYOID};
 	Datum		values[1];
-	int		   *busy;
-	int			nbusy = hi_engine_busy_integrations(&busy);
-	Datum	   *elems = palloc(sizeof(Datum) * (nbusy + 1));
+	int			nbusy;
 	SPIPlanPtr	plan;
 	bool		isnull;
 	Datum		d;
-	int			i;
 
+	values[0] = hi_busy_array(&nbusy);
 	if (nbusy == 0)
 		return false;
-	for (i = 0; i < nbusy; i++)
-		elems[i] = Int32GetDatum(busy[i]);
-	values[0] = PointerGetDatum(construct_array(elems, nbusy, INT4OID, sizeof(int32), true, TYPALIGN_INT));
 	plan = hi_prepare(&all_busy_plan,
 					  "SELECT NOT EXISTS (SELECT 1 FROM halo_itsm.integrations i "
 					  "WHERE i.enabled AND i.configured_at IS NOT NULL AND i.id <> ALL ($1))", 1, types);
