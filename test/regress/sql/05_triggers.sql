@@ -4,12 +4,7 @@
 -- then explains); for detections only with standalone_detection_tickets, only when
 -- closed and not part of a case, and only once ever.
 --
-\set SHOW_CONTEXT never
-SET client_min_messages = warning;
-TRUNCATE halo_itsm.integrations, halo_itsm.integration_secrets, halo_itsm.cases,
-         halo_itsm.detections, halo_itsm.tickets, halo_itsm.outbox, halo_itsm.timeline,
-         halo_itsm.webhook_deliveries RESTART IDENTITY CASCADE;
-RESET client_min_messages;
+\i test/regress/common.sql
 
 -- The outbox, without the columns that hold times.
 CREATE VIEW pg_temp.queue AS
@@ -80,11 +75,7 @@ SELECT * FROM pg_temp.health ORDER BY integration_id NULLS LAST;
 -- ---------------------------------------------------------------------------
 -- Detections: no ticket unless an integration wants standalone detection tickets.
 -- ---------------------------------------------------------------------------
-SET client_min_messages = warning;
-TRUNCATE halo_itsm.integrations, halo_itsm.integration_secrets, halo_itsm.cases,
-         halo_itsm.detections, halo_itsm.tickets, halo_itsm.outbox, halo_itsm.timeline,
-         halo_itsm.webhook_deliveries RESTART IDENTITY CASCADE;
-RESET client_min_messages;
+\i test/regress/empty.sql
 SELECT halo_itsm.connect('https://acme.halopsa.com', 'cid', 'secret') AS id;
 SELECT halo_itsm.configure(1, 'Security>Incident');
 INSERT INTO halo_itsm.detections (sid, title, severity, status) VALUES ('D-1', 'Closed at once', 'high', 'closed');
@@ -176,7 +167,7 @@ SELECT d.sid, d.integration_id AS row_integration, o.integration_id AS outbox_in
 -- deleting or truncating cases, detections or integrations removes their rows, as
 -- ON DELETE CASCADE did (_cascade_delete()).
 -- ---------------------------------------------------------------------------
-\i test/regress/common.sql
+\i test/regress/empty.sql
 SELECT halo_itsm.connect('https://acme.halopsa.com', 'cid', 'secret') AS id;
 SELECT halo_itsm.connect('https://other.halopsa.com', 'cid2', 'secret2', name => 'other') AS id;
 SELECT halo_itsm.configure(1, 'Security>Incident', standalone_detection_tickets => true);
