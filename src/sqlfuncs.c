@@ -1,21 +1,25 @@
 /*-------------------------------------------------------------------------
  * sqlfuncs.c
  *	  Small SQL-callable helpers: title template checking and rendering
- *	  (wrapping the plain-C src/core/hi_template.c), instance URL checking,
- *	  and random secrets.
+ *	  (wrapping the plain-C src/core/hi_template.c), note HTML to text
+ *	  (wrapping src/core/hi_html.c), instance URL checking, and random
+ *	  secrets.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 
 #include "halo_itsm.h"
+#include "hi_html.h"
 #include "hi_http.h"
 #include "hi_template.h"
 
 PG_FUNCTION_INFO_V1(halo_itsm_check_template);
 PG_FUNCTION_INFO_V1(halo_itsm_render_template);
+PG_FUNCTION_INFO_V1(halo_itsm_html_to_text);
 PG_FUNCTION_INFO_V1(halo_itsm_check_instance_url);
 PG_FUNCTION_INFO_V1(halo_itsm_random_secret);
 
@@ -60,6 +64,29 @@ halo_itsm_render_template(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("halo_itsm: out of memory")));
 	result = cstring_to_text(out);
 	free(out);
+	PG_RETURN_TEXT_P(result);
+}
+
+/*
+ * SQL: _html_to_text(html) turns a Halo note's HTML into plain text in one
+ * linear pass (src/core/hi_html.c); NULL when nothing but white space is
+ * left. The text is never longer than the HTML. Bytes outside tags and
+ * references are copied as they are, so the result is valid in the database
+ * encoding; references to non-ASCII code points are decoded to UTF-8 only
+ * in a UTF-8 database and kept as written in any other.
+ */
+Datum
+halo_itsm_html_to_text(PG_FUNCTION_ARGS)
+{
+	text	   *html = PG_GETARG_TEXT_PP(0);
+	size_t		len = VARSIZE_ANY_EXHDR(html);
+	text	   *result = (text *) palloc(VARHDRSZ + len);
+	int			flags = GetDatabaseEncoding() == PG_UTF8 ? 0 : HI_HTML_ASCII_REFS;
+	size_t		n = hi_html_to_text(VARDATA_ANY(html), len, VARDATA(result), flags);
+
+	if (n == 0)
+		PG_RETURN_NULL();
+	SET_VARSIZE(result, VARHDRSZ + n);
 	PG_RETURN_TEXT_P(result);
 }
 

@@ -1,8 +1,8 @@
 /*
  * test_core.c
  *		Unit tests for halo_itsm's plain-C core: title templates
- *		(hi_template), the webhook signature scheme (hi_signature) and retry
- *		backoff (hi_backoff).  Prints one TAP-like line per check and ends
+ *		(hi_template), the webhook signature scheme (hi_signature), retry
+ *		backoff (hi_backoff) and note HTML to text (hi_html).  Prints one TAP-like line per check and ends
  *		with "N passed, N failed"; exits non-zero on any failure.
  */
 #include <limits.h>
@@ -15,6 +15,7 @@
 #include <openssl/evp.h>
 
 #include "hi_backoff.h"
+#include "hi_html.h"
 #include "hi_signature.h"
 #include "hi_template.h"
 #include "hi_test.h"
@@ -47,6 +48,10 @@ static void TestSignatureMisc(void);
 static void TestContentLength(void);
 static void TestBackoff(void);
 static void TestRetryAfter(void);
+static void CheckHtml(const char *name, const char *html, size_t len, int flags,
+					  const char *want, size_t want_len);
+static void TestHtml(void);
+static void TestHtmlLinear(void);
 static unsigned char *GoldenCanonical(size_t *len);
 static hi_sig_result VerifyGolden(const char *sig);
 
@@ -687,6 +692,129 @@ TestRetryAfter(void)
 	hi_check_long("retry-after parse: NULL", hi_parse_retry_after_seconds(NULL), -1);
 }
 
+/* Check hi_html_to_text's output for one input (into a buffer of exactly len bytes). */
+static void
+CheckHtml(const char *name, const char *html, size_t len, int flags,
+		  const char *want, size_t want_len)
+{
+	char	   *out = malloc(len > 0 ? len : 1);
+	size_t		n;
+	char		label[200];
+
+	if (out == NULL)
+		abort();
+	n = hi_html_to_text(html, len, out, flags);
+	snprintf(label, sizeof(label), "html: %s", name);
+	hi_check_mem(label, out, n, want, want_len);
+	free(out);
+}
+
+#define HTML(name, in, want) CheckHtml(name, LIT(in), 0, LIT(want))
+
+/* Note HTML to text: line breaks, tags, references, trimming, edge cases. */
+static void
+TestHtml(void)
+{
+	/* line breaks and tags */
+	HTML("plain text", "hello", "hello");
+	HTML("empty", "", "");
+	HTML("only white space", " \t\n \r\n ", "");
+	HTML("crlf and lone cr", "a\r\nb\rc\n", "a\nb\nc");
+	HTML("br forms", "a<br>b<BR/>c< br / >d<Br\t>e", "a\nb\nc\nd\ne");
+	HTML("closing block tags", "a</p>b</DIV>c</li>d</tr>e</h1>f</H6>g< / p >h", "a\nb\nc\nd\ne\nf\ng\nh");
+	HTML("not break tags", "a</h7>b</pre>c</br>d<p>e<brx>f</ul>g", "abcdefg");
+	HTML("br with attributes is dropped like any tag", "a<br class=\"x\">b", "ab");
+	HTML("tag dropped", "<b>bold</b> and <i>it</i>", "bold and it");
+	HTML("attributes with quotes", "<a href=\"x?a=1&amp;b=2\">link</a>", "link");
+	HTML("lone <", "a < b", "a < b");
+	HTML("lone < then a tag closes it", "a < b <i>c", "a c");
+	HTML("lone >", "a > b", "a > b");
+	HTML("< with no > after: rest kept", "x<b>y<z and <w", "xy<z and <w");
+	HTML("break tag inside a tag is swallowed", "<a title=\"<br>\">x</a>", "x");
+	HTML("break tag after an unclosed <", "a <b<br>c", "a <b\nc");
+	HTML("nested <", "<a <b> c>d", "c>d");
+	HTML("cr inside a tag", "<p\r\nclass=x>t", "t");
+	HTML("break tag with newline inside", "a<br\r\n/>b", "a\nb");
+	HTML("tag joins an entity (as before)", "&l<b>t;", "<");
+	HTML("break tag splits an entity", "&l<br>t;", "&l\nt;");
+
+	/* references */
+	HTML("named", "&lt;&gt;&quot;&#39;&apos;&nbsp;&amp;", "<>\"'' &");
+	HTML("named are case-sensitive", "&LT;&Amp;", "&LT;&Amp;");
+	HTML("unknown named", "&copy; &hellip;", "&copy; &hellip;");
+	HTML("amp decodes once", "&amp;lt; &amp;amp; &amp;#65;", "&lt; &amp; &#65;");
+	HTML("numeric decimal", "&#65;&#0066;&#x43;&#X44;&#x00000045;", "ABCDE");
+	HTML("numeric decodes once", "&#38;#65; &#38;amp; &#x26;lt;", "&#65; &amp; &lt;");
+	HTML("numeric utf-8", "&#233;&#x20AC;&#128512;&#x10FFFF;",
+		 "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf");
+	HTML("numeric invalid dropped", "a&#0;b&#xD800;c&#57343;d&#x110000;e&#99999999;f&#xFFFFFFFF;g",
+		 "abcdefg");
+	HTML("numeric 9 digits stays", "&#000000065;&#x000000041;", "&#000000065;&#x000000041;");
+	HTML("numeric without ; stays", "&#65 &#x41 &#; &#x; &#xg;", "&#65 &#x41 &#; &#x; &#xg;");
+	HTML("decimal with hex letters stays", "&#1a;", "&#1a;");
+	HTML("&& before a reference", "&&lt;", "&<");
+	HTML("nbsp is a plain space and trimmed", "&nbsp;a&nbsp;", "a");
+	HTML("decoded cr is kept, not trimmed", "&#13;a", "\ra");
+	HTML("decoded newline trimmed", "&#10;a&#10;", "a");
+	HTML("decoded < is no tag", "&lt;b&gt;x&lt;/b&gt;", "<b>x</b>");
+	HTML("non-ASCII copied", "<p>caf\xc3\xa9</p>", "caf\xc3\xa9");
+	HTML("NUL bytes copied", "a\0b", "a\0b");
+	CheckHtml("ascii refs: non-ASCII kept as written", LIT("&#233;&#65;&#x20ac;&#0;"), HI_HTML_ASCII_REFS,
+			  LIT("&#233;A&#x20ac;"));
+	HTML("trim", " \t\n<p> a b </p>\n ", "a b");
+	HTML("inside a tag only", "<div><br/></div>", "");
+	CheckHtml("NULL input", NULL, 0, 0, LIT(""));
+}
+
+/*
+ * Linear time: inputs that made the former regular-expression loop slow
+ * (thousands of distinct numeric references; thousands of unclosed "<")
+ * decode quickly and completely. The runtime is not asserted, the output is.
+ */
+static void
+TestHtmlLinear(void)
+{
+	size_t		cap = 4 * 1024 * 1024;
+	char	   *in = malloc(cap);
+	char	   *out = malloc(cap);
+	char	   *want = malloc(cap);
+	size_t		n = 0,
+				w = 0,
+				got;
+	int			i;
+
+	if (in == NULL || out == NULL || want == NULL)
+		abort();
+	/* 100,000 distinct references (the old loop stopped after 1,000) */
+	for (i = 0; i < 100000; i++)
+	{
+		n += (size_t) sprintf(in + n, "x&#%d;", 0x4E00 + i % 20000);
+		want[w++] = 'x';
+		w += hi_html_utf8_encode((unsigned long) (0x4E00 + i % 20000), want + w);
+	}
+	got = hi_html_to_text(in, n, out, 0);
+	hi_check_mem("html linear: 100,000 numeric references", out, got, want, w);
+
+	/* 1 MB of "<" with no ">": each one stays */
+	memset(in, '<', 1000000);
+	got = hi_html_to_text(in, 1000000, out, 0);
+	hi_check(got == 1000000 && memcmp(in, out, got) == 0, "html linear: 1 MB of unclosed <",
+			 "got %zu bytes", got);
+
+	/* 1 MB of "< " followed by spaces: no break tag, no quadratic rescans */
+	for (i = 0; i < 500000; i++)
+	{
+		in[2 * i] = '<';
+		in[2 * i + 1] = ' ';
+	}
+	in[999999] = '>';
+	got = hi_html_to_text(in, 1000000, out, 0);
+	hi_check_long("html linear: one tag of 1 MB", (long) got, 0);
+	free(in);
+	free(out);
+	free(want);
+}
+
 /* Run every test and print the summary. */
 int
 main(void)
@@ -701,5 +829,7 @@ main(void)
 	TestContentLength();
 	TestBackoff();
 	TestRetryAfter();
+	TestHtml();
+	TestHtmlLinear();
 	return hi_test_summary();
 }
