@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/timestamp.h"
@@ -31,6 +32,9 @@ static bool curl_ready = false;
 
 static size_t hi_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata);
 static size_t hi_header_cb(char *buffer, size_t size, size_t nitems, void *userdata);
+static int	hi_progress_cb(void *clientp, curl_off_t dltotal, curl_off_t dlnow,
+						   curl_off_t ultotal, curl_off_t ulnow);
+static bool hi_interrupt_would_raise(void);
 static curl_socket_t hi_opensocket_cb(void *clientp, curlsocktype purpose,
 									  struct curl_sockaddr *address);
 static bool hi_address_is_private(const struct sockaddr *sa);
@@ -223,13 +227,59 @@ hi_request_finish(HiRequest *req, CURLcode code)
 	}
 }
 
-/* Runs a request to completion in the calling process, staying cancellable. */
+/*
+ * True when CHECK_FOR_INTERRUPTS() would raise now: a cancel (also
+ * statement_timeout), a termination or a lost client, outside any holdoff.
+ * Other pending interrupts (e.g. a catchup) do not stop a transfer.
+ */
+static bool
+hi_interrupt_would_raise(void)
+{
+	if (!InterruptPending || InterruptHoldoffCount != 0 || CritSectionCount != 0)
+		return false;
+	return ProcDiePending || ClientConnectionLost ||
+		(QueryCancelPending && QueryCancelHoldoffCount == 0);
+}
+
+/*
+ * libcurl's progress callback (about once a second at least, more often
+ * while data flows): a non-zero return makes curl_easy_perform() stop with
+ * CURLE_ABORTED_BY_CALLBACK. It never raises: a longjmp out of libcurl
+ * would leave the handle in an undefined state.
+ */
+static int
+hi_progress_cb(void *clientp, curl_off_t dltotal, curl_off_t dlnow,
+			   curl_off_t ultotal, curl_off_t ulnow)
+{
+	return hi_interrupt_would_raise() ? 1 : 0;
+}
+
+/*
+ * Runs a request to completion in the calling process, staying cancellable:
+ * a cancel or termination stops the transfer within about a second, and is
+ * then raised here, after libcurl has returned, with req freed (the caller's
+ * pointer is gone with the error).
+ */
 bool
 hi_request_perform(HiRequest *req)
 {
-	CURLcode	code = curl_easy_perform(req->easy);
+	CURLcode	code;
 
+	curl_easy_setopt(req->easy, CURLOPT_XFERINFOFUNCTION, hi_progress_cb);
+	curl_easy_setopt(req->easy, CURLOPT_XFERINFODATA, req);
+	curl_easy_setopt(req->easy, CURLOPT_NOPROGRESS, 0L);
+	code = curl_easy_perform(req->easy);
 	hi_request_finish(req, code);
+	PG_TRY();
+	{
+		CHECK_FOR_INTERRUPTS();
+	}
+	PG_CATCH();
+	{
+		hi_request_free(req);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	return code == CURLE_OK;
 }
 
