@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * halo_itsm.c
  *	  Entry point of the halo_itsm extension: _PG_init delegates to each
- *	  part (settings, shared memory, background worker).
+ *	  part (settings, shared memory, the launcher of the background worker).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -27,7 +27,7 @@ hi_shmem_request_hook(void)
 	hi_shmem_request();
 }
 
-/* Module load: settings always; shared memory and the worker only when preloaded. */
+/* Module load: settings always; shared memory and the launcher only when preloaded. */
 void
 _PG_init(void)
 {
@@ -37,5 +37,5 @@ _PG_init(void)
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = hi_shmem_request_hook;
 	hi_shmem_init();
-	hi_worker_register();
+	hi_launcher_register();
 }

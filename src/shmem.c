@@ -1,13 +1,15 @@
 /*-------------------------------------------------------------------------
  * shmem.c
- *	  Shared memory of halo_itsm (where the worker's latch is) and the
- *	  wake-up at commit: a transaction that queued outbox items sets the
- *	  worker's latch when, and only when, it commits.
+ *	  Shared memory of halo_itsm (where the worker's latch is, which
+ *	  database it serves and in what state) and the wake-up at commit: a
+ *	  transaction that queued outbox items sets the worker's latch when, and
+ *	  only when, it commits. The status view reads the serving state.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
@@ -15,6 +17,7 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
+#include "utils/builtins.h"
 
 #include "halo_itsm.h"
 
@@ -26,6 +29,7 @@ typedef struct HaloShared
 	pid_t		worker_pid;
 	Oid			worker_db;		/* the database the worker delivers for */
 	bool		worker_saturated;	/* every integration busy: no wake needed */
+	HiServeState serve_state;	/* set by the launcher and the worker */
 } HaloShared;
 
 static HaloShared *hi_shared = NULL;
@@ -38,6 +42,7 @@ static void hi_xact_callback(XactEvent event, void *arg);
 
 PG_FUNCTION_INFO_V1(halo_itsm_wake_worker_at_commit);
 PG_FUNCTION_INFO_V1(halo_itsm_worker_running);
+PG_FUNCTION_INFO_V1(halo_itsm_worker_problem);
 
 /* Asks the postmaster for our shared memory (from the shmem_request_hook). */
 void
@@ -72,6 +77,7 @@ hi_shmem_startup(void)
 		hi_shared->worker_pid = 0;
 		hi_shared->worker_db = InvalidOid;
 		hi_shared->worker_saturated = false;
+		hi_shared->serve_state = HI_SERVE_UNKNOWN;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -123,6 +129,31 @@ hi_shmem_worker_running(void)
 	dbid = hi_shared->worker_db;
 	SpinLockRelease(&hi_shared->mutex);
 	return pid != 0 && dbid == MyDatabaseId;
+}
+
+/* The pid of the running delivery worker, 0 when there is none. */
+pid_t
+hi_shmem_worker_pid(void)
+{
+	pid_t		pid;
+
+	if (hi_shared == NULL)
+		return 0;
+	SpinLockAcquire(&hi_shared->mutex);
+	pid = hi_shared->worker_pid;
+	SpinLockRelease(&hi_shared->mutex);
+	return pid;
+}
+
+/* The launcher or the worker records whether and how halo_itsm.database is served. */
+void
+hi_shmem_set_serve_state(HiServeState state)
+{
+	if (hi_shared == NULL)
+		return;
+	SpinLockAcquire(&hi_shared->mutex);
+	hi_shared->serve_state = state;
+	SpinLockRelease(&hi_shared->mutex);
 }
 
 /* Sets the worker's latch at commit; forgets the request at abort. */
@@ -182,4 +213,46 @@ Datum
 halo_itsm_worker_running(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(hi_shmem_worker_running());
+}
+
+/*
+ * SQL: _worker_problem() says why no background worker delivers for the
+ * current database and what to set, for the status view; NULL when the
+ * worker runs here.
+ */
+Datum
+halo_itsm_worker_problem(PG_FUNCTION_ARGS)
+{
+	char	   *here = get_database_name(MyDatabaseId);
+	pid_t		pid;
+	Oid			dbid;
+	HiServeState state;
+	const char *why = "";
+
+	if (here == NULL)
+		PG_RETURN_NULL();
+	if (hi_shared == NULL)
+		PG_RETURN_TEXT_P(cstring_to_text(psprintf(
+			"no background worker serves this database (halo_itsm is not in shared_preload_libraries); "
+			"add it there, set halo_itsm.database = %s and restart, or deliver with CALL halo_itsm.deliver()",
+			quote_literal_cstr(here))));
+	SpinLockAcquire(&hi_shared->mutex);
+	pid = hi_shared->worker_pid;
+	dbid = hi_shared->worker_db;
+	state = hi_shared->serve_state;
+	SpinLockRelease(&hi_shared->mutex);
+	if (pid != 0 && dbid == MyDatabaseId)
+		PG_RETURN_NULL();
+	if (strcmp(hi_database, here) != 0)
+	{
+		if (state == HI_SERVE_NO_DATABASE)
+			why = ", which does not exist";
+		else if (state == HI_SERVE_NO_CONNECTIONS)
+			why = ", which does not allow connections";
+		PG_RETURN_TEXT_P(cstring_to_text(psprintf(
+			"no background worker serves this database (halo_itsm.database = %s%s); set halo_itsm.database = %s and restart",
+			quote_literal_cstr(hi_database), why, quote_literal_cstr(here))));
+	}
+	PG_RETURN_TEXT_P(cstring_to_text(
+		"the background worker of this database is not running: it starts again within seconds; if this stays, see the server log"));
 }

@@ -1,11 +1,13 @@
 /*-------------------------------------------------------------------------
  * worker.c
- *	  The halo_itsm background worker. It runs in halo_itsm.database and
- *	  loops: record the outcomes of finished items and claim due items in
- *	  one short transaction, then drive HTTP with no transaction open,
- *	  sleeping on its latch (set at commit by transactions that queued
- *	  work), curl's sockets and a poll timer for due retries. SIGHUP reloads
- *	  the settings; SIGTERM ends it; the postmaster restarts it after a crash.
+ *	  The halo_itsm delivery worker, started by the launcher (launcher.c)
+ *	  in halo_itsm.database. It loops: record the outcomes of finished
+ *	  items and claim due items in one short transaction, then drive HTTP
+ *	  with no transaction open, sleeping on its latch (set at commit by
+ *	  transactions that queued work), curl's sockets and a poll timer for
+ *	  due retries. While the extension is not installed it says so once and
+ *	  waits. SIGHUP reloads the settings; SIGTERM ends it; the launcher
+ *	  starts it again after it exits.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -32,29 +34,41 @@
 
 static void hi_worker_exit(int code, Datum arg);
 static int	hi_worker_round(bool claim, bool recover, bool *ready, bool *saturated);
-
-/* Registers the worker with the postmaster (from _PG_init, when preloaded). */
-void
-hi_worker_register(void)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "halo_itsm");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "halo_itsm_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "halo_itsm delivery worker");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "halo_itsm delivery worker");
-	RegisterBackgroundWorker(&worker);
-}
+static void hi_worker_note_ready(bool ready);
 
 /* Withdraws the worker's latch from shared memory when it exits. */
 static void
 hi_worker_exit(int code, Datum arg)
 {
 	hi_shmem_set_worker(false);
+	hi_shmem_set_serve_state(HI_SERVE_STARTING);
+}
+
+/*
+ * Records whether the extension is installed in the worker's database, in
+ * shared memory, and says so in the log once per change (not at every
+ * look): a warning when it is missing, a line when it appears after that.
+ */
+static void
+hi_worker_note_ready(bool ready)
+{
+	static int	last = -1;		/* -1: not looked yet */
+
+	if (last == (int) ready)
+		return;
+	if (!ready)
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("halo_itsm: the extension is not installed in database \"%s\" (halo_itsm.database): the delivery worker waits for it",
+						hi_database),
+				 errhint("Run CREATE EXTENSION halo_itsm in database \"%s\", or set halo_itsm.database to the database where it is installed and restart the server.",
+						 hi_database)));
+	else if (last == 0)
+		ereport(LOG,
+				(errmsg("halo_itsm: the extension is installed in database \"%s\" now: the delivery worker delivers",
+						hi_database)));
+	hi_shmem_set_serve_state(ready ? HI_SERVE_RUNNING : HI_SERVE_NO_EXTENSION);
+	last = (int) ready;
 }
 
 /*
@@ -189,6 +203,7 @@ halo_itsm_worker_main(Datum arg)
 			if (claim)
 				saturated = sat;
 			hi_shmem_set_saturated(saturated);
+			hi_worker_note_ready(ready);
 			if (!ready)
 			{
 				want_claim = false;

@@ -54,7 +54,12 @@ BEGIN
 END
 $$;
 
--- One row per integration (and one for items that name none): the health of delivery.
+-- Why no background worker delivers for this database, and what to set; NULL when one does.
+CREATE FUNCTION halo_itsm._worker_problem()
+RETURNS text LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_worker_problem';
+
+-- One row per integration (and one for items that name none): the health of delivery;
+-- and a row when no background worker serves this database.
 CREATE VIEW halo_itsm.status AS
 WITH q AS (
     -- items that name no integration go to the single enabled one, as in _claim()
@@ -89,9 +94,13 @@ SELECT NULL, NULL, NULL, q.pending, q.in_flight, q.dead, q.oldest_pending_age, N
             ELSE e.n || ' enabled integrations and these rows name none: set integration_id on them'
        END
   FROM q CROSS JOIN enabled e
- WHERE q.integration_id IS NULL;
+ WHERE q.integration_id IS NULL
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, w.problem
+  FROM halo_itsm._worker_problem() AS w(problem)
+ WHERE w.problem IS NOT NULL;
 COMMENT ON VIEW halo_itsm.status IS
-    'Delivery health per integration: queue sizes, oldest pending item, last success and error, and what to do.';
+    'Delivery health per integration: queue sizes, oldest pending item, last success and error, and what to do; a row when no background worker serves this database.';
 
 -- ---------------------------------------------------------------------------
 -- Delivery in the calling session, connection checks, pg_cron jobs.

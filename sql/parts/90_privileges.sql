@@ -14,6 +14,8 @@ REVOKE ALL ON ALL PROCEDURES IN SCHEMA halo_itsm FROM PUBLIC;
 GRANT USAGE ON SCHEMA halo_itsm TO PUBLIC;
 GRANT EXECUTE ON FUNCTION halo_itsm.render_template(text, text, text, text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION halo_itsm.priority_id(halo_itsm.integrations, halo_itsm.severity) TO PUBLIC;
+-- the status view calls it (with the reader's rights): it reveals only halo_itsm.database
+GRANT EXECUTE ON FUNCTION halo_itsm._worker_problem() TO PUBLIC;
 
 -- Webhooks: the signature calculator is harmless; ingest_webhook (SECURITY DEFINER) is
 -- granted by the administrator to the receiver's role only (see docs/webhooks.md);

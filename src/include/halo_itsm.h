@@ -32,12 +32,25 @@ extern int	hi_webhook_tolerance_s;
 
 extern void hi_guc_init(void);
 
+/* Whether and how a delivery worker serves halo_itsm.database (shared memory). */
+typedef enum HiServeState
+{
+	HI_SERVE_UNKNOWN = 0,		/* the launcher has not looked yet */
+	HI_SERVE_NO_DATABASE,		/* halo_itsm.database does not exist */
+	HI_SERVE_NO_CONNECTIONS,	/* it exists but does not allow connections */
+	HI_SERVE_STARTING,			/* the delivery worker is (re)starting */
+	HI_SERVE_NO_EXTENSION,		/* the worker runs; the extension is not installed */
+	HI_SERVE_RUNNING			/* the worker runs and delivers */
+} HiServeState;
+
 /* shared memory and wake-up at commit (shmem.c) */
 extern void hi_shmem_request(void);
 extern void hi_shmem_init(void);
 extern void hi_shmem_set_worker(bool running);
 extern void hi_shmem_set_saturated(bool saturated);
 extern bool hi_shmem_worker_running(void);
+extern pid_t hi_shmem_worker_pid(void);
+extern void hi_shmem_set_serve_state(HiServeState state);
 extern void hi_wake_worker_at_commit(void);
 
 /* the case trigger and the restore check (enqueue.c) */
@@ -46,8 +59,9 @@ extern bool hi_restoring(void);
 /* SPI: a statement prepared once per process and kept (store.c) */
 extern SPIPlanPtr hi_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types);
 
-/* the background worker (worker.c) */
-extern void hi_worker_register(void);
+/* the launcher (launcher.c) and the delivery worker it starts (worker.c) */
+extern void hi_launcher_register(void);
+extern PGDLLEXPORT void halo_itsm_launcher_main(Datum arg);
 extern PGDLLEXPORT void halo_itsm_worker_main(Datum arg);
 
 #endif							/* HALO_ITSM_H */

@@ -58,7 +58,12 @@ SELECT enum_range(NULL::halo_itsm.severity);
 SELECT (SELECT count(*) FROM halo_itsm.integrations) AS integrations,
        (SELECT count(*) FROM halo_itsm.cases) AS cases,
        (SELECT count(*) FROM halo_itsm.outbox) AS outbox,
-       (SELECT count(*) FROM halo_itsm.status) AS status_rows;
+       (SELECT count(*) FROM halo_itsm.status WHERE pending IS NOT NULL) AS status_rows;
+
+-- The background worker of the test cluster serves database halo, not this one: the status
+-- view says so, and what to set, in a row of its own.
+SELECT integration_id, name, pending, problem FROM halo_itsm.status WHERE pending IS NULL;
+SELECT halo_itsm._worker_running() AS worker_here, current_setting('halo_itsm.database') AS served;
 
 -- allow_http may be changed by superusers only (SUSET).
 SELECT name, context, vartype FROM pg_settings WHERE name = 'halo_itsm.allow_http';

@@ -12,11 +12,12 @@ SELECT o.id, o.kind, o.case_id, o.detection_id, o.integration_id, o.state, o.att
        o.halo_ticket_id, o.claimed_by, o.finished_at, o.last_error, o.result,
        o.next_attempt_at <= now() AS due
   FROM halo_itsm.outbox o;
--- The status view, without the columns that hold times.
+-- The status view, without the columns that hold times, per integration and for unbound items.
 CREATE VIEW pg_temp.health AS
 SELECT s.integration_id, s.name, s.enabled, s.pending, s.in_flight, s.dead,
        s.oldest_pending_age IS NOT NULL AS waiting, s.last_error, s.problem
-  FROM halo_itsm.status s;
+  FROM halo_itsm.status s
+ WHERE s.pending IS NOT NULL;  -- not the row saying no worker serves this database (01_setup)
 
 -- ---------------------------------------------------------------------------
 -- Cases with no integration at all: the insert succeeds and queues the ticket.

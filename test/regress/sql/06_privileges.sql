@@ -96,6 +96,13 @@ REVOKE SELECT ON halo_itsm.integrations FROM halo_itsm_regress_reader;
 SET ROLE halo_itsm_regress_reader;
 CALL pg_temp.try($$SELECT name FROM halo_itsm.integrations$$);
 RESET ROLE;
+-- A monitoring role granted the status view reads all of it, the row saying whether a
+-- background worker serves this database too (the view calls _worker_problem()).
+GRANT SELECT ON halo_itsm.status TO halo_itsm_regress_reader;
+SET ROLE halo_itsm_regress_reader;
+SELECT count(*) AS worker_rows FROM halo_itsm.status WHERE problem LIKE 'no background worker serves this database%';
+RESET ROLE;
+REVOKE SELECT ON halo_itsm.status FROM halo_itsm_regress_reader;
 
 -- ---------------------------------------------------------------------------
 -- Clean up: the roles are cluster-wide.

@@ -12,10 +12,11 @@ SELECT o.id, o.kind, c.sid, o.integration_id, o.state, o.attempts, o.maybe_sent,
        o.finished_at IS NOT NULL AS finished, o.next_attempt_at <= now() AS due,
        o.last_http_status, o.last_error
   FROM halo_itsm.outbox o LEFT JOIN halo_itsm.cases c ON c.id = o.case_id;
--- The status view, without the columns that hold times.
+-- The status view, without the columns that hold times, per integration and for unbound items.
 CREATE VIEW pg_temp.health AS
 SELECT s.integration_id, s.name, s.pending, s.in_flight, s.dead, s.problem
-  FROM halo_itsm.status s;
+  FROM halo_itsm.status s
+ WHERE s.pending IS NOT NULL;  -- not the row saying no worker serves this database (01_setup)
 
 -- ---------------------------------------------------------------------------
 -- deliver(): refused inside a transaction block or a function, and for max_items <= 0.
