@@ -17,10 +17,12 @@
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_database.h"
-#include "commands/dbcommands.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -29,7 +31,6 @@
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/snapmgr.h"
-#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "halo_itsm.h"
@@ -60,34 +61,44 @@ hi_launcher_register(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-/* Looks halo_itsm.database up in pg_database; sets *dboid when it can be served. */
+/*
+ * Looks halo_itsm.database up in pg_database; sets *dboid when it can be
+ * served. A sequential scan, as the autovacuum launcher reads the list of
+ * databases: with no database selected, only the shared catalog itself can
+ * be read.
+ */
 static HiServeState
 CheckDatabase(Oid *dboid)
 {
-	HiServeState state;
-	Oid			oid;
+	HiServeState state = HI_SERVE_NO_DATABASE;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
 
+	*dboid = InvalidOid;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	(void) GetTransactionSnapshot();
-	oid = get_database_oid(hi_database, true);
-	if (!OidIsValid(oid))
-		state = HI_SERVE_NO_DATABASE;
-	else
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
-		HeapTuple	tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(oid));
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
 
-		if (!HeapTupleIsValid(tup))
-			state = HI_SERVE_NO_DATABASE;
-		else
+		if (strcmp(NameStr(db->datname), hi_database) != 0)
+			continue;
+		if (db->datallowconn)
 		{
-			state = ((Form_pg_database) GETSTRUCT(tup))->datallowconn ?
-				HI_SERVE_STARTING : HI_SERVE_NO_CONNECTIONS;
-			ReleaseSysCache(tup);
+			state = HI_SERVE_STARTING;
+			*dboid = db->oid;
 		}
+		else
+			state = HI_SERVE_NO_CONNECTIONS;
+		break;
 	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
 	CommitTransactionCommand();
-	*dboid = state == HI_SERVE_STARTING ? oid : InvalidOid;
 	return state;
 }
 

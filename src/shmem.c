@@ -30,6 +30,7 @@ typedef struct HaloShared
 	Oid			worker_db;		/* the database the worker delivers for */
 	bool		worker_saturated;	/* every integration busy: no wake needed */
 	HiServeState serve_state;	/* set by the launcher and the worker */
+	int			extension_state;	/* -1 not looked, 0 missing, 1 installed */
 } HaloShared;
 
 static HaloShared *hi_shared = NULL;
@@ -78,6 +79,7 @@ hi_shmem_startup(void)
 		hi_shared->worker_db = InvalidOid;
 		hi_shared->worker_saturated = false;
 		hi_shared->serve_state = HI_SERVE_UNKNOWN;
+		hi_shared->extension_state = -1;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -154,6 +156,25 @@ hi_shmem_set_serve_state(HiServeState state)
 	SpinLockAcquire(&hi_shared->mutex);
 	hi_shared->serve_state = state;
 	SpinLockRelease(&hi_shared->mutex);
+}
+
+/*
+ * The worker records whether the extension is installed (1) or not (0);
+ * returns what the last worker recorded (-1: nothing), so that a worker
+ * started again does not repeat what its predecessor said.
+ */
+int
+hi_shmem_swap_extension_state(int state)
+{
+	int			prev;
+
+	if (hi_shared == NULL)
+		return -1;
+	SpinLockAcquire(&hi_shared->mutex);
+	prev = hi_shared->extension_state;
+	hi_shared->extension_state = state;
+	SpinLockRelease(&hi_shared->mutex);
+	return prev;
 }
 
 /* Sets the worker's latch at commit; forgets the request at abort. */

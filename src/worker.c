@@ -47,14 +47,21 @@ hi_worker_exit(int code, Datum arg)
 /*
  * Records whether the extension is installed in the worker's database, in
  * shared memory, and says so in the log once per change (not at every
- * look): a warning when it is missing, a line when it appears after that.
+ * look, nor again in a worker started after the last one exited): a
+ * warning when it is missing, a line when it appears after that.
  */
 static void
 hi_worker_note_ready(bool ready)
 {
 	static int	last = -1;		/* -1: not looked yet */
+	int			prev;
 
 	if (last == (int) ready)
+		return;
+	last = (int) ready;
+	hi_shmem_set_serve_state(ready ? HI_SERVE_RUNNING : HI_SERVE_NO_EXTENSION);
+	prev = hi_shmem_swap_extension_state((int) ready);
+	if (prev == (int) ready)
 		return;
 	if (!ready)
 		ereport(WARNING,
@@ -63,12 +70,10 @@ hi_worker_note_ready(bool ready)
 						hi_database),
 				 errhint("Run CREATE EXTENSION halo_itsm in database \"%s\", or set halo_itsm.database to the database where it is installed and restart the server.",
 						 hi_database)));
-	else if (last == 0)
+	else if (prev == 0)
 		ereport(LOG,
 				(errmsg("halo_itsm: the extension is installed in database \"%s\" now: the delivery worker delivers",
 						hi_database)));
-	hi_shmem_set_serve_state(ready ? HI_SERVE_RUNNING : HI_SERVE_NO_EXTENSION);
-	last = (int) ready;
 }
 
 /*

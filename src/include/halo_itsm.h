@@ -51,6 +51,7 @@ extern void hi_shmem_set_saturated(bool saturated);
 extern bool hi_shmem_worker_running(void);
 extern pid_t hi_shmem_worker_pid(void);
 extern void hi_shmem_set_serve_state(HiServeState state);
+extern int	hi_shmem_swap_extension_state(int state);
 extern void hi_wake_worker_at_commit(void);
 
 /* the case trigger and the restore check (enqueue.c) */
