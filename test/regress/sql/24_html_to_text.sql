@@ -44,7 +44,7 @@ BEGIN
     t := replace(t, '&amp;', '&');
     RETURN nullif(btrim(t, E' \t\n'), '');
 END
-$$;;
+$$;
 
 CREATE TEMP TABLE inputs (n integer PRIMARY KEY, html text, change text);
 INSERT INTO inputs VALUES
