@@ -19,7 +19,9 @@ INGEST = "halo_itsm.ingest_webhook(text, jsonb, bytea)"
 # callable by PUBLIC on purpose (90_privileges.sql)
 PUBLIC_FUNCTIONS = {"halo_itsm.render_template(text,text,text,text)",
                     "halo_itsm.priority_id(halo_itsm.integrations,halo_itsm.severity)",
-                    "halo_itsm.webhook_signature(text,jsonb,bytea)"}
+                    "halo_itsm.webhook_signature(text,jsonb,bytea)",
+                    # the status view calls it with the reader's rights (issue 9, item 13)
+                    "halo_itsm._worker_problem()"}
 # statements neither role may run; no real secret in them (a refused statement is logged)
 FORBIDDEN = [
     "SELECT * FROM halo_itsm.integration_secrets",
