@@ -12,6 +12,7 @@
 #include "halo_itsm.h"
 
 char	   *hi_database = NULL;
+char	   *hi_worker_role = NULL;
 bool		hi_allow_http = false;
 bool		hi_allow_private_addresses = false;
 char	   *hi_ca_file = NULL;
@@ -42,6 +43,12 @@ hi_guc_init(void)
 								   "Database in which the halo_itsm background worker delivers tickets.",
 								   "The extension must be installed in this database. Other databases can use CALL halo_itsm.deliver().",
 								   &hi_database, "postgres", PGC_POSTMASTER, 0,
+								   NULL, NULL, NULL);
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomStringVariable("halo_itsm.worker_role",
+								   "Role the halo_itsm background worker connects as (empty: the bootstrap superuser).",
+								   "A role with LOGIN and the rights listed in the README's Privileges section; it is used from the next server start.",
+								   &hi_worker_role, "", PGC_POSTMASTER, 0,
 								   NULL, NULL, NULL);
 	DefineCustomBoolVariable("halo_itsm.allow_http",
 							 "Allows http:// Halo instance URLs (for tests against a local mock only).",

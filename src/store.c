@@ -32,7 +32,10 @@ hi_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
 {
 	if (*plan == NULL)
 	{
+		int			pin = hi_pin_begin();
 		SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
+
+		hi_pin_end(pin);
 
 		if (p == NULL)
 			ereport(ERROR,
@@ -45,11 +48,14 @@ hi_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
 	return *plan;
 }
 
-/* Runs a kept plan and raises a clear error when SPI fails. */
+/* Runs a kept plan with search_path pinned; raises a clear error when SPI fails. */
 static void
 hi_execute(SPIPlanPtr plan, Datum *values, const char *nulls, const char *what)
 {
+	int			pin = hi_pin_begin();
 	int			rc = SPI_execute_plan(plan, values, nulls, false, 0);
+
+	hi_pin_end(pin);
 
 	if (rc < 0)
 		ereport(ERROR,
@@ -182,7 +188,7 @@ hi_store_all_busy(void)
 		return false;
 	plan = hi_prepare(&all_busy_plan,
 					  "SELECT NOT EXISTS (SELECT 1 FROM halo_itsm.integrations i "
-					  "WHERE i.enabled AND i.configured_at IS NOT NULL AND i.id <> ALL ($1))", 1, types);
+					  "WHERE i.enabled AND i.configured_at IS NOT NULL AND i.id OPERATOR(pg_catalog.<>) ALL ($1))", 1, types);
 	hi_execute(plan, values, NULL, "checking for integrations with room");
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return !isnull && DatumGetBool(d);
@@ -230,7 +236,7 @@ hi_store_record(HiItem *item)
 		svalues[0] = Int64GetDatum(item->outbox_id);
 		svalues[1] = CStringGetTextDatum(item->ticket_json);
 		svalues[2] = CStringGetTextDatum(item->actions_json);
-		plan = hi_prepare(&sync_plan, "SELECT halo_itsm._apply_sync($1, $2::jsonb, $3::jsonb)", 3, stypes);
+		plan = hi_prepare(&sync_plan, "SELECT halo_itsm._apply_sync($1, $2::pg_catalog.jsonb, $3::pg_catalog.jsonb)", 3, stypes);
 		hi_execute(plan, svalues, NULL, "applying a ticket sync");
 	}
 

@@ -366,10 +366,11 @@ LoadSecrets(const char *key, HiSecrets *s)
 		values[0] = CStringGetTextDatum(key);
 		hi_prepare(&secrets_plan,
 				   "SELECT i.id, s.webhook_secret, s.previous_webhook_secret, "
-				   "       s.previous_secret_valid_until > clock_timestamp(), s.previous_secret_valid_until "
+				   "       s.previous_secret_valid_until OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), "
+				   "       s.previous_secret_valid_until "
 				   "  FROM halo_itsm.integrations i "
-				   "  LEFT JOIN halo_itsm.integration_secrets s ON s.integration_id = i.id "
-				   " WHERE i.webhook_key = $1",
+				   "  LEFT JOIN halo_itsm.integration_secrets s ON s.integration_id OPERATOR(pg_catalog.=) i.id "
+				   " WHERE i.webhook_key OPERATOR(pg_catalog.=) $1",
 				   1, types);
 		rc = SPI_execute_plan(secrets_plan, values, NULL, true, 1);
 		if (rc != SPI_OK_SELECT)

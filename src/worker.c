@@ -145,7 +145,10 @@ halo_itsm_worker_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(hi_database, NULL, 0);
+	BackgroundWorkerInitializeConnection(hi_database,
+										 hi_worker_role && hi_worker_role[0] ? hi_worker_role : NULL, 0);
+	/* over the database's and role's settings: their owners must not redirect this session */
+	hi_pin_worker_session();
 	pgstat_report_appname("halo_itsm worker");
 
 	hi_shmem_set_worker(true);

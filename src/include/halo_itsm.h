@@ -13,6 +13,7 @@
 
 /* settings (guc.c) */
 extern char *hi_database;
+extern char *hi_worker_role;
 extern bool hi_allow_http;
 extern bool hi_allow_private_addresses;
 extern char *hi_ca_file;
@@ -56,6 +57,11 @@ extern void hi_wake_worker_at_commit(void);
 
 /* the case trigger and the restore check (enqueue.c) */
 extern bool hi_restoring(void);
+
+/* settings that give SQL text its meaning, pinned (pinning.c) */
+extern void hi_pin_worker_session(void);
+extern int	hi_pin_begin(void);
+extern void hi_pin_end(int level);
 
 /* SPI: a statement prepared once per process and kept (store.c) */
 extern SPIPlanPtr hi_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types);
