@@ -14,13 +14,16 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/rls.h"
 #include "utils/syscache.h"
 
@@ -51,11 +54,24 @@ static EnqueueCache *enqueue_cache(FunctionCallInfo fcinfo, TupleDesc desc);
  * of every dump (pg_restore sends both), and ordinary sessions do not run with
  * both. The dump carries the outbox rows of what it restores, so the insert
  * triggers must not queue them a second time.
+ *
+ * Any role may turn both settings off, so the session's role (the outer one:
+ * SET ROLE counts, SECURITY DEFINER does not) must also be one that could
+ * write the outbox itself (superuser, the extension's owner, or granted
+ * INSERT on it): a role that may only insert cases gains nothing from it.
  */
 bool
 hi_restoring(void)
 {
-	return !check_function_bodies && !row_security;
+	Oid			nsp;
+	Oid			outbox;
+
+	if (check_function_bodies || row_security)
+		return false;
+	nsp = get_namespace_oid("halo_itsm", true);
+	outbox = OidIsValid(nsp) ? get_relname_relid("outbox", nsp) : InvalidOid;
+	return OidIsValid(outbox) &&
+		pg_class_aclcheck(outbox, GetOuterUserId(), ACL_INSERT) == ACLCHECK_OK;
 }
 
 /* SQL: whether this session is restoring a dump (see hi_restoring). */

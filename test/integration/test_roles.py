@@ -9,7 +9,7 @@ Runs in database halo_manual with two throwaway login roles (dropped at the end)
 """
 import psycopg2
 
-from halo_test import (PGHOST, PGPORT, ensure_extension, expect_error, fresh_integration, q,
+from halo_test import (PGHOST, PGPORT, PGUSER, ensure_extension, expect_error, fresh_integration, q,
                        q1)
 
 DB = "halo_manual"
@@ -127,6 +127,43 @@ def test_app_role_inserts_cases_only():
         assert n >= len(FORBIDDEN)
     finally:
         conn.close()
+
+
+def test_app_role_cannot_skip_the_queue_by_posing_as_a_restore():
+    """check_function_bodies and row_security both off mark a restore (the dump carries
+    the outbox rows), but only for a role that could write the outbox itself: the
+    application role, with both off, still queues its case and its standalone detection."""
+    fresh_integration(DB, standalone_detection_tickets=True)
+    q("GRANT INSERT ON halo_itsm.detections TO %s" % APP, db=DB)
+    conn = as_role(APP)
+    try:
+        run_as(conn, "SET check_function_bodies = off")
+        run_as(conn, "SET row_security = off")
+        run_as(conn, "INSERT INTO halo_itsm.cases (sid, title, severity)"
+                     " VALUES ('ROLE-RESTORE', 'Posing as a restore', 'high')")
+        run_as(conn, "INSERT INTO halo_itsm.detections (sid, title, severity, status)"
+                     " VALUES ('DET-RESTORE', 'Posing as a restore', 'low', 'closed')")
+    finally:
+        conn.close()
+        q("REVOKE INSERT ON halo_itsm.detections FROM %s" % APP, db=DB)
+    assert q("SELECT o.kind::text, o.state::text FROM halo_itsm.outbox o"
+             "  LEFT JOIN halo_itsm.cases c ON c.id = o.case_id"
+             "  LEFT JOIN halo_itsm.detections d ON d.id = o.detection_id"
+             " WHERE c.sid = 'ROLE-RESTORE' OR d.sid = 'DET-RESTORE' ORDER BY o.kind",
+             db=DB) == [("case", "pending"), ("detection", "pending")]
+    # a superuser session with both off is taken for a restore (test_dump_restore)
+    conn = psycopg2.connect(host=PGHOST, port=PGPORT, user=PGUSER, dbname=DB,
+                            application_name="halo_test")
+    conn.autocommit = True
+    try:
+        run_as(conn, "SET check_function_bodies = off")
+        run_as(conn, "SET row_security = off")
+        run_as(conn, "INSERT INTO halo_itsm.cases (sid, title, severity)"
+                     " VALUES ('SU-RESTORE', 'Restored', 'high')")
+    finally:
+        conn.close()
+    assert q1("SELECT count(*) FROM halo_itsm.outbox o JOIN halo_itsm.cases c"
+              " ON c.id = o.case_id WHERE c.sid = 'SU-RESTORE'", db=DB) == 0
 
 
 def test_receiver_role_may_only_ingest():
