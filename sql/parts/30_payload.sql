@@ -125,7 +125,8 @@ CREATE TRIGGER enqueue_ticket AFTER INSERT ON halo_itsm.cases
 -- deleted (or truncated) cases, detections and integrations go with them.
 CREATE FUNCTION halo_itsm._cascade_delete()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $$
+SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on AS $$
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         DELETE FROM halo_itsm.outbox o
@@ -163,7 +164,8 @@ CREATE TRIGGER cascade_truncate AFTER TRUNCATE ON halo_itsm.integrations
 -- Queues a ticket for a detection that is closed and standalone, once ever.
 CREATE FUNCTION halo_itsm._detection_enqueue()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $$
+SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on AS $$
 BEGIN
     IF halo_itsm._restoring() THEN
         RETURN NULL;    -- the restored outbox and tickets rows follow in the dump

@@ -42,7 +42,8 @@ RETURNS bigint LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- A Halo time (RFC 3339; without a zone it is UTC, as Halo's API sends it); NULL when unreadable.
--- Like the helpers below, it runs inside the apply functions (search_path pinned) and has no
+-- Like the helpers below, it runs inside the apply functions (search_path and
+-- standard_conforming_strings pinned: its regular expressions need the latter) and has no
 -- SET clause of its own: one costs a configuration save and restore per call.
 CREATE FUNCTION halo_itsm._halo_time(v text)
 RETURNS timestamptz LANGUAGE plpgsql STABLE AS $$
@@ -101,7 +102,8 @@ $$;
 CREATE FUNCTION halo_itsm._apply_ticket(integration integer, halo_ticket_id bigint, ticket jsonb,
                                         actions jsonb, fallback_time timestamptz)
 RETURNS jsonb LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on AS $$
 DECLARE
     t halo_itsm.tickets;
     v_closed_ids integer[];
@@ -201,7 +203,8 @@ $$;
 -- Applies one verified, parsed webhook payload (called by ingest_webhook in its transaction).
 CREATE FUNCTION halo_itsm._apply_webhook(integration integer, payload jsonb)
 RETURNS jsonb LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on AS $$
 DECLARE
     v_delivery text;
     v_ticket_id bigint;
@@ -257,7 +260,8 @@ $$;
 -- actions = GET /api/Actions?ticket_id=... ({"ticket_id", "record_count", "actions": [...]}).
 CREATE FUNCTION halo_itsm._apply_sync(outbox_id bigint, ticket jsonb, actions jsonb)
 RETURNS void LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on AS $$
 DECLARE
     o halo_itsm.outbox;
     v_actions jsonb;
@@ -290,6 +294,7 @@ $$;
 CREATE FUNCTION halo_itsm.ingest_webhook(webhook_key text, headers jsonb, body bytea)
 RETURNS jsonb LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS 'MODULE_PATHNAME', 'halo_itsm_ingest_webhook';
 COMMENT ON FUNCTION halo_itsm.ingest_webhook(text, jsonb, bytea) IS
     'Verifies and applies one Halo webhook delivery (the receiver passes the URL''s key, all request headers as a JSON object and the raw body); returns what it did. Rejections raise SQLSTATE WH001..WH011.';

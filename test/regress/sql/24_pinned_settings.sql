@@ -1,0 +1,66 @@
+-- 24_pinned_settings: the session settings that change how SQL text is read do not change
+-- what the extension's own code does (issue 9, item 9): a receiver session with
+-- standard_conforming_strings off, an odd DateStyle, IntervalStyle and TimeZone ingests a
+-- note dated 2020, and a deliver()-like session applies a sync, both stored at their 2020
+-- times (not at now()). Each part runs in a new session, before the extension's PL/pgSQL
+-- helpers are compiled in it.
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS halo_itsm CASCADE;
+CREATE EXTENSION halo_itsm;
+RESET client_min_messages;
+SET halo_itsm.allow_http = on;
+SET halo_itsm.allow_private_addresses = on;
+SELECT halo_itsm.connect('http://127.0.0.1:9', 'client', 'client-secret') AS integration;
+SELECT halo_itsm.configure(1, category => 'Security>Incident');
+UPDATE halo_itsm.integration_secrets SET webhook_secret = 'hX3v9Qw2Lk8Zp4Rt7Yb1Nc6Md0Fg5Sj2';
+INSERT INTO halo_itsm.cases (sid, title, severity, integration_id) VALUES ('CASE-1', 'Ransomware', 'critical', 1);
+INSERT INTO halo_itsm.tickets (integration_id, halo_ticket_id, case_id)
+SELECT 1, 1000 + id, id FROM halo_itsm.cases;
+DELETE FROM halo_itsm.outbox;
+-- what SECURITY DEFINER and apply functions pin beside search_path
+SELECT p.proname, p.prosecdef, p.proconfig
+  FROM pg_proc p
+ WHERE p.pronamespace = 'halo_itsm'::regnamespace
+   AND (p.prosecdef OR p.proname IN ('_apply_webhook', '_apply_sync', '_apply_ticket'))
+ ORDER BY p.proname;
+
+-- 1. The receiver's session: standard_conforming_strings off (as an old driver might set it).
+\c
+SET halo_itsm.webhook_base_url = 'https://soc.example.com/halo/';
+SET standard_conforming_strings = off;
+SET escape_string_warning = off;
+SET DateStyle = 'SQL, DMY';
+SET IntervalStyle = 'sql_standard';
+SET TimeZone = 'Pacific/Chatham';
+CREATE FUNCTION pg_temp.deliver(payload jsonb) RETURNS jsonb LANGUAGE sql AS $$
+    SELECT halo_itsm.ingest_webhook(
+               (SELECT webhook_key FROM halo_itsm.integrations WHERE id = 1),
+               h || jsonb_build_object('X-Signature',
+                        halo_itsm.webhook_signature('hX3v9Qw2Lk8Zp4Rt7Yb1Nc6Md0Fg5Sj2', h, convert_to(payload::text, 'UTF8'))),
+               convert_to(payload::text, 'UTF8'))
+      FROM (SELECT jsonb_build_object('Content-Type', 'application/json',
+                                      'Content-Length', octet_length(convert_to(payload::text, 'UTF8'))::text,
+                                      'Host', 'soc.example.com',
+                                      'X-Halo-Date', to_char(now() AT TIME ZONE 'UTC', 'Dy, DD Mon YYYY HH24:MI:SS "GMT"')) h) x
+$$;
+SELECT pg_temp.deliver('{"id": "w-2020", "object_id": 1001,
+  "ticket": {"id": 1001, "status_id": 2, "hasbeenclosed": false},
+  "actions": [{"id": 7001, "who": "Carol", "note": "Noted in 2020.", "datetime": "2020-03-04T05:06:07Z"},
+              {"id": 7002, "who": "Carol", "note": "Local time, no zone.", "datetime": "2020-03-04 06:07"}]}')
+       - 'delivery_id';
+
+-- 2. A session that applies a sync (as deliver() does) with the same settings.
+\c
+SET standard_conforming_strings = off;
+SET escape_string_warning = off;
+SET DateStyle = 'SQL, DMY';
+SET TimeZone = 'Pacific/Chatham';
+INSERT INTO halo_itsm.outbox (kind, integration_id, halo_ticket_id) VALUES ('sync', 1, 1001);
+SELECT halo_itsm._apply_sync((SELECT id FROM halo_itsm.outbox WHERE kind = 'sync'),
+    '{"id": 1001, "status_id": 2, "hasbeenclosed": false}',
+    '{"ticket_id": 1001, "record_count": 1, "actions": [{"id": 7003, "who": "Dan", "note": "Synced from 2020.", "datetime": "2020-12-31T23:59:59+02:00"}]}');
+
+\c
+SELECT t.halo_action_id, t.author, t.body,
+       to_char(t.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS occurred_utc
+  FROM halo_itsm.timeline t ORDER BY t.halo_action_id;
