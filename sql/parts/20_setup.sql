@@ -89,6 +89,24 @@ BEGIN
 END
 $$;
 
+-- A client secret read from a file on the database server, so that the secret is never
+-- in a statement's text (pg_stat_activity, psql's history): pass it to connect() or
+-- set_credentials(). Needs the privileges of pg_read_server_files; the file must be a
+-- regular file that no other user of the machine can read (checked in C).
+CREATE FUNCTION halo_itsm.secret_from_file(path text)
+RETURNS text LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_secret_from_file';
+COMMENT ON FUNCTION halo_itsm.secret_from_file(text) IS
+    'The client secret held in a file on the database server (trailing white space removed); for connect() and set_credentials(), so that no statement text holds the secret.';
+
+-- set_credentials() with the client secret read from a file on the database server.
+CREATE FUNCTION halo_itsm.set_credentials_from_file(integration integer, client_id text, secret_file text)
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM halo_itsm.set_credentials(integration, client_id, halo_itsm.secret_from_file(secret_file));
+END
+$$;
+
 -- Returns an integration row, or raises a clear error when there is none.
 CREATE FUNCTION halo_itsm._integration(integration integer)
 RETURNS halo_itsm.integrations LANGUAGE plpgsql STABLE
