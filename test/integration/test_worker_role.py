@@ -1,0 +1,62 @@
+"""halo_itsm.worker_role: the worker connects as the role named there (issue 9, item 2).
+
+With the role the README's Privileges section describes (LOGIN, not superuser, the
+grants on the extension's schema), the worker runs as that role and delivers a case and
+a ticket sync. The setting is read at server start: the test restarts the cluster with
+it, and again without it at the end.
+"""
+from halo_test import (WORKER_TYPE, ensure_extension, fresh_integration, q, q1, q1_retry,
+                       restart_cluster, timeout, wait_until)
+
+ROLE = "hi_test_worker"
+# the grants of the README's recipe
+GRANTS = [
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA halo_itsm TO %s",
+    "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA halo_itsm TO %s",
+    "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA halo_itsm TO %s",
+]
+
+
+def _worker_user():
+    return q1("SELECT usename FROM pg_stat_activity WHERE backend_type = %s", WORKER_TYPE)
+
+
+def setup_module():
+    ensure_extension("halo")
+    if q1("SELECT count(*) FROM pg_roles WHERE rolname = %s", ROLE, db="postgres"):
+        q("DROP OWNED BY %s" % ROLE)
+        q("DROP ROLE %s" % ROLE, db="postgres")
+    q("CREATE ROLE %s LOGIN" % ROLE, db="postgres")
+    for grant in GRANTS:
+        q(grant % ROLE)
+
+
+def teardown_module():
+    q("ALTER SYSTEM RESET halo_itsm.worker_role", db="postgres")
+    restart_cluster()
+    q1_retry("SELECT 1")
+    wait_until(lambda: _worker_user() == "postgres", timeout=30, msg="the worker as postgres")
+    q("DROP OWNED BY %s" % ROLE)
+    q("DROP ROLE %s" % ROLE, db="postgres")
+
+
+@timeout(120)
+def test_worker_runs_as_the_configured_role():
+    assert _worker_user() == "postgres"      # the default: the bootstrap superuser
+    q("ALTER SYSTEM SET halo_itsm.worker_role = %s", ROLE, db="postgres")
+    restart_cluster()
+    q1_retry("SELECT 1")
+    assert q1("SHOW halo_itsm.worker_role") == ROLE
+    wait_until(lambda: _worker_user() == ROLE, timeout=30, msg="the worker as %s" % ROLE)
+    assert q1("SELECT rolsuper FROM pg_roles WHERE rolname = %s", ROLE) is False
+    iid = fresh_integration("halo")
+    q("INSERT INTO halo_itsm.cases (sid, title, severity) VALUES ('ROLE-W1', 'By the role', 'high')")
+    tid = wait_until(lambda: q1("SELECT t.halo_ticket_id FROM halo_itsm.tickets t JOIN"
+                                " halo_itsm.cases c ON c.id = t.case_id WHERE c.sid = 'ROLE-W1'"),
+                     timeout=30, msg="ticket of ROLE-W1")
+    assert q1("SELECT halo_itsm._queue_sync(%s, %s)", iid, tid) is True
+    wait_until(lambda: q1("SELECT count(*) FROM halo_itsm.outbox WHERE kind = 'sync'"
+                          " AND state = 'done'") == 1, timeout=30, msg="sync done")
+    assert q("SELECT kind::text, state::text, attempts FROM halo_itsm.outbox ORDER BY id") \
+        == [("case", "done", 1), ("sync", "done", 1)]
+    assert _worker_user() == ROLE
