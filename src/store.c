@@ -26,7 +26,7 @@ static SPIPlanPtr sync_plan = NULL;
 static SPIPlanPtr recover_plan = NULL;
 static SPIPlanPtr all_busy_plan = NULL;
 
-/* Prepares a statement once per process and keeps it (in *plan). */
+/* Prepares a statement once per process, with search_path pinned, and keeps it (in *plan). */
 SPIPlanPtr
 hi_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
 {
