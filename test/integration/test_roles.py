@@ -41,6 +41,8 @@ FORBIDDEN = [
     "SELECT halo_itsm.configure(1, category => 'X')",
     "SELECT halo_itsm.configure_ids(1, tickettype_id => 2)",
     "SELECT halo_itsm.set_credentials(1, 'c', 'not-a-secret')",
+    "SELECT halo_itsm.secret_from_file('/etc/hostname')",
+    "SELECT halo_itsm.set_credentials_from_file(1, 'c', '/etc/hostname')",
     "SELECT halo_itsm.set_enabled(1, false)",
     "SELECT halo_itsm.check_connection(1)",
     "SELECT halo_itsm.ticket_payload('case', 'x')",
