@@ -102,8 +102,7 @@ $$;
 CREATE FUNCTION halo_itsm._apply_ticket(integration integer, halo_ticket_id bigint, ticket jsonb,
                                         actions jsonb, fallback_time timestamptz)
 RETURNS jsonb LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on AS $$
+SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     t halo_itsm.tickets;
     v_closed_ids integer[];
@@ -203,8 +202,7 @@ $$;
 -- Applies one verified, parsed webhook payload (called by ingest_webhook in its transaction).
 CREATE FUNCTION halo_itsm._apply_webhook(integration integer, payload jsonb)
 RETURNS jsonb LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on AS $$
+SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_delivery text;
     v_ticket_id bigint;
@@ -256,6 +254,8 @@ BEGIN
 END
 $$;
 
+-- standard_conforming_strings is pinned here and on ingest_webhook(), the two ways into the
+-- apply code (_apply_ticket and the helpers it calls read regular expressions).
 -- Applies a ticket sync fetched by the worker or deliver(): ticket = GET /api/Tickets/{id},
 -- actions = GET /api/Actions?ticket_id=... ({"ticket_id", "record_count", "actions": [...]}).
 CREATE FUNCTION halo_itsm._apply_sync(outbox_id bigint, ticket jsonb, actions jsonb)

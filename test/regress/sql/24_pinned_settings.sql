@@ -17,11 +17,11 @@ INSERT INTO halo_itsm.cases (sid, title, severity, integration_id) VALUES ('CASE
 INSERT INTO halo_itsm.tickets (integration_id, halo_ticket_id, case_id)
 SELECT 1, 1000 + id, id FROM halo_itsm.cases;
 DELETE FROM halo_itsm.outbox;
--- what SECURITY DEFINER and apply functions pin beside search_path
+-- what the SECURITY DEFINER functions and _apply_sync pin beside search_path
 SELECT p.proname, p.prosecdef, p.proconfig
   FROM pg_proc p
  WHERE p.pronamespace = 'halo_itsm'::regnamespace
-   AND (p.prosecdef OR p.proname IN ('_apply_webhook', '_apply_sync', '_apply_ticket'))
+   AND (p.prosecdef OR p.proname = '_apply_sync')
  ORDER BY p.proname;
 
 -- 1. The receiver's session: standard_conforming_strings off (as an old driver might set it).
