@@ -1,4 +1,4 @@
--- 24_pinned_settings: the session settings that change how SQL text is read do not change
+-- 25_pinned_settings: the session settings that change how SQL text is read do not change
 -- what the extension's own code does (issue 9, item 9): a receiver session with
 -- standard_conforming_strings off, an odd DateStyle, IntervalStyle and TimeZone ingests a
 -- note dated 2020, and a deliver()-like session applies a sync, both stored at their 2020
