@@ -10,7 +10,8 @@ HI_INSTALL_SQL = sql/halo_itsm--1.0.sql
 SQL_PARTS = $(sort $(wildcard sql/parts/*.sql))
 DATA_built = $(HI_INSTALL_SQL)
 
-CORE_OBJS = src/core/hi_template.o src/core/hi_signature.o src/core/hi_backoff.o src/core/hi_html.o
+CORE_OBJS = src/core/hi_template.o src/core/hi_signature.o src/core/hi_backoff.o src/core/hi_html.o \
+	src/core/hi_answer.o
 PG_OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
 OBJS = $(CORE_OBJS) $(PG_OBJS)
 

@@ -2,7 +2,8 @@
  * test_core.c
  *		Unit tests for halo_itsm's plain-C core: title templates
  *		(hi_template), the webhook signature scheme (hi_signature), retry
- *		backoff (hi_backoff) and note HTML to text (hi_html).  Prints one TAP-like line per check and ends
+ *		backoff (hi_backoff), note HTML to text (hi_html) and the checks on
+ *		Halo's answers (hi_answer).  Prints one TAP-like line per check and ends
  *		with "N passed, N failed"; exits non-zero on any failure.
  */
 #include <limits.h>
@@ -14,6 +15,7 @@
 
 #include <openssl/evp.h>
 
+#include "hi_answer.h"
 #include "hi_backoff.h"
 #include "hi_html.h"
 #include "hi_signature.h"
@@ -815,6 +817,82 @@ TestHtmlLinear(void)
 	free(want);
 }
 
+/* One scrub case: input JSON text, the text after scrubbing and the count. */
+static void
+CheckScrub(const char *name, const char *in, const char *want, size_t want_n)
+{
+	char		buf[256];
+	size_t		len = strlen(in);
+	size_t		n;
+
+	memcpy(buf, in, len + 1);
+	n = hi_json_scrub_escapes(buf, len);
+	hi_check(n == want_n && strcmp(buf, want) == 0, name, "got %zu \"%s\", want %zu \"%s\"",
+			 n, buf, want_n, want);
+}
+
+/* hi_json_scrub_escapes: NUL and lone surrogate escapes inside strings, nothing else. */
+static void
+TestJsonScrub(void)
+{
+	char		cut[] = "\"\\u0000\"";
+
+	CheckScrub("scrub: NUL escape", "{\"note\":\"a\\u0000b\"}", "{\"note\":\"a\\ufffdb\"}", 1);
+	CheckScrub("scrub: two NULs", "[\"\\u0000\\u0000\"]", "[\"\\ufffd\\ufffd\"]", 2);
+	CheckScrub("scrub: escaped backslash then u0000 text", "[\"\\\\u0000\"]", "[\"\\\\u0000\"]", 0);
+	CheckScrub("scrub: escaped quote keeps the string open", "[\"\\\"\\u0000\"]", "[\"\\\"\\ufffd\"]", 1);
+	CheckScrub("scrub: surrogate pair kept", "[\"\\ud83d\\ude00\"]", "[\"\\ud83d\\ude00\"]", 0);
+	CheckScrub("scrub: lone high surrogate", "[\"\\uD800x\"]", "[\"\\ufffdx\"]", 1);
+	CheckScrub("scrub: lone low surrogate", "[\"\\udc00\"]", "[\"\\ufffd\"]", 1);
+	CheckScrub("scrub: high then NUL", "[\"\\ud800\\u0000\"]", "[\"\\ufffd\\ufffd\"]", 2);
+	CheckScrub("scrub: high then high then low", "[\"\\ud800\\ud800\\udc00\"]", "[\"\\ufffd\\ud800\\udc00\"]", 1);
+	CheckScrub("scrub: other escapes untouched", "[\"\\n\\t\\u00e9\\/\"]", "[\"\\n\\t\\u00e9\\/\"]", 0);
+	CheckScrub("scrub: keys too", "{\"\\u0000\":1}", "{\"\\ufffd\":1}", 1);
+	CheckScrub("scrub: outside strings untouched", "[1,\\u0000]", "[1,\\u0000]", 0);
+	CheckScrub("scrub: short escape at the end", "[\"\\u00", "[\"\\u00", 0);
+	CheckScrub("scrub: backslash at the end", "[\"\\", "[\"\\", 0);
+	CheckScrub("scrub: not hex", "[\"\\u00g0\"]", "[\"\\u00g0\"]", 0);
+	/* the length bounds what is read: an escape cut by len is left alone */
+	hi_check(hi_json_scrub_escapes(cut, 5) == 0 && strcmp(cut, "\"\\u0000\"") == 0,
+			 "scrub: reads no further than len", "got \"%s\"", cut);
+}
+
+/* hi_token_is_usable and the token lifetime arithmetic. */
+static void
+TestToken(void)
+{
+	static char big[HI_TOKEN_MAX_LEN + 2];
+
+	hi_check(hi_token_is_usable(LIT("eyJhbGci.OiJ-IUz_I1~Ni+/=")), "token: JWT-like", "refused");
+	hi_check(!hi_token_is_usable(LIT("")), "token: empty", "accepted");
+	hi_check(!hi_token_is_usable(LIT("abc\r\nX-Evil: 1")), "token: CRLF", "accepted");
+	hi_check(!hi_token_is_usable(LIT("a b")), "token: space", "accepted");
+	hi_check(!hi_token_is_usable(LIT("caf\xc3\xa9")), "token: non-ASCII", "accepted");
+	hi_check(!hi_token_is_usable(LIT("a\0b")), "token: NUL", "accepted");
+	hi_check(!hi_token_is_usable(NULL, 3), "token: NULL", "accepted");
+	memset(big, 'a', sizeof(big) - 1);
+	hi_check(hi_token_is_usable(big, HI_TOKEN_MAX_LEN), "token: longest", "refused");
+	hi_check(!hi_token_is_usable(big, HI_TOKEN_MAX_LEN + 1), "token: too long", "accepted");
+
+	hi_check_long("lifetime: absent", (long) hi_token_lifetime_s(0, 5), 3600);
+	hi_check_long("lifetime: 0", (long) hi_token_lifetime_s(1, 0), 1);
+	hi_check_long("lifetime: negative", (long) hi_token_lifetime_s(1, INT64_MIN), 1);
+	hi_check_long("lifetime: 1e13", (long) hi_token_lifetime_s(1, INT64_C(10000000000000)), 86400);
+	hi_check_long("lifetime: max int64", (long) hi_token_lifetime_s(1, INT64_MAX), 86400);
+	hi_check_long("lifetime: 3600", (long) hi_token_lifetime_s(1, 3600), 3600);
+
+	hi_check_long("renew: 1 s", (long) hi_token_renew_after_us(1), 900000);
+	hi_check_long("renew: 30 s", (long) hi_token_renew_after_us(30), 27000000);
+	hi_check_long("renew: 59 s", (long) hi_token_renew_after_us(59), 53100000);
+	hi_check_long("renew: 60 s", (long) hi_token_renew_after_us(60), 54000000);
+	hi_check_long("renew: 61 s", (long) hi_token_renew_after_us(61), 54900000);
+	hi_check_long("renew: 600 s", (long) hi_token_renew_after_us(600), 540000000);
+	hi_check_long("renew: 3600 s", (long) hi_token_renew_after_us(3600), 3540000000L);
+	hi_check_long("renew: 1e13 (clamped to a day)", (long) hi_token_renew_after_us(INT64_C(10000000000000)),
+				  86340000000L);
+	hi_check_long("renew: 0 (clamped to 1 s)", (long) hi_token_renew_after_us(0), 900000);
+}
+
 /* Run every test and print the summary. */
 int
 main(void)
@@ -831,5 +909,7 @@ main(void)
 	TestRetryAfter();
 	TestHtml();
 	TestHtmlLinear();
+	TestJsonScrub();
+	TestToken();
 	return hi_test_summary();
 }
