@@ -2,14 +2,20 @@
 faults.py - fault injection rules for the mock Halo server.
 
 A rule matches a request by method and path (case-insensitive; a path ending in
-"*" matches by prefix; either may be omitted to match anything) and carries an
-action: status, drop, drop_after_create, delay or expire_tokens.  Rules are
+"*" matches by prefix; either may be omitted to match anything), and optionally by
+query parameters ("query": {"name": "value"}, each compared with the parameter's
+first value) and by a substring of the request body ("body_contains"). It carries
+an action: status, drop, drop_after_create, delay or expire_tokens. A status
+action answers its "status" with a JSON "body", or with bytes sent as they are:
+"raw" (a string, sent as UTF-8) or "raw_base64", with "content_type" (default
+application/json) - for answers that are not JSON, or not valid UTF-8.  Rules are
 tried in order; the first one with count remaining fires and its count is
 decremented under the state lock.  A "random" rule draws from its own seeded
 generator and fires a fault with the given probabilities; when the draw picks
 no fault the request falls through to the later rules.
 """
 
+import base64
 import random
 
 ACTION_TYPES = ('status', 'drop', 'drop_after_create', 'delay', 'expire_tokens')
@@ -20,10 +26,15 @@ def parse_rule(raw):
     """Validate one rule from POST /_mock/faults; return the stored form."""
     if not isinstance(raw, dict):
         raise ValueError('a rule must be a JSON object')
-    rule = {'method': raw.get('method'), 'path': raw.get('path'), 'fired': 0}
-    for key in ('method', 'path'):
+    rule = {'method': raw.get('method'), 'path': raw.get('path'), 'fired': 0,
+            'query': raw.get('query'), 'body_contains': raw.get('body_contains')}
+    for key in ('method', 'path', 'body_contains'):
         if rule[key] is not None and not isinstance(rule[key], str):
             raise ValueError('%s must be a string' % key)
+    if rule['query'] is not None and not (
+            isinstance(rule['query'], dict)
+            and all(isinstance(v, str) for v in rule['query'].values())):
+        raise ValueError('query must be an object of strings')
     if 'random' in raw:
         rnd = raw['random']
         if not isinstance(rnd, dict):
@@ -41,6 +52,13 @@ def parse_rule(raw):
             raise ValueError('action.type must be one of ' + ', '.join(ACTION_TYPES))
         if action['type'] == 'status' and not isinstance(action.get('status'), int):
             raise ValueError('a status action needs an integer "status"')
+        if 'raw' in action and not isinstance(action['raw'], str):
+            raise ValueError('raw must be a string')
+        if 'raw_base64' in action:
+            try:
+                base64.b64decode(action['raw_base64'], validate=True)
+            except (TypeError, ValueError):
+                raise ValueError('raw_base64 must be base64')
         if action['type'] == 'delay' and not isinstance(action.get('ms'), (int, float)):
             raise ValueError('a delay action needs a number "ms"')
         rule['action'] = dict(action)
@@ -50,8 +68,8 @@ def parse_rule(raw):
     return rule
 
 
-def _matches(rule, method, path):
-    """Tell whether a rule applies to this method and path."""
+def _matches(rule, method, path, query, body):
+    """Tell whether a rule applies to this method, path, query and body."""
     if rule['count'] == 0:
         return False
     if rule['method'] and rule['method'].upper() != method.upper():
@@ -60,9 +78,28 @@ def _matches(rule, method, path):
     if want:
         want, path = want.lower().rstrip('/'), path.lower().rstrip('/')
         if want.endswith('*'):
-            return path.startswith(want[:-1])
-        return path == want
+            if not path.startswith(want[:-1]):
+                return False
+        elif path != want:
+            return False
+    for name, value in (rule.get('query') or {}).items():
+        if (query or {}).get(name, [None])[0] != value:
+            return False
+    if rule.get('body_contains') is not None:
+        if rule['body_contains'].encode('utf-8') not in (body or b''):
+            return False
     return True
+
+
+def raw_answer(action):
+    """The bytes and content type a status action sends as they are, or None for JSON."""
+    if 'raw_base64' in action:
+        data = base64.b64decode(action['raw_base64'])
+    elif 'raw' in action:
+        data = action['raw'].encode('utf-8')
+    else:
+        return None
+    return data, action.get('content_type') or 'application/json'
 
 
 def _draw(rule):
@@ -84,11 +121,11 @@ def _draw(rule):
     return None
 
 
-def pick_fault(state, method, path):
+def pick_fault(state, method, path, query=None, body=b''):
     """Return the fault action to apply to this request (a dict), or None."""
     with state.lock:
         for rule in state.faults:
-            if not _matches(rule, method, path):
+            if not _matches(rule, method, path, query, body):
                 continue
             action = _draw(rule) if 'random' in rule else dict(rule['action'])
             if action is None:

@@ -6,7 +6,8 @@ handshake done in the connection's own thread).  MockHandler speaks HTTP/1.1 wit
 keep-alive, reads each request (Content-Length or chunked), logs every request
 outside /_mock/ with the time its request line was read, applies fault rules,
 rate limit and latency, checks bearer tokens on /api/..., and dispatches to
-halo_api or control_api.  Every answer is JSON with an exact Content-Length.
+halo_api or control_api.  Every answer is JSON with an exact Content-Length,
+except an injected fault's raw body (faults.raw_answer), sent as it is.
 """
 
 import json
@@ -121,7 +122,7 @@ class MockHandler(BaseHTTPRequestHandler):
     def answer_logged(self, req, entry):
         """Apply faults, latency and dispatch to a logged request, then answer it."""
         state = self.server.state
-        fault = faults.pick_fault(state, req.method, req.path)
+        fault = faults.pick_fault(state, req.method, req.path, req.query, req.body)
         kind = fault['type'] if fault else None
         if fault:
             with state.lock:
@@ -134,8 +135,9 @@ class MockHandler(BaseHTTPRequestHandler):
             extra = dict(fault.get('headers') or {})
             if fault.get('retry_after') is not None:
                 extra['Retry-After'] = str(fault['retry_after'])
-            result = (fault['status'], fault.get('body', {'error': 'injected fault',
-                                                         'status': fault['status']}), extra)
+            raw = faults.raw_answer(fault)
+            result = (fault['status'], raw if raw is not None else
+                      fault.get('body', {'error': 'injected fault', 'status': fault['status']}), extra)
         elif kind == 'drop':
             result = None
         else:
@@ -182,11 +184,16 @@ class MockHandler(BaseHTTPRequestHandler):
             return 500, {'error': 'mock internal error: %s: %s' % (type(e).__name__, e)}
 
     def send_json(self, status, obj, extra_headers=None):
-        """Send a JSON answer with an exact Content-Length."""
-        data = json.dumps(obj, ensure_ascii=False).encode('utf-8')
+        """Send a JSON answer (or, for a tuple (bytes, content type), those bytes) with an
+        exact Content-Length."""
+        if isinstance(obj, tuple):
+            data, ctype = obj
+        else:
+            data = json.dumps(obj, ensure_ascii=False).encode('utf-8')
+            ctype = 'application/json; charset=utf-8'
         try:
             self.send_response(status)
-            self.send_header('Content-Type', 'application/json; charset=utf-8')
+            self.send_header('Content-Type', ctype)
             self.send_header('Content-Length', str(len(data)))
             for name, value in (extra_headers or {}).items():
                 self.send_header(name, value)

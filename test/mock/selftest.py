@@ -206,6 +206,30 @@ def check_faults(r, c):
     codes = [c.call('GET', '/api/Status')[0] for _ in range(20)]
     r.check('random faults', 500 in codes and 200 in codes, codes)
     c.call('DELETE', '/_mock/faults')
+    # raw answers, picked by query parameter and by body
+    c.call('POST', '/_mock/faults', {'rules': [
+        {'method': 'GET', 'path': '/api/Actions', 'query': {'ticket_id': '7'}, 'count': 2,
+         'action': {'type': 'status', 'status': 200, 'raw': 'Infinity'}},
+        {'method': 'POST', 'path': '/api/Tickets', 'body_contains': 'RAW-1',
+         'action': {'type': 'status', 'status': 200, 'raw_base64': 'PGh0bWw+/w==',
+                    'content_type': 'text/html'}}]})
+    conn = http.client.HTTPConnection('127.0.0.1', c.port, timeout=10)
+    auth = {'Authorization': 'Bearer ' + c.token}
+    got = []
+    for path in ('/api/Actions?ticket_id=8', '/api/Actions?ticket_id=7', '/api/Actions?ticket_id=7',
+                 '/api/Actions?ticket_id=7'):
+        conn.request('GET', path, headers=auth)
+        resp = conn.getresponse()
+        got.append((resp.status, resp.read()[:8]))
+    r.check('raw answer by query, count', got == [
+        (200, b'{"ticket'), (200, b'Infinity'), (200, b'Infinity'), (200, b'{"ticket')], got)
+    conn.request('POST', '/api/Tickets', body=json.dumps([{'summary': 'RAW-1', 'category_1': 'S'}]),
+                 headers=dict(auth, **{'Content-Type': 'application/json'}))
+    resp = conn.getresponse()
+    r.check('raw bytes by body', (resp.status, resp.getheader('Content-Type'), resp.read())
+            == (200, 'text/html', b'<html>\xff'))
+    conn.close()
+    c.call('DELETE', '/_mock/faults')
 
 
 def check_webhooks(r, c):
