@@ -12,10 +12,13 @@
  *	  lane's worth of items ahead, so that a lane goes on with its next
  *	  item the moment an answer arrives instead of waiting for the
  *	  database round trip. Tokens are fetched here and cached per
- *	  integration until a minute before they expire; the integrations, their
+ *	  integration until shortly before they expire (a tenth of their
+ *	  lifetime, at most a minute); the integrations, their
  *	  tokens and request budgets are kept in instance.c. Finished items are
  *	  handed back with their outcome; recording them is the caller's
- *	  business (store.c).
+ *	  business (store.c). Every answer is parsed here, where a failure is
+ *	  caught: an answer that cannot be used fails its item (retried, then
+ *	  dead with the reason), never the process.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -36,13 +39,13 @@
 #include "utils/wait_event.h"
 
 #include "halo_itsm.h"
+#include "hi_answer.h"
 #include "hi_backoff.h"
 #include "hi_engine.h"
 #include "hi_instance.h"
 #include "hi_http.h"
 #include "hi_json.h"
 
-#define TOKEN_RENEW_MARGIN_US (60 * USECS_PER_SEC)
 #define LOOKUP_PAGE_SIZE 100
 #define LOOKUP_MAX_PAGES 20
 #define TOKEN_SCOPE "read:tickets edit:tickets read:customers"
@@ -65,6 +68,8 @@ static void hi_engine_kick(void);
 static void hi_item_start_step(HiItem *item);
 static void hi_item_on_response(HiItem *item, HiRequest *req);
 static void hi_item_fail(HiItem *item, HiRequest *req);
+static void hi_item_bad_answer(HiItem *item, HiRequest *req, const char *why);
+static bool hi_actions_answer_ok(Jsonb *jb);
 static void hi_item_finish(HiItem *item, HiOutcome outcome);
 static void hi_queue_push(HiItem **head, HiItem **tail, HiItem *item);
 static void hi_token_done(HiItem *item, HiRequest *req);
@@ -236,8 +241,8 @@ hi_item_start_step(HiItem *item)
 	HiRequest  *req = NULL;
 	long		wait_ms;
 	MemoryContext old;
-	char		path[64];
-	char		query[512];
+	StringInfoData path;
+	StringInfoData query;
 
 	if (item->kind != HI_KIND_SYNC && item->sid == NULL)
 	{
@@ -246,8 +251,9 @@ hi_item_start_step(HiItem *item)
 		hi_item_finish(item, HI_OUT_DEAD);
 		return;
 	}
+	/* in->token_expires is when to renew; a token this item just fetched is used at least once */
 	if (item->step != HI_STEP_TOKEN &&
-		(in->token == NULL || in->token_expires - TOKEN_RENEW_MARGIN_US < now))
+		(in->token == NULL || (in->token_expires <= now && !item->token_fresh)))
 	{
 		if (in->token_fetching)
 		{
@@ -272,6 +278,9 @@ hi_item_start_step(HiItem *item)
 	}
 
 	old = MemoryContextSwitchTo(item->cxt);
+	item->token_fresh = false;
+	initStringInfo(&path);
+	initStringInfo(&query);
 	switch (item->step)
 	{
 		case HI_STEP_TOKEN:
@@ -284,10 +293,9 @@ hi_item_start_step(HiItem *item)
 				initStringInfo(&body);
 				appendStringInfo(&body, "grant_type=client_credentials&client_id=%s&client_secret=%s&scope=%s",
 								 e_id, e_secret, e_scope);
-				query[0] = '\0';
 				if (in->tenant)
-					snprintf(query, sizeof(query), "tenant=%s", hi_url_escape(in->tenant));
-				req = hi_request_new("POST", in->base_url, "/auth/token", query, NULL,
+					appendStringInfo(&query, "tenant=%s", hi_url_escape(in->tenant));
+				req = hi_request_new("POST", in->base_url, "/auth/token", query.data, NULL,
 									 "application/x-www-form-urlencoded", body.data);
 				explicit_bzero(body.data, body.len);
 				explicit_bzero(e_secret, strlen(e_secret));
@@ -298,10 +306,10 @@ hi_item_start_step(HiItem *item)
 			{
 				char	   *e_sid = hi_url_escape(item->sid);
 
-				snprintf(query, sizeof(query),
-						 "third_party_id_string=%s&search=%s&pageinate=true&page_size=%d&page_no=%d",
-						 e_sid, e_sid, LOOKUP_PAGE_SIZE, item->lookup_page);
-				req = hi_request_new("GET", in->base_url, "/api/Tickets", query, in->token, NULL, NULL);
+				appendStringInfo(&query,
+								 "third_party_id_string=%s&search=%s&pageinate=true&page_size=%d&page_no=%d",
+								 e_sid, e_sid, LOOKUP_PAGE_SIZE, item->lookup_page);
+				req = hi_request_new("GET", in->base_url, "/api/Tickets", query.data, in->token, NULL, NULL);
 				break;
 			}
 		case HI_STEP_CREATE:
@@ -315,12 +323,12 @@ hi_item_start_step(HiItem *item)
 				break;
 			}
 		case HI_STEP_GET_TICKET:
-			snprintf(path, sizeof(path), "/api/Tickets/" INT64_FORMAT, item->halo_ticket_id);
-			req = hi_request_new("GET", in->base_url, path, NULL, in->token, NULL, NULL);
+			appendStringInfo(&path, "/api/Tickets/" INT64_FORMAT, item->halo_ticket_id);
+			req = hi_request_new("GET", in->base_url, path.data, NULL, in->token, NULL, NULL);
 			break;
 		case HI_STEP_GET_ACTIONS:
-			snprintf(query, sizeof(query), "ticket_id=" INT64_FORMAT "&excludesys=true", item->halo_ticket_id);
-			req = hi_request_new("GET", in->base_url, "/api/Actions", query, in->token, NULL, NULL);
+			appendStringInfo(&query, "ticket_id=" INT64_FORMAT "&excludesys=true", item->halo_ticket_id);
+			req = hi_request_new("GET", in->base_url, "/api/Actions", query.data, in->token, NULL, NULL);
 			break;
 		case HI_STEP_START:
 			elog(ERROR, "halo_itsm: item in an impossible step");
@@ -351,6 +359,7 @@ hi_item_on_response(HiItem *item, HiRequest *req)
 	HiInstance *in = item->inst;
 	bool		ok = req->result == CURLE_OK && req->status >= 200 && req->status < 300;
 	Jsonb	   *jb;
+	char	   *why = NULL;
 	MemoryContext old;
 
 	if (item->step == HI_STEP_TOKEN)
@@ -390,8 +399,8 @@ hi_item_on_response(HiItem *item, HiRequest *req)
 				int			page_items = 0;
 				int			r;
 
-				jb = hi_json_parse(req->body);
-				r = hi_json_find_ticket(jb, item->sid, &ticket_id, &record_count, &page_items);
+				jb = hi_json_parse_answer(req->body, req->body_len, &why);
+				r = jb ? hi_json_find_ticket(jb, item->sid, &ticket_id, &record_count, &page_items) : -1;
 				if (r == 1)
 				{
 					item->result_ticket_id = ticket_id;
@@ -409,21 +418,15 @@ hi_item_on_response(HiItem *item, HiRequest *req)
 					hi_item_start_step(item);
 				}
 				else
-				{
-					item->error = psprintf("halo_itsm: Halo's answer to GET /api/Tickets is not a ticket list: %.200s", req->body);
-					item->outcome_maybe_sent = true;
-					item->retry_in_ms = hi_backoff_delay_ms(item->attempts, hi_backoff_base_ms, hi_backoff_max_ms,
-															pg_prng_double(&pg_global_prng_state), -1);
-					hi_item_finish(item, item->attempts >= hi_max_attempts ? HI_OUT_DEAD : HI_OUT_RETRY);
-				}
+					hi_item_bad_answer(item, req, why ? why : "it is not a ticket list with usable ids");
 				break;
 			}
 		case HI_STEP_CREATE:
 			{
 				int64		id;
 
-				jb = hi_json_parse(req->body);
-				if (hi_json_get_int64(hi_json_first_object(jb), "id", &id) && id > 0)
+				jb = hi_json_parse_answer(req->body, req->body_len, &why);
+				if (jb && hi_json_get_int64(hi_json_first_object(jb), "id", &id) && id > 0)
 				{
 					item->result_ticket_id = id;
 					hi_item_finish(item, HI_OUT_CREATED);
@@ -431,22 +434,29 @@ hi_item_on_response(HiItem *item, HiRequest *req)
 				else
 				{
 					/* Halo took the request but its answer has no id: look before sending again */
-					item->error = psprintf("halo_itsm: Halo answered %ld to POST /api/Tickets without a ticket id: %.200s",
-										   req->status, req->body);
-					item->outcome_maybe_sent = true;
-					item->retry_in_ms = hi_backoff_delay_ms(item->attempts, hi_backoff_base_ms, hi_backoff_max_ms,
-															pg_prng_double(&pg_global_prng_state), -1);
-					hi_item_finish(item, item->attempts >= hi_max_attempts ? HI_OUT_DEAD : HI_OUT_RETRY);
+					hi_item_bad_answer(item, req, why ? why : "it has no ticket id");
 				}
 				break;
 			}
 		case HI_STEP_GET_TICKET:
-			item->ticket_json = pstrdup(req->body);
+			jb = hi_json_parse_answer(req->body, req->body_len, &why);
+			if (jb == NULL || !JsonContainerIsObject(&jb->root))
+			{
+				hi_item_bad_answer(item, req, why ? why : "it is not a ticket object");
+				break;
+			}
+			item->ticket_jb = jb;
 			item->step = HI_STEP_GET_ACTIONS;
 			hi_item_start_step(item);
 			break;
 		case HI_STEP_GET_ACTIONS:
-			item->actions_json = pstrdup(req->body);
+			jb = hi_json_parse_answer(req->body, req->body_len, &why);
+			if (jb == NULL || !hi_actions_answer_ok(jb))
+			{
+				hi_item_bad_answer(item, req, why ? why : "it is not a list of actions");
+				break;
+			}
+			item->actions_jb = jb;
 			hi_item_finish(item, HI_OUT_SYNCED);
 			break;
 		default:
@@ -485,31 +495,85 @@ hi_item_fail(HiItem *item, HiRequest *req)
 	hi_item_finish(item, HI_OUT_DEAD);
 }
 
+/*
+ * Finishes an item whose 2xx answer cannot be used (not JSON, not the
+ * shape asked for, a field of the wrong type): like a server error, it is
+ * retried with backoff and dead after halo_itsm.max_attempts, with why and
+ * the start of the answer as the reason. A create (or the lookup standing
+ * for one) may have reached Halo, so the next attempt looks first.
+ */
+static void
+hi_item_bad_answer(HiItem *item, HiRequest *req, const char *why)
+{
+	MemoryContext old = MemoryContextSwitchTo(item->cxt);
+	char	   *desc = psprintf("halo_itsm: Halo's answer %ld to %s cannot be used: %s; it reads: %s",
+								req->status, req->path, why, hi_answer_excerpt(req, 200));
+
+	item->http_status = (int) req->status;
+	if (item->step == HI_STEP_CREATE || item->step == HI_STEP_LOOKUP)
+		item->outcome_maybe_sent = true;
+	if (item->step == HI_STEP_TOKEN)
+		item->step = item->resume_step;
+	if (item->attempts < hi_max_attempts)
+	{
+		item->retry_in_ms = hi_backoff_delay_ms(item->attempts, hi_backoff_base_ms, hi_backoff_max_ms,
+												pg_prng_double(&pg_global_prng_state), -1);
+		item->error = desc;
+		MemoryContextSwitchTo(old);
+		hi_item_finish(item, HI_OUT_RETRY);
+		return;
+	}
+	item->error = psprintf("%s (gave up after %d attempts; SELECT halo_itsm.retry() tries again)", desc, item->attempts);
+	MemoryContextSwitchTo(old);
+	hi_item_finish(item, HI_OUT_DEAD);
+}
+
+/* True when an actions answer is {"actions": [...], ...} or a bare array. */
+static bool
+hi_actions_answer_ok(Jsonb *jb)
+{
+	JsonbContainer *a;
+
+	if (JsonContainerIsArray(&jb->root))
+		return !JsonContainerIsScalar(&jb->root);
+	a = hi_json_get_container(&jb->root, "actions");
+	return a != NULL && JsonContainerIsArray(a) && !JsonContainerIsScalar(a);
+}
+
 /* Handles the answer to a token request, for the item and those waiting on it. */
 static void
 hi_token_done(HiItem *item, HiRequest *req)
 {
 	HiInstance *in = item->inst;
 	HiItem	   *waiters = in->token_waiters;
+	bool		answered = req->result == CURLE_OK && req->status >= 200 && req->status < 300;
 	bool		ok = false;
+	char	   *why = NULL;
 
 	in->token_fetching = false;
 	in->token_waiters = NULL;
-	if (req->result == CURLE_OK && req->status >= 200 && req->status < 300)
+	if (answered)
 	{
 		MemoryContext old = MemoryContextSwitchTo(item->cxt);
-		Jsonb	   *jb = hi_json_parse(req->body);
+		Jsonb	   *jb = hi_json_parse_answer(req->body, req->body_len, &why);
 		char	   *token = jb ? hi_json_get_text(&jb->root, "access_token") : NULL;
-		int64		expires_in;
+		int64		expires_in = 0;
+		bool		have;
 
-		if (token && token[0])
+		if (token && hi_token_is_usable(token, strlen(token)))
 		{
-			if (!hi_json_get_int64(&jb->root, "expires_in", &expires_in) || expires_in <= 0)
-				expires_in = 3600;
-			hi_instance_set_token(in, token, GetCurrentTimestamp() + expires_in * USECS_PER_SEC);
-			explicit_bzero(token, strlen(token));
+			/* expires_in clamped to 1 s .. a day; renewed a tenth of it (at most 60 s) early */
+			have = hi_json_get_int64(&jb->root, "expires_in", &expires_in);
+			hi_instance_set_token(in, token, GetCurrentTimestamp() +
+								  hi_token_renew_after_us(hi_token_lifetime_s(have, expires_in)));
+			item->token_fresh = true;
 			ok = true;
 		}
+		else if (jb)
+			why = token ? "its access_token is empty, too long or holds characters a header cannot carry" :
+				"it has no access_token string";
+		if (token)
+			explicit_bzero(token, strlen(token));
 		MemoryContextSwitchTo(old);
 	}
 
@@ -518,15 +582,10 @@ hi_token_done(HiItem *item, HiRequest *req)
 		item->step = item->resume_step;
 		hi_item_start_step(item);
 	}
+	else if (answered)
+		hi_item_bad_answer(item, req, why);	/* a 2xx without a usable token */
 	else
-	{
-		if (req->result == CURLE_OK && req->status >= 200 && req->status < 300)
-		{
-			/* a 2xx without a token: treat like a server error */
-			req->status = 502;
-		}
 		hi_item_fail(item, req);
-	}
 
 	/* the waiters go on with the new token, or try to fetch one themselves */
 	while (waiters)

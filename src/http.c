@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -95,9 +96,10 @@ hi_request_new(const char *method, const char *base_url, const char *path,
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("halo_itsm: out of memory")));
 	req->retry_after_ms = -1;
 	strlcpy(req->method, method, sizeof(req->method));
-	snprintf(req->path, sizeof(req->path), "%s %s", method, path);
-
 	initStringInfo(&url);
+	appendStringInfo(&url, "%s %s", method, path);
+	req->path = hi_strdup(url.data);
+	resetStringInfo(&url);
 	appendStringInfo(&url, "%s%s", base_url, path);
 	if (query && query[0])
 		appendStringInfo(&url, "?%s", query);
@@ -140,10 +142,10 @@ hi_request_new(const char *method, const char *base_url, const char *path,
 	req->headers = curl_slist_append(req->headers, "Accept: application/json");
 	if (content_type)
 	{
-		char		h[128];
+		char	   *h = psprintf("Content-Type: %s", content_type);
 
-		snprintf(h, sizeof(h), "Content-Type: %s", content_type);
 		req->headers = curl_slist_append(req->headers, h);
+		pfree(h);
 	}
 	if (bearer)
 	{
@@ -209,6 +211,7 @@ hi_request_free(HiRequest *req)
 		free(req->body);
 	}
 	free(req->url);
+	free(req->path);
 	free(req);
 }
 
@@ -336,16 +339,50 @@ hi_request_describe(const HiRequest *req)
 	}
 	else
 	{
-		int			n = req->body_len > 1000 ? 1000 : (int) req->body_len;
-
 		appendStringInfo(&s, "halo_itsm: Halo answered %ld to %s", req->status, req->path);
 		if (req->status == 401)
 			appendStringInfoString(&s, " (check the client ID and secret with halo_itsm.set_credentials())");
 		else if (req->status == 403)
 			appendStringInfoString(&s, " (the API application lacks a permission: give it read:tickets edit:tickets read:customers)");
-		if (n > 0)
-			appendStringInfo(&s, ": %.*s%s", n, req->body, req->body_len > 1000 ? "..." : "");
+		if (req->body_len > 0)
+			appendStringInfo(&s, ": %s", hi_answer_excerpt(req, 1000));
 	}
+	return s.data;
+}
+
+/*
+ * The start of an answer's body (at most max bytes) as text that is safe
+ * to store and print (palloc'd): characters that are not valid UTF-8 (or
+ * not ASCII, when the database is not UTF-8) become '?', control
+ * characters and NUL bytes become spaces; "..." marks a cut.
+ */
+char *
+hi_answer_excerpt(const HiRequest *req, int max)
+{
+	StringInfoData s;
+	const unsigned char *p = (const unsigned char *) (req->body ? req->body : "");
+	size_t		len = req->body ? req->body_len : 0;
+	size_t		i = 0;
+	bool		utf8 = GetDatabaseEncoding() == PG_UTF8;
+
+	initStringInfo(&s);
+	while (i < len && s.len < max)
+	{
+		int			l = (p[i] < 0x80) ? 1 : pg_utf_mblen(p + i);
+
+		if (p[i] < 0x80)
+			appendStringInfoChar(&s, (p[i] < 0x20 || p[i] == 0x7f) ? ' ' : (char) p[i]);
+		else if (utf8 && (size_t) l <= len - i && pg_utf8_islegal(p + i, l))
+			appendBinaryStringInfo(&s, (const char *) p + i, l);
+		else
+		{
+			appendStringInfoChar(&s, '?');
+			l = 1;
+		}
+		i += l;
+	}
+	if (i < len)
+		appendStringInfoString(&s, "...");
 	return s.data;
 }
 

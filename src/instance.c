@@ -84,7 +84,7 @@ hi_instance_for(HiItem *item)
 	return in;
 }
 
-/* Stores a new token (or none, with NULL) and when it expires. */
+/* Stores a new token (or none, with NULL) and when to renew it. */
 void
 hi_instance_set_token(HiInstance *in, const char *token, TimestampTz expires)
 {

@@ -3,15 +3,22 @@
  *	  Reading Halo's JSON answers with PostgreSQL's jsonb parser: fields of
  *	  the token answer and of tickets, and the search of a ticket list for
  *	  our third_party_id_string. Parse errors come back as NULL, not ERROR.
+ *	  Answers from Halo go through hi_json_parse_answer(), which also says
+ *	  why an answer cannot be used and makes text jsonb cannot store (NUL,
+ *	  lone surrogates) storable.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include <limits.h>
+
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 
+#include "hi_answer.h"
 #include "hi_json.h"
 
 /* Parses text as jsonb in the current memory context; NULL when it is not JSON. */
@@ -29,6 +36,60 @@ hi_json_parse(const char *text)
 	{
 		MemoryContextSwitchTo(cxt);
 		FlushErrorState();
+		result = NULL;
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/*
+ * Parses an answer body of len bytes from Halo as jsonb (in the current
+ * memory context). The body must be UTF-8 without NUL bytes; \u0000 and
+ * lone surrogate escapes become U+FFFD (hi_json_scrub_escapes, in place).
+ * Returns NULL with *why (palloc'd) saying what is wrong, never an ERROR.
+ */
+Jsonb *
+hi_json_parse_answer(char *body, size_t len, char **why)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Jsonb	   *volatile result = NULL;
+	char	   *volatile text = body;
+
+	*why = NULL;
+	if (body == NULL || len == 0)
+	{
+		*why = pstrdup("the answer is empty");
+		return NULL;
+	}
+	if (strlen(body) != len)
+	{
+		*why = pstrdup("the answer holds a NUL byte");
+		return NULL;
+	}
+	if (!pg_verify_mbstr(PG_UTF8, body, (int) Min(len, (size_t) INT_MAX), true))
+	{
+		*why = pstrdup("the answer is not valid UTF-8");
+		return NULL;
+	}
+	hi_json_scrub_escapes(body, len);
+	PG_TRY();
+	{
+		int			enc = GetDatabaseEncoding();
+
+		if (enc != PG_UTF8 && enc != PG_SQL_ASCII)
+			text = pg_any_to_server(body, (int) len, PG_UTF8);
+		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		*why = psprintf("%s%s%s", edata->message, edata->detail ? ": " : "",
+						edata->detail ? edata->detail : "");
+		FreeErrorData(edata);
 		result = NULL;
 	}
 	PG_END_TRY();
@@ -127,7 +188,8 @@ hi_json_first_object(Jsonb *jb)
  * Searches a ticket list answer ({"record_count": N, "tickets": [...]}) for
  * the ticket whose third_party_id_string equals ours, checking the field
  * itself (older Halo versions ignore the filter). Returns 1 and the lowest
- * matching id when found, 0 when not, -1 when the answer is not a ticket list.
+ * matching id when found, 0 when not, -1 when the answer is not a ticket list
+ * (or names our ticket without a usable id).
  */
 int
 hi_json_find_ticket(Jsonb *jb, const char *third_party_id, int64 *ticket_id,
@@ -160,8 +222,8 @@ hi_json_find_ticket(Jsonb *jb, const char *third_party_id, int64 *ticket_id,
 			continue;
 		if ((size_t) tp.val.string.len != idlen || memcmp(tp.val.string.val, third_party_id, idlen) != 0)
 			continue;
-		if (!hi_json_get_int64(t->val.binary.data, "id", &id))
-			continue;
+		if (!hi_json_get_int64(t->val.binary.data, "id", &id) || id <= 0)
+			return -1;			/* ours, but no id we can link: not a usable answer */
 		if (!found || id < *ticket_id)
 			*ticket_id = id;
 		found = true;

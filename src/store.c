@@ -4,20 +4,28 @@
  *	  background worker and CALL halo_itsm.deliver(). The SQL lives in the
  *	  install script (_claim, _record, _apply_sync, _recover_orphans); this
  *	  file prepares those calls once per process and moves values between
- *	  SPI and the engine's items. The caller owns the transaction.
+ *	  SPI and the engine's items. The caller owns the transaction; each
+ *	  item's outcome is recorded in a subtransaction of its own, so that
+ *	  one that cannot be applied is recorded dead (with the error) instead
+ *	  of failing the outcomes of the others.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
+#include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 
 #include "halo_itsm.h"
+#include "hi_backoff.h"
 #include "hi_store.h"
 
 static SPIPlanPtr claim_plan = NULL;
@@ -219,9 +227,9 @@ hi_outcome_name(HiOutcome outcome)
 	return NULL;
 }
 
-/* Records a finished item's outcome (and applies a sync's ticket and actions). */
-void
-hi_store_record(HiItem *item)
+/* Records a finished item's outcome (and applies a sync's ticket and actions); may raise. */
+static void
+hi_store_record_one(HiItem *item)
 {
 	Oid			types[7] = {INT8OID, TEXTOID, INT8OID, INT4OID, TEXTOID, INT8OID, BOOLOID};
 	Datum		values[7];
@@ -230,13 +238,14 @@ hi_store_record(HiItem *item)
 
 	if (item->outcome == HI_OUT_SYNCED)
 	{
-		Oid			stypes[3] = {INT8OID, TEXTOID, TEXTOID};
+		Oid			stypes[3] = {INT8OID, JSONBOID, JSONBOID};
 		Datum		svalues[3];
 
+		/* parsed by the engine (hi_json_parse_answer): nothing left to fail in a cast */
 		svalues[0] = Int64GetDatum(item->outbox_id);
-		svalues[1] = CStringGetTextDatum(item->ticket_json);
-		svalues[2] = CStringGetTextDatum(item->actions_json);
-		plan = hi_prepare(&sync_plan, "SELECT halo_itsm._apply_sync($1, $2::pg_catalog.jsonb, $3::pg_catalog.jsonb)", 3, stypes);
+		svalues[1] = JsonbPGetDatum(item->ticket_jb);
+		svalues[2] = JsonbPGetDatum(item->actions_jb);
+		plan = hi_prepare(&sync_plan, "SELECT halo_itsm._apply_sync($1, $2, $3)", 3, stypes);
 		hi_execute(plan, svalues, NULL, "applying a ticket sync");
 	}
 
@@ -256,6 +265,72 @@ hi_store_record(HiItem *item)
 	values[6] = BoolGetDatum(item->outcome_maybe_sent);
 	plan = hi_prepare(&record_plan, "SELECT halo_itsm._record($1, $2, $3, $4, $5, $6, $7)", 7, types);
 	hi_execute(plan, values, nulls, "recording a delivery outcome");
+}
+
+/*
+ * Records a finished item's outcome in a subtransaction of its own. When
+ * applying or recording it fails, the subtransaction is rolled back and the
+ * item is recorded with the error instead: retried later when the database
+ * refused for the moment (serialization failure, deadlock, lock not
+ * available), dead otherwise. A cancel or shutdown is raised again.
+ */
+void
+hi_store_record(HiItem *item)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+	const char *was = item->outcome == HI_OUT_SYNCED ? NULL : hi_outcome_name(item->outcome);
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		hi_store_record_one(item);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	if (edata == NULL)
+		return;
+	if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION)
+		ReThrowError(edata);
+
+	if (was == NULL)
+		item->error = psprintf("halo_itsm: Halo's answers for ticket " INT64_FORMAT " could not be applied: %s",
+							   item->halo_ticket_id, edata->message);
+	else if (item->result_ticket_id != 0)
+		item->error = psprintf("halo_itsm: Halo ticket " INT64_FORMAT " was %s, but recording it failed: %s",
+							   item->result_ticket_id, was, edata->message);
+	else
+		item->error = psprintf("halo_itsm: recording the outcome \"%s\" failed: %s", was, edata->message);
+	/* a ticket created (or found) but not recorded is looked up before any resend */
+	if (item->outcome == HI_OUT_CREATED || item->outcome == HI_OUT_FOUND)
+		item->outcome_maybe_sent = true;
+	item->result_ticket_id = 0;
+	if ((ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_TRANSACTION_ROLLBACK ||
+		 edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE) && item->attempts < hi_max_attempts)
+	{
+		item->retry_in_ms = hi_backoff_delay_ms(item->attempts, hi_backoff_base_ms, hi_backoff_max_ms,
+												pg_prng_double(&pg_global_prng_state), -1);
+		item->outcome = HI_OUT_RETRY;
+	}
+	else
+		item->outcome = HI_OUT_DEAD;
+	ereport(WARNING,
+			(errcode(edata->sqlerrcode),
+			 errmsg("halo_itsm: outbox item " INT64_FORMAT " recorded %s: %s", item->outbox_id,
+					hi_outcome_name(item->outcome), item->error)));
+	FreeErrorData(edata);
+	hi_store_record_one(item);
 }
 
 /* Puts items claimed by sessions that are gone (or by this one, if asked) back in the queue. */

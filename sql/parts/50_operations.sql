@@ -70,7 +70,10 @@ WITH q AS (
            count(*) FILTER (WHERE o.state = 'in_flight') AS in_flight,
            count(*) FILTER (WHERE o.state = 'dead') AS dead,
            now() - min(o.created_at) FILTER (WHERE o.state IN ('pending', 'in_flight')) AS oldest_pending_age,
-           (array_agg(o.last_error ORDER BY o.id DESC) FILTER (WHERE o.state = 'pending' AND o.last_error IS NOT NULL))[1] AS pending_error
+           (array_agg(o.last_error ORDER BY o.id DESC) FILTER (WHERE o.state = 'pending' AND o.last_error IS NOT NULL))[1] AS pending_error,
+           -- the newest dead item and its reason, named in problem
+           (array_agg('outbox item ' || o.id || ': ' || coalesce(o.last_error, 'no error recorded') ORDER BY o.id DESC)
+                FILTER (WHERE o.state = 'dead'))[1] AS dead_error
       FROM halo_itsm.outbox o
      WHERE o.state <> 'done'     -- = pending, in_flight or dead: reads outbox_open
      GROUP BY 1
@@ -82,7 +85,7 @@ SELECT i.id AS integration_id, i.name, i.enabled,
        q.oldest_pending_age, i.last_success_at, i.last_error, i.last_error_at,
        CASE WHEN NOT i.enabled THEN 'disabled: halo_itsm.set_enabled(' || i.id || ', true) resumes delivery'
             WHEN i.configured_at IS NULL THEN 'not configured: call halo_itsm.configure(' || i.id || ', category => ''...'')'
-            WHEN coalesce(q.dead, 0) > 0 THEN 'dead items: fix the cause in last_error, then SELECT halo_itsm.retry(' || i.id || ')'
+            WHEN coalesce(q.dead, 0) > 0 THEN 'dead items: fix the cause, then SELECT halo_itsm.retry(' || i.id || '); newest: ' || q.dead_error
             WHEN q.pending_error IS NOT NULL THEN 'retrying: ' || q.pending_error
             ELSE 'ok'
        END AS problem

@@ -275,14 +275,11 @@ BEGIN
     v_actions := CASE WHEN jsonb_typeof(actions -> 'actions') = 'array' THEN actions -> 'actions'
                       WHEN jsonb_typeof(actions) = 'array' THEN actions
                       ELSE '[]' END;
-    BEGIN
-        v_result := halo_itsm._apply_ticket(o.integration_id, o.halo_ticket_id,
-                                            CASE WHEN jsonb_typeof(ticket) = 'object' THEN ticket END,
-                                            v_actions, now());
-    EXCEPTION WHEN OTHERS THEN
-        -- never leave the item stuck in flight: report, and let reconcile() try again later
-        RAISE WARNING 'halo_itsm: the sync of Halo ticket % could not be applied: %', o.halo_ticket_id, SQLERRM;
-    END;
+    -- An error here is not swallowed: the caller (src/store.c) rolls back this item's
+    -- subtransaction and records the item dead with the error, which the status view shows.
+    v_result := halo_itsm._apply_ticket(o.integration_id, o.halo_ticket_id,
+                                        CASE WHEN jsonb_typeof(ticket) = 'object' THEN ticket END,
+                                        v_actions, now());
     UPDATE halo_itsm.tickets t SET last_synced_at = now()
      WHERE t.integration_id = o.integration_id AND t.halo_ticket_id = o.halo_ticket_id;
 END

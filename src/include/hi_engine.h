@@ -10,6 +10,8 @@
 
 #include "postgres.h"
 
+#include "utils/jsonb.h"
+
 typedef enum HiItemKind
 {
 	HI_KIND_CASE,
@@ -58,6 +60,7 @@ typedef struct HiItem
 	HiStep		step;
 	HiStep		resume_step;	/* the step to go on with after a token */
 	bool		token_renewed;
+	bool		token_fresh;	/* fetched its token just now: use it whatever the clock says */
 	int			lookup_page;
 	struct HiInstance *inst;
 	/* outcome */
@@ -67,8 +70,8 @@ typedef struct HiItem
 	char	   *error;
 	long		retry_in_ms;
 	bool		outcome_maybe_sent;
-	char	   *ticket_json;
-	char	   *actions_json;
+	Jsonb	   *ticket_jb;		/* a sync's answers, parsed (json_util.c) */
+	Jsonb	   *actions_jb;
 	struct HiItem *next;
 } HiItem;
 

@@ -17,7 +17,7 @@ typedef struct HiRequest
 	char	   *url;			/* malloc'd */
 	char	   *post_body;		/* malloc'd, NULL for GET */
 	char		method[8];
-	char		path[64];		/* for messages: "POST /api/Tickets" */
+	char	   *path;			/* malloc'd, for messages: "POST /api/Tickets" */
 	/* answer */
 	char	   *body;			/* malloc'd, NUL-terminated */
 	size_t		body_len;
@@ -43,6 +43,7 @@ extern bool hi_request_perform(HiRequest *req);
 extern bool hi_request_may_have_reached_halo(const HiRequest *req);
 extern bool hi_request_is_retryable(const HiRequest *req);
 extern char *hi_request_describe(const HiRequest *req);
+extern char *hi_answer_excerpt(const HiRequest *req, int max);
 extern char *hi_check_instance_url(const char *url);
 extern char *hi_url_escape(const char *s);
 

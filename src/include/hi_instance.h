@@ -21,7 +21,7 @@ typedef struct HiInstance
 	char	   *client_id;
 	char	   *client_secret;
 	char	   *token;
-	TimestampTz token_expires;
+	TimestampTz token_expires;	/* when to renew it (a little before it expires) */
 	bool		token_fetching;
 	HiItem	   *token_waiters;
 	int			active;			/* items started (in lanes) */

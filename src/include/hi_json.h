@@ -10,6 +10,7 @@
 #include "utils/jsonb.h"
 
 extern Jsonb *hi_json_parse(const char *text);
+extern Jsonb *hi_json_parse_answer(char *body, size_t len, char **why);
 extern bool hi_json_get_int64(JsonbContainer *obj, const char *key, int64 *out);
 extern char *hi_json_get_text(JsonbContainer *obj, const char *key);
 extern JsonbContainer *hi_json_get_container(JsonbContainer *obj, const char *key);

@@ -132,6 +132,56 @@ def test_lookup_pages_through_look_alikes():
     assert len(MOCK.tickets()) == 151
 
 
+# Long and non-ASCII sids: the lookup URL is built without a length limit (Halo documents
+# none for third_party_id_string, so halo_itsm imposes none). A 310-character sid with
+# characters that URL escaping triples, and a non-ASCII one (each character 6 bytes once
+# escaped), go through a lost answer and the lookup that finds the ticket.
+LONG_SID = "SOC:2026:" + ":".join("%04d" % i for i in range(60))  # 9 + 60*5 - 1 = 308
+LONG_SID += ":x"
+NON_ASCII_SID = "CASE-\u00e9\u00fc\u00df-" + "\u6f22\u5b57" * 60 + "-\U0001f600"
+
+
+def _long_sid_found_after_lost_answer(sid, honour_filter):
+    """drop_after_create for sid: the lookup (whole query, paging included) links the ticket."""
+    fresh_integration()
+    MOCK.config(honour_third_party_filter=honour_filter)
+    # look-alikes sharing the first 150 characters: only the whole sid tells them apart
+    decoys = halo_create([{"summary": "decoy %d" % i, "third_party_id_string": sid[:150] + "-%d" % i,
+                           "category_1": "Security"} for i in range(3)])
+    since = mark()
+    MOCK.faults({"method": "POST", "path": "/api/Tickets", "count": 1,
+                 "action": {"type": "drop_after_create"}})
+    add_cases([(sid, "Long sid", "high")])
+    wait_states({"done": 1})
+    reqs = MOCK.requests(since=since)
+    assert trace(since=since) == [("POST", "/auth/token", 200), ("POST", "/api/Tickets", "dropped"),
+                                  ("GET", "/api/Tickets", 200)], trace(since=since)
+    assert reqs[2]["query"] == lookup_query(sid)
+    mine = mock_tickets_by_sid()[sid]
+    assert len(mine) == 1 and mine[0]["id"] > max(d["id"] for d in decoys), mine
+    hid = check_delivered(sid, expected_payload(sid, "Long sid", "high"),
+                          attempts=2, linked_by="found", result="found", posts=1)
+    assert hid == mine[0]["id"]
+    assert len(MOCK.tickets()) == 4
+
+
+@timeout(60)
+def test_310_character_sid_found_after_lost_answer():
+    assert len(LONG_SID) == 310
+    _long_sid_found_after_lost_answer(LONG_SID, honour_filter=True)
+
+
+@timeout(60)
+def test_310_character_sid_found_when_halo_ignores_the_filter():
+    _long_sid_found_after_lost_answer(LONG_SID, honour_filter=False)
+
+
+@timeout(60)
+def test_non_ascii_sid_found_after_lost_answer():
+    assert len(NON_ASCII_SID.encode("utf-8")) > 400
+    _long_sid_found_after_lost_answer(NON_ASCII_SID, honour_filter=True)
+
+
 @timeout(60)
 def test_timeout_after_create_is_found():
     # Halo creates the ticket but answers after halo_itsm.request_timeout (3 s in the tests)
