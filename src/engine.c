@@ -506,8 +506,11 @@ static void
 hi_item_bad_answer(HiItem *item, HiRequest *req, const char *why)
 {
 	MemoryContext old = MemoryContextSwitchTo(item->cxt);
+	/* a token answer is not quoted: whatever it holds may be a secret */
 	char	   *desc = psprintf("halo_itsm: Halo's answer %ld to %s cannot be used: %s; it reads: %s",
-								req->status, req->path, why, hi_answer_excerpt(req, 200));
+								req->status, req->path, why,
+								item->step == HI_STEP_TOKEN ? "(not shown: it may hold a token)" :
+								hi_answer_excerpt(req, 200));
 
 	item->http_status = (int) req->status;
 	if (item->step == HI_STEP_CREATE || item->step == HI_STEP_LOOKUP)

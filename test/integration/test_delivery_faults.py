@@ -138,7 +138,7 @@ def test_lookup_pages_through_look_alikes():
 # escaped), go through a lost answer and the lookup that finds the ticket.
 LONG_SID = "SOC:2026:" + ":".join("%04d" % i for i in range(60))  # 9 + 60*5 - 1 = 308
 LONG_SID += ":x"
-NON_ASCII_SID = "CASE-\u00e9\u00fc\u00df-" + "\u6f22\u5b57" * 60 + "-\U0001f600"
+NON_ASCII_SID = "CASE-\u00e9\u00fc\u00df-" + "\u6f22\u5b57" * 90 + "-\U0001f600"
 
 
 def _long_sid_found_after_lost_answer(sid, honour_filter):
@@ -178,7 +178,7 @@ def test_310_character_sid_found_when_halo_ignores_the_filter():
 
 @timeout(60)
 def test_non_ascii_sid_found_after_lost_answer():
-    assert len(NON_ASCII_SID.encode("utf-8")) > 400
+    assert len(NON_ASCII_SID.encode("utf-8")) > 500
     _long_sid_found_after_lost_answer(NON_ASCII_SID, honour_filter=True)
 
 

@@ -102,9 +102,11 @@ def excerpt(data, limit=200):
 
 
 def reason(path, data, why):
-    """The last_error of an item whose answers at path could not be used twice."""
+    """The last_error of an item whose answers at path could not be used twice (a token
+    answer is not quoted: it may hold a secret)."""
+    quoted = "(not shown: it may hold a token)" if path.endswith("/auth/token") else excerpt(data)
     return ("halo_itsm: Halo's answer 200 to %s cannot be used: %s; it reads: %s"
-            % (path, why, excerpt(data))) + GAVE_UP
+            % (path, why, quoted)) + GAVE_UP
 
 
 def answer(data, **match):
