@@ -17,8 +17,9 @@ recorded dead with the error, and the other items of the same round keep their o
 """
 import base64
 import json
+import time
 
-from halo_test import (connect_integrations, ensure_extension, fresh_integration, q, q1,
+from halo_test import (connect_integrations, db, ensure_extension, fresh_integration, q, q1,
                        reset_system, set_system, timeout, wait_until, worker_pid)
 from test_delivery import MOCK, add_cases
 
@@ -382,3 +383,62 @@ def test_apply_failing_in_the_database_is_dead_and_the_round_keeps_its_outcomes(
     assert q1("SELECT halo_itsm.retry()") == 1
     settle()
     assert list(notes("APPLY-3").values()) == ["boom"]
+
+
+@timeout(120)
+def test_deliver_in_a_session_survives_the_same_answers():
+    # CALL halo_itsm.deliver() (database halo_manual, no worker) records through the same
+    # code: an answer it cannot use or apply fails that item, not the CALL.
+    dbname = "halo_manual"
+    ensure_extension(dbname)
+    iid = fresh_integration(dbname)
+    conn = db(dbname)
+    pid = q1("SELECT pg_backend_pid()", db=dbname)
+
+    def deliver_until_settled():
+        """CALL deliver() until nothing is pending (retries wait their backoff)."""
+        for _ in range(40):
+            with conn.cursor() as cur:
+                cur.execute("CALL halo_itsm.deliver()")
+            if not q1("SELECT count(*) FROM halo_itsm.outbox WHERE state IN ('pending', 'in_flight')",
+                      db=dbname):
+                return
+            time.sleep(0.2)
+        raise AssertionError("deliver() left items pending")
+
+    sids = ["MAN-NUL", "MAN-INF", "MAN-BOOM", "MAN-GOOD"]
+    add_cases([(sid, "manual " + sid, "low") for sid in sids], dbname=dbname)
+    deliver_until_settled()
+    tid = dict(q("SELECT c.sid, t.halo_ticket_id FROM halo_itsm.tickets t"
+                 "  JOIN halo_itsm.cases c ON c.id = t.case_id", db=dbname))
+    MOCK.add_note(tid["MAN-NUL"], "nul\u0000here", "Eve")
+    MOCK.add_note(tid["MAN-BOOM"], "boom", "Eve")
+    MOCK.add_note(tid["MAN-GOOD"], "fine", "Bob")
+    MOCK.faults(answer(b"Infinity", method="GET", path="/api/Tickets/%d" % tid["MAN-INF"]))
+    q("CREATE FUNCTION halo_itsm.test_refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$"
+      " BEGIN IF NEW.body = 'boom' THEN"
+      "   RAISE EXCEPTION 'refused by a test trigger' USING ERRCODE = 'check_violation';"
+      " END IF; RETURN NEW; END $$", db=dbname)
+    q("CREATE TRIGGER test_refuse_boom BEFORE INSERT ON halo_itsm.timeline"
+      " FOR EACH ROW EXECUTE FUNCTION halo_itsm.test_refuse_boom()", db=dbname)
+    try:
+        q("SELECT halo_itsm._queue_sync(%s, t) FROM unnest(%s::bigint[]) t",
+          iid, list(tid.values()), db=dbname)
+        deliver_until_settled()
+    finally:
+        q("DROP TRIGGER test_refuse_boom ON halo_itsm.timeline", db=dbname)
+        q("DROP FUNCTION halo_itsm.test_refuse_boom()", db=dbname)
+    got = dict((r[0], r[1:]) for r in q(
+        "SELECT o.halo_ticket_id, o.state, o.last_error FROM halo_itsm.outbox o"
+        " WHERE o.kind = 'sync'", db=dbname))
+    assert got == {
+        tid["MAN-NUL"]: ("done", None),
+        tid["MAN-INF"]: ("dead", reason("GET /api/Tickets/%d" % tid["MAN-INF"], b"Infinity",
+                                        NOT_USABLE_ANYWHERE[0][2])),
+        tid["MAN-BOOM"]: ("dead", "halo_itsm: Halo's answers for ticket %d could not be applied:"
+                                  " refused by a test trigger" % tid["MAN-BOOM"]),
+        tid["MAN-GOOD"]: ("done", None)}, got
+    assert q1("SELECT pg_backend_pid()", db=dbname) == pid
+    assert q("SELECT c.sid, t.body FROM halo_itsm.timeline t JOIN halo_itsm.cases c"
+             " ON c.id = t.case_id WHERE t.kind = 'note' ORDER BY 1", db=dbname) == [
+        ("MAN-GOOD", "fine"), ("MAN-NUL", "nul\ufffdhere")]
