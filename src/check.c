@@ -16,6 +16,7 @@
 #include "utils/jsonb.h"
 
 #include "halo_itsm.h"
+#include "hi_answer.h"
 #include "hi_http.h"
 #include "hi_json.h"
 
@@ -183,6 +184,9 @@ halo_itsm_check_connection(PG_FUNCTION_ARGS)
 		Jsonb	   *jb = hi_json_parse(req->body);
 
 		token = jb ? hi_json_get_text(&jb->root, "access_token") : NULL;
+		/* the same rule as the engine's: a token must be able to travel in a header */
+		if (token && !hi_token_is_usable(token, strlen(token)))
+			token = NULL;
 	}
 	if (token && token[0])
 		hi_add(&out, "token", "ok");

@@ -442,3 +442,15 @@ def test_deliver_in_a_session_survives_the_same_answers():
     assert q("SELECT c.sid, t.body FROM halo_itsm.timeline t JOIN halo_itsm.cases c"
              " ON c.id = t.case_id WHERE t.kind = 'note' ORDER BY 1", db=dbname) == [
         ("MAN-GOOD", "fine"), ("MAN-NUL", "nul\ufffdhere")]
+
+
+@timeout(60)
+def test_check_connection_refuses_a_token_a_header_cannot_carry():
+    # check_connection() reads the token answer by the same rule: a token with CR LF
+    # (which would add a header line of Halo's choosing) is not sent anywhere
+    iid = fresh_integration(team="SOC")
+    MOCK.faults(answer(json.dumps({"access_token": "abc\r\nX-Evil: 1", "expires_in": 3600}).encode(),
+                       method="POST", path="/auth/token"))
+    got = q1("SELECT halo_itsm.check_connection(%s)", iid)
+    assert got["token"] == "failed", got
+    assert [(r["method"], r["path"]) for r in MOCK.requests()] == [("POST", "/auth/token")]
