@@ -41,18 +41,36 @@ $$;
 COMMENT ON FUNCTION halo_itsm.retry(integer, bigint) IS
     'Puts dead outbox items (all, one integration''s, or one item) back in the queue with a fresh attempt count.';
 
--- Deletes finished outbox rows older than the given age; returns how many.
+-- Deletes finished outbox rows and webhook deliveries older than the given age; returns
+-- how many rows it deleted. Deliveries are kept at least twice halo_itsm.webhook_tolerance
+-- (and a minute): one dated up to the tolerance ahead of the clock when it came stays
+-- acceptable that long, and only its row refuses a replay of it.
 CREATE FUNCTION halo_itsm.purge(older_than interval DEFAULT '7 days')
 RETURNS integer LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    v_tolerance text := coalesce(nullif(btrim(current_setting('halo_itsm.webhook_tolerance', true)), ''), '300');
     n integer;
+    m integer;
 BEGIN
+    IF older_than IS NULL OR older_than < interval '0' THEN
+        RAISE EXCEPTION 'halo_itsm: older_than must be zero or positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass how long finished rows are kept, e.g. ''7 days''.';
+    END IF;
+    IF v_tolerance ~ '^[0-9]+$' THEN
+        v_tolerance := v_tolerance || 's';  -- the setting before the module is loaded: seconds
+    END IF;
     DELETE FROM halo_itsm.outbox o WHERE o.state = 'done' AND o.finished_at < now() - older_than;
     GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
+    DELETE FROM halo_itsm.webhook_deliveries w
+     WHERE w.received_at < now() - greatest(older_than, 2 * v_tolerance::interval + interval '1 minute');
+    GET DIAGNOSTICS m = ROW_COUNT;
+    RETURN n + m;
 END
 $$;
+COMMENT ON FUNCTION halo_itsm.purge(interval) IS
+    'Deletes finished (done) outbox rows and webhook deliveries older than older_than; deliveries stay at least twice halo_itsm.webhook_tolerance plus a minute (replay detection). Returns the number of rows deleted.';
 
 -- Why no background worker delivers for this database, and what to set; NULL when one does.
 CREATE FUNCTION halo_itsm._worker_problem()

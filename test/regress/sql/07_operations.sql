@@ -118,6 +118,32 @@ SELECT halo_itsm.purge(interval '0') AS purged;
 -- dead and pending rows are never purged; the cases stay
 SELECT c.sid, o.state FROM halo_itsm.outbox o JOIN halo_itsm.cases c ON c.id = o.case_id ORDER BY c.sid;
 SELECT count(*) AS cases FROM halo_itsm.cases;
+CALL pg_temp.try($$SELECT halo_itsm.purge(interval '-1 day')$$);
+CALL pg_temp.try($$SELECT halo_itsm.purge(NULL)$$);
+
+-- purge() of webhook deliveries: older than older_than, but never those received within
+-- twice halo_itsm.webhook_tolerance and a minute (a delivery dated up to the tolerance ahead
+-- of the clock stays acceptable that long: only its row refuses a replay).
+INSERT INTO halo_itsm.webhook_deliveries (integration_id, delivery_id, received_at, outcome)
+SELECT 1, v.id, now() - v.age, 'notes_added'
+  FROM (VALUES ('w-30d', interval '30 days'), ('w-8d', interval '8 days'), ('w-2d', interval '2 days'),
+               ('w-12m', interval '12 minutes'), ('w-10m', interval '10 minutes'),
+               ('w-3m', interval '3 minutes'), ('w-1m', interval '1 minute'), ('w-now', interval '0')) AS v(id, age);
+SHOW halo_itsm.webhook_tolerance;
+-- default: older than 7 days (no finished outbox row is left to purge)
+SELECT halo_itsm.purge() AS purged;
+SELECT delivery_id FROM halo_itsm.webhook_deliveries ORDER BY received_at;
+SELECT halo_itsm.purge('1 day') AS purged;
+-- zero: all but the last 11 minutes (2 x 5 min + 1 min)
+SELECT halo_itsm.purge('0') AS purged;
+SELECT delivery_id FROM halo_itsm.webhook_deliveries ORDER BY received_at;
+-- a shorter tolerance keeps less: 2 x 30 s + 1 min
+SET halo_itsm.webhook_tolerance = '30s';
+SELECT halo_itsm.purge('0') AS purged;
+SELECT delivery_id FROM halo_itsm.webhook_deliveries ORDER BY received_at;
+RESET halo_itsm.webhook_tolerance;
+-- a delivery still in the window is a duplicate when it comes again: its row is kept
+SELECT halo_itsm._apply_webhook(1, '{"id": "w-now", "object_id": 4242}') ->> 'outcome' AS replay;
 
 -- retry() of dead syncs: one sync per ticket is revived, the others are superseded
 TRUNCATE halo_itsm.outbox;
