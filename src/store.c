@@ -138,7 +138,7 @@ hi_store_claim(int max_items, HiItem **items)
 	values[2] = hi_busy_array(&nbusy);
 	plan = hi_prepare(&claim_plan,
 					  "SELECT outbox_id, kind, integration_id, instance_url, tenant, client_id, client_secret, "
-					  "sid, payload, maybe_sent, attempts, halo_ticket_id "
+					  "sid, payload, maybe_sent, attempts, halo_ticket_id, claim_token "
 					  "FROM halo_itsm._claim($1, $2, $3)", 3, types);
 	hi_execute(plan, values, NULL, "claiming outbox items");
 
@@ -148,6 +148,7 @@ hi_store_claim(int max_items, HiItem **items)
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		HiItem	   *item = hi_item_new();
 		bool		isnull;
+		Datum		d;
 		char	   *kind;
 
 		item->outbox_id = DatumGetInt64(hi_col_datum(tup, desc, 1, &isnull));
@@ -166,6 +167,9 @@ hi_store_claim(int max_items, HiItem **items)
 		item->halo_ticket_id = DatumGetInt64(hi_col_datum(tup, desc, 12, &isnull));
 		if (isnull)
 			item->halo_ticket_id = 0;
+		d = hi_col_datum(tup, desc, 13, &isnull);
+		if (!isnull)
+			memcpy(&item->claim_token, DatumGetUUIDP(d), sizeof(pg_uuid_t));
 		if (tail)
 			tail->next = item;
 		else
@@ -231,21 +235,22 @@ hi_outcome_name(HiOutcome outcome)
 static void
 hi_store_record_one(HiItem *item)
 {
-	Oid			types[7] = {INT8OID, TEXTOID, INT8OID, INT4OID, TEXTOID, INT8OID, BOOLOID};
-	Datum		values[7];
-	char		nulls[7] = "       ";
+	Oid			types[8] = {INT8OID, TEXTOID, INT8OID, INT4OID, TEXTOID, INT8OID, BOOLOID, UUIDOID};
+	Datum		values[8];
+	char		nulls[8] = "        ";
 	SPIPlanPtr	plan;
 
 	if (item->outcome == HI_OUT_SYNCED)
 	{
-		Oid			stypes[3] = {INT8OID, JSONBOID, JSONBOID};
-		Datum		svalues[3];
+		Oid			stypes[4] = {INT8OID, JSONBOID, JSONBOID, UUIDOID};
+		Datum		svalues[4];
 
 		/* parsed by the engine (hi_json_parse_answer): nothing left to fail in a cast */
 		svalues[0] = Int64GetDatum(item->outbox_id);
 		svalues[1] = JsonbPGetDatum(item->ticket_jb);
 		svalues[2] = JsonbPGetDatum(item->actions_jb);
-		plan = hi_prepare(&sync_plan, "SELECT halo_itsm._apply_sync($1, $2, $3)", 3, stypes);
+		svalues[3] = UUIDPGetDatum(&item->claim_token);
+		plan = hi_prepare(&sync_plan, "SELECT halo_itsm._apply_sync($1, $2, $3, $4)", 4, stypes);
 		hi_execute(plan, svalues, NULL, "applying a ticket sync");
 	}
 
@@ -263,7 +268,8 @@ hi_store_record_one(HiItem *item)
 		nulls[4] = 'n';
 	values[5] = Int64GetDatum((int64) item->retry_in_ms);
 	values[6] = BoolGetDatum(item->outcome_maybe_sent);
-	plan = hi_prepare(&record_plan, "SELECT halo_itsm._record($1, $2, $3, $4, $5, $6, $7)", 7, types);
+	values[7] = UUIDPGetDatum(&item->claim_token);
+	plan = hi_prepare(&record_plan, "SELECT halo_itsm._record($1, $2, $3, $4, $5, $6, $7, $8)", 8, types);
 	hi_execute(plan, values, nulls, "recording a delivery outcome");
 }
 

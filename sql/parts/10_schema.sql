@@ -118,12 +118,21 @@ CREATE TABLE halo_itsm.outbox (
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
     claimed_by integer,
     claimed_at timestamptz,
+    -- a fresh uuid per claim: the outcome of a claim is recorded only on the row that holds
+    -- its token (outbox ids restart after TRUNCATE ... RESTART IDENTITY or a re-created extension)
+    claim_token uuid,
+    -- the case or detection named no integration: _claim bound the item to the single enabled one
+    bound_at_claim boolean NOT NULL DEFAULT false,
     created_at timestamptz NOT NULL DEFAULT now(),
     finished_at timestamptz,
     last_http_status integer,
     last_error text,
     result text
 );
+COMMENT ON COLUMN halo_itsm.outbox.claim_token IS
+    'The token of the last claim (a new uuid per claim): _record() and _apply_sync() apply an outcome only to the row still holding it.';
+COMMENT ON COLUMN halo_itsm.outbox.bound_at_claim IS
+    'The item named no integration and was bound to the single enabled one when claimed; deleting that integration unbinds it again.';
 COMMENT ON COLUMN halo_itsm.outbox.maybe_sent IS
     'An earlier attempt may have reached Halo (timeout, reset, 5xx, crash): look the ticket up before creating it again.';
 -- Few indexes, and simple predicates: the insert trigger of cases writes a row here in every

@@ -122,7 +122,10 @@ CREATE TRIGGER enqueue_ticket AFTER INSERT ON halo_itsm.cases
 -- What ON DELETE CASCADE would do for the outbox and webhook_deliveries, which have no
 -- foreign keys: their checks would lock the new case row (one more WAL record) in every
 -- inserting transaction, and the integration's row in every webhook delivery. The rows of
--- deleted (or truncated) cases, detections and integrations go with them.
+-- deleted (or truncated) cases, detections and integrations go with them, except the
+-- unfinished items of a deleted integration whose case or detection named none
+-- (bound_at_claim): those are unbound again and wait for the next single enabled
+-- integration, as fresh items (one in flight may have reached Halo: maybe_sent).
 CREATE FUNCTION halo_itsm._cascade_delete()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -141,6 +144,18 @@ BEGIN
     ELSIF TG_TABLE_NAME = 'detections' THEN
         DELETE FROM halo_itsm.outbox o WHERE o.kind = 'detection' AND o.detection_id IN (SELECT g.id FROM gone g);
     ELSE
+        UPDATE halo_itsm.outbox o
+           SET integration_id = NULL, bound_at_claim = false,
+               state = CASE WHEN o.state = 'dead' THEN 'dead' ELSE 'pending' END::halo_itsm.outbox_state,
+               attempts = CASE WHEN o.state = 'dead' THEN o.attempts ELSE 0 END,
+               next_attempt_at = CASE WHEN o.state = 'dead' THEN o.next_attempt_at ELSE now() END,
+               maybe_sent = o.maybe_sent OR o.state = 'in_flight',
+               claimed_by = NULL, claim_token = NULL,
+               -- a dead item keeps the reason it died
+               last_error = CASE WHEN o.state = 'dead' THEN o.last_error
+                                 ELSE format('halo_itsm: integration %s was deleted; this item names no integration and waits for the next single enabled one',
+                                             o.integration_id) END
+         WHERE o.bound_at_claim AND o.state <> 'done' AND o.integration_id IN (SELECT g.id FROM gone g);
         DELETE FROM halo_itsm.outbox o WHERE o.integration_id IN (SELECT g.id FROM gone g);
         DELETE FROM halo_itsm.webhook_deliveries w WHERE w.integration_id IN (SELECT g.id FROM gone g);
     END IF;
@@ -189,3 +204,48 @@ $$;
 
 CREATE TRIGGER enqueue_ticket AFTER INSERT OR UPDATE OF status, case_id ON halo_itsm.detections
     FOR EACH ROW EXECUTE FUNCTION halo_itsm._detection_enqueue();
+
+-- Refuses to change the sid of a case or detection once its ticket may exist in Halo:
+-- the ticket carries the sid (third_party_id_string), the lookup after a lost answer
+-- searches by it, and a new sid would give a second ticket. Before anything can have
+-- reached Halo (no ticket, nothing in flight, maybe_sent false) the change is allowed:
+-- the payload is built when the item is claimed. The outbox row is locked first, so that
+-- no claim takes it while the new sid is not committed.
+CREATE FUNCTION halo_itsm._sid_change()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on AS $$
+DECLARE
+    v_what text := CASE TG_TABLE_NAME WHEN 'cases' THEN 'case' ELSE 'detection' END;
+    v_state halo_itsm.outbox_state;
+    v_maybe_sent boolean;
+    v_ticket bigint;
+    v_why text;
+BEGIN
+    IF TG_TABLE_NAME = 'cases' THEN
+        SELECT o.state, o.maybe_sent INTO v_state, v_maybe_sent FROM halo_itsm.outbox o
+         WHERE o.kind = 'case' AND o.case_id = OLD.id FOR UPDATE;
+        SELECT t.halo_ticket_id INTO v_ticket FROM halo_itsm.tickets t WHERE t.case_id = OLD.id;
+    ELSE
+        SELECT o.state, o.maybe_sent INTO v_state, v_maybe_sent FROM halo_itsm.outbox o
+         WHERE o.kind = 'detection' AND o.detection_id = OLD.id FOR UPDATE;
+        SELECT t.halo_ticket_id INTO v_ticket FROM halo_itsm.tickets t WHERE t.detection_id = OLD.id;
+    END IF;
+    v_why := CASE WHEN v_ticket IS NOT NULL THEN format('it is linked to Halo ticket %s', v_ticket)
+                  WHEN v_state = 'in_flight' THEN 'its ticket is being created in Halo now'
+                  WHEN v_state = 'done' THEN 'its ticket has been created in Halo'
+                  WHEN v_maybe_sent THEN 'an earlier attempt may have created its ticket in Halo'
+             END;
+    IF v_why IS NOT NULL THEN
+        RAISE EXCEPTION 'halo_itsm: the sid of % "%" cannot change: %', v_what, OLD.sid, v_why
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Halo knows the ticket by this sid (third_party_id_string); under a new sid it would get a second ticket. Keep the sid; change the title instead.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER keep_sid BEFORE UPDATE OF sid ON halo_itsm.cases
+    FOR EACH ROW WHEN (OLD.sid IS DISTINCT FROM NEW.sid) EXECUTE FUNCTION halo_itsm._sid_change();
+CREATE TRIGGER keep_sid BEFORE UPDATE OF sid ON halo_itsm.detections
+    FOR EACH ROW WHEN (OLD.sid IS DISTINCT FROM NEW.sid) EXECUTE FUNCTION halo_itsm._sid_change();

@@ -16,7 +16,7 @@ RETURNS integer LANGUAGE sql
 SET search_path = pg_catalog, pg_temp AS $$
     WITH r AS (
         UPDATE halo_itsm.outbox o
-           SET state = 'pending', claimed_by = NULL,
+           SET state = 'pending', claimed_by = NULL, claim_token = NULL,
                maybe_sent = o.maybe_sent OR o.kind <> 'sync',
                last_error = 'halo_itsm: the session delivering this item ended before recording the outcome; it will be looked up in Halo before it is sent again'
          WHERE o.state = 'in_flight'
@@ -31,12 +31,14 @@ $$;
 -- Claims due items (at most per_integration per integration), skipping busy integrations.
 -- Items that name no integration go to the single enabled one, when there is exactly one:
 -- they are bound to it as they are claimed (not all at once: a backlog of such items
--- would be rewritten by every claim).
+-- would be rewritten by every claim), and remember it (bound_at_claim), so that deleting
+-- that integration puts them back instead of deleting them (_cascade_delete).
+-- Every claim gets a new claim_token, which the outcome must bring back (_record).
 CREATE FUNCTION halo_itsm._claim(max_items integer, per_integration integer DEFAULT 1,
                                  exclude_integrations integer[] DEFAULT '{}')
 RETURNS TABLE (outbox_id bigint, kind text, integration_id integer, instance_url text, tenant text,
                client_id text, client_secret text, sid text, payload text, maybe_sent boolean,
-               attempts integer, halo_ticket_id bigint)
+               attempts integer, halo_ticket_id bigint, claim_token uuid)
 LANGUAGE plpgsql
 -- One generic plan per statement, made once per session: planning them anew for every call
 -- (with the ticket payload inlined) cost more than running them.
@@ -98,7 +100,8 @@ BEGIN
         UPDATE halo_itsm.outbox o
            SET state = 'in_flight', attempts = o.attempts + 1,
                integration_id = coalesce(o.integration_id, v_single),
-               claimed_by = pg_backend_pid(), claimed_at = now()
+               bound_at_claim = o.bound_at_claim OR o.integration_id IS NULL,
+               claimed_by = pg_backend_pid(), claimed_at = now(), claim_token = gen_random_uuid()
           FROM unnest(v_ids) AS u(id)
          WHERE o.id = u.id
         RETURNING o.*
@@ -110,7 +113,7 @@ BEGIN
                 WHEN c.kind = 'detection' THEN
                     halo_itsm._build_payload(i, 'detection', d.sid, d.title, d.description, d.severity)::text
            END,
-           c.maybe_sent, c.attempts, c.halo_ticket_id
+           c.maybe_sent, c.attempts, c.halo_ticket_id, c.claim_token
       FROM claimed c
       JOIN halo_itsm.integrations i ON i.id = c.integration_id
       JOIN halo_itsm.integration_secrets s ON s.integration_id = i.id
@@ -120,18 +123,21 @@ BEGIN
 END
 $$;
 
--- Records the outcome of one delivery attempt.
+-- Records the outcome of one delivery attempt, on the row that still holds its claim.
 CREATE FUNCTION halo_itsm._record(outbox_id bigint, outcome text, halo_ticket_id bigint,
                                   http_status integer, error text, retry_in_ms bigint,
-                                  maybe_sent boolean)
+                                  maybe_sent boolean, claim_token uuid)
 RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     o halo_itsm.outbox;
 BEGIN
     SELECT * INTO o FROM halo_itsm.outbox x WHERE x.id = _record.outbox_id FOR UPDATE;
-    IF NOT FOUND OR o.state <> 'in_flight' OR o.claimed_by IS DISTINCT FROM pg_backend_pid() THEN
-        -- Recovered by someone else meanwhile: the lookup before any resend prevents a duplicate.
+    IF NOT FOUND OR o.state <> 'in_flight' OR o.claimed_by IS DISTINCT FROM pg_backend_pid()
+       OR o.claim_token IS DISTINCT FROM _record.claim_token OR _record.claim_token IS NULL THEN
+        -- Recovered by someone else meanwhile (the lookup before any resend prevents a
+        -- duplicate), or no longer the claimed row at all: the outbox was emptied or the
+        -- extension re-created, and its ids started again.
         RAISE WARNING 'halo_itsm: outbox item % was no longer claimed by this session; outcome % not recorded',
             _record.outbox_id, outcome;
         RETURN;

@@ -12,8 +12,9 @@
  *   as it is.
  * - Every action with note text becomes one 'note' entry, deduplicated by
  *   (integration, halo_action_id). System actions (is_system), actions without note text
- *   and notes that start with halo_itsm.note_marker() (written by this extension) are
- *   skipped. Plain text comes from note, else from note_html.
+ *   and the integration's own actions are skipped: those whose actionby_application_id
+ *   is the integration's API application (its client_id), which Halo sets itself and no
+ *   agent can set. Plain text comes from note, else from note_html.
  * - A delivery is recorded by (integration, payload id) before anything is applied:
  *   a second delivery with the same id returns 'duplicate' (also when two sessions race:
  *   the second waits for the first's primary key entry).
@@ -27,12 +28,6 @@
 -- ---------------------------------------------------------------------------
 -- Small helpers.
 -- ---------------------------------------------------------------------------
-
--- The prefix of notes written by this extension; Halo actions starting with it are not echoed.
-CREATE FUNCTION halo_itsm.note_marker()
-RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT '[halo_itsm]'::text $$;
-COMMENT ON FUNCTION halo_itsm.note_marker() IS
-    'Prefix of notes that halo_itsm writes to Halo itself; Halo actions whose note starts with it are not copied to the timeline.';
 
 -- A JSON number or digit string as a bigint; NULL for anything else.
 CREATE FUNCTION halo_itsm._json_bigint(v jsonb)
@@ -106,6 +101,7 @@ SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     t halo_itsm.tickets;
     v_closed_ids integer[];
+    v_client_id text;
     v_sid text;
     v_status text;
     v_is_case boolean;
@@ -122,7 +118,8 @@ BEGIN
     IF NOT FOUND THEN
         RETURN jsonb_build_object('outcome', 'ignored', 'notes_added', 0, 'closed', false);
     END IF;
-    SELECT i.closed_status_ids INTO v_closed_ids FROM halo_itsm.integrations i WHERE i.id = integration;
+    SELECT i.closed_status_ids, lower(i.client_id) INTO v_closed_ids, v_client_id
+      FROM halo_itsm.integrations i WHERE i.id = integration;
 
     -- Lock the case or detection: concurrent webhooks and syncs of one ticket apply in turn.
     v_is_case := t.case_id IS NOT NULL;
@@ -142,7 +139,9 @@ BEGIN
     LOOP
         CONTINUE WHEN a.action_id IS NULL OR a.body IS NULL
                    OR a.v -> 'is_system' = 'true'::jsonb
-                   OR starts_with(a.body, halo_itsm.note_marker())
+                   -- the integration's own (posted through its API application), whatever the text
+                   OR (jsonb_typeof(a.v -> 'actionby_application_id') = 'string'
+                       AND lower(btrim(a.v ->> 'actionby_application_id')) = v_client_id)
                    OR (a.v ? 'ticket_id' AND halo_itsm._json_bigint(a.v -> 'ticket_id') IS DISTINCT FROM t.halo_ticket_id);
         INSERT INTO halo_itsm.timeline (case_id, detection_id, occurred_at, source, kind, author, body,
                                         internal, integration_id, halo_ticket_id, halo_action_id)
@@ -257,8 +256,9 @@ $$;
 -- standard_conforming_strings is pinned here and on ingest_webhook(), the two ways into the
 -- apply code (_apply_ticket and the helpers it calls read regular expressions).
 -- Applies a ticket sync fetched by the worker or deliver(): ticket = GET /api/Tickets/{id},
--- actions = GET /api/Actions?ticket_id=... ({"ticket_id", "record_count", "actions": [...]}).
-CREATE FUNCTION halo_itsm._apply_sync(outbox_id bigint, ticket jsonb, actions jsonb)
+-- actions = GET /api/Actions?ticket_id=... ({"ticket_id", "record_count", "actions": [...]}),
+-- on the outbox row that still holds the claim (claim_token from _claim()).
+CREATE FUNCTION halo_itsm._apply_sync(outbox_id bigint, ticket jsonb, actions jsonb, claim_token uuid)
 RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET standard_conforming_strings = on AS $$
@@ -270,6 +270,13 @@ BEGIN
     SELECT * INTO o FROM halo_itsm.outbox x WHERE x.id = _apply_sync.outbox_id;
     IF NOT FOUND OR o.kind <> 'sync' OR o.halo_ticket_id IS NULL OR o.integration_id IS NULL THEN
         RAISE WARNING 'halo_itsm: outbox item % is not a ticket sync; nothing applied', outbox_id;
+        RETURN;
+    END IF;
+    IF o.state <> 'in_flight' OR o.claimed_by IS DISTINCT FROM pg_backend_pid()
+       OR o.claim_token IS DISTINCT FROM _apply_sync.claim_token OR _apply_sync.claim_token IS NULL THEN
+        -- not this claim's row any more (recovered, or the outbox ids started again):
+        -- the answer may belong to another ticket
+        RAISE WARNING 'halo_itsm: outbox item % was no longer claimed by this session; its sync was not applied', outbox_id;
         RETURN;
     END IF;
     v_actions := CASE WHEN jsonb_typeof(actions -> 'actions') = 'array' THEN actions -> 'actions'

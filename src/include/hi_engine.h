@@ -11,6 +11,7 @@
 #include "postgres.h"
 
 #include "utils/jsonb.h"
+#include "utils/uuid.h"
 
 typedef enum HiItemKind
 {
@@ -56,6 +57,7 @@ typedef struct HiItem
 	bool		maybe_sent;
 	int			attempts;		/* including this one */
 	int64		halo_ticket_id; /* for syncs */
+	pg_uuid_t	claim_token;	/* this claim's token: the outcome is recorded with it */
 	/* progress */
 	HiStep		step;
 	HiStep		resume_step;	/* the step to go on with after a token */

@@ -13,8 +13,8 @@ import urllib.request
 
 import psycopg2
 
-from halo_test import (MOCK_PORT, close_connections, ensure_extension, fresh_integration, q,
-                       q1, timeout, wait_until)
+from halo_test import (MOCK_PORT, close_connections, ensure_extension, fresh_integration,
+                       log_mark, q, q1, server_log, timeout, wait_until)
 from test_delivery import (MOCK, add_cases, check_delivered, creates, expected_payload,
                            lookup_query, mock_tickets_by_sid, outbox, ticket_link, trace,
                            wait_states)
@@ -198,6 +198,43 @@ def test_timeout_after_create_is_found():
                     attempts=2, linked_by="found", result="found", posts=1)
     row = outbox("SLOW-1")
     assert row["last_error"].startswith("halo_itsm: POST /api/Tickets failed: Operation timed out"), row
+
+
+@timeout(60)
+def test_answer_after_truncate_restart_identity_links_nothing():
+    """TRUNCATE outbox RESTART IDENTITY while a create is in flight: the next case takes
+    the same outbox id and is claimed by the same worker (waiting for the lane) before the
+    old answer arrives. The old answer is not recorded on it (its claim token differs);
+    the new case gets its own ticket."""
+    fresh_integration()
+    q("TRUNCATE halo_itsm.outbox RESTART IDENTITY")
+    mark_log = log_mark()
+    MOCK.faults({"method": "POST", "path": "/api/Tickets", "count": 1,
+                 "action": {"type": "delay", "ms": 2000}})
+    add_cases([("TRUNC-OLD", "Created before the truncate", "high")])
+    wait_until(lambda: creates(), timeout=10, interval=0.02, msg="the first create sent")
+    old_id = q1("SELECT o.id FROM halo_itsm.outbox o WHERE o.state = 'in_flight'")
+    assert old_id == 1
+    q("TRUNCATE halo_itsm.outbox RESTART IDENTITY")
+    add_cases([("TRUNC-NEW", "Queued after the truncate", "low")])
+    # claimed while the first create is still unanswered: same id, same worker, in flight
+    assert outbox("TRUNC-NEW")["id"] == old_id
+    wait_until(lambda: outbox("TRUNC-NEW")["state"] == "in_flight", timeout=1.5, interval=0.02,
+               msg="the new case claimed while the old answer is outstanding")
+    assert creates()[0]["status"] is None, "the first create was answered too early"
+    wait_states({"done": 1}, timeout=20)
+    by_sid = mock_tickets_by_sid()
+    assert sorted(by_sid) == ["TRUNC-NEW", "TRUNC-OLD"]
+    assert len(by_sid["TRUNC-NEW"]) == 1 and len(by_sid["TRUNC-OLD"]) == 1, by_sid
+    # the new case is linked to its own ticket, the old one (its row truncated) to none
+    assert ticket_link("TRUNC-NEW")[:2] == (by_sid["TRUNC-NEW"][0]["id"], "created")
+    assert ticket_link("TRUNC-OLD") is None
+    row = outbox("TRUNC-NEW")
+    assert (row["state"], row["result"], row["attempts"], row["halo_ticket_id"]) == \
+        ("done", "created", 1, by_sid["TRUNC-NEW"][0]["id"]), row
+    assert [r["json"][0]["third_party_id_string"] for r in creates()] == ["TRUNC-OLD", "TRUNC-NEW"]
+    assert "halo_itsm: outbox item 1 was no longer claimed by this session; outcome created not recorded" \
+        in server_log(mark_log)
 
 
 def _set_setting(name, value):

@@ -10,6 +10,7 @@ ignored; pg_cron gets the reconcile job.
 import email.utils
 import json
 import time
+import urllib.parse
 import urllib.request
 
 from halo_test import (MOCK_PORT, RECEIVER_PORT, ensure_extension, fresh_integration, q, q1,
@@ -92,10 +93,42 @@ def test_note_added_in_halo_appears_on_timeline():
         ("note", "halo", "Bob Analyst", "Isolated FS01 from the network.", True, tid, r["action"]["id"]),
         ("note", "halo", "Carol", "Customer informed.", False, tid, r2["action"]["id"])]
     assert case_status("WH-NOTE") == ("open", False)
-    # a note written by halo_itsm itself is not echoed back
-    r3 = MOCK.add_note(tid, "[halo_itsm] Case escalated in the SOC.", "API User")
-    assert answer(r3["webhook"])["outcome"] == "no_change"
-    assert len(timeline("WH-NOTE")) == 2
+    # a note that starts with "[halo_itsm]" is an agent's note like any other
+    r3 = MOCK.add_note(tid, "[halo_itsm] Case escalated in the SOC.", "Mallory")
+    assert answer(r3["webhook"])["notes_added"] == 1
+    # an action posted through the integration's own API application is not echoed back,
+    # whatever its text: Halo marks it with the application (actionby_application_id)
+    own = _post_action_as("test-client", "test-secret", tid, "Ticket raised by the SOC.")
+    assert own["actionby_application_id"] == "test-client", own
+    # (the mock sends no webhook for API actions: a sync fetches every action of the ticket)
+    seq = max([r["seq"] for r in MOCK.requests()] or [0])
+    q("CALL halo_itsm.reconcile()")
+    wait_until(lambda: [r for r in MOCK.requests(path="/api/Actions", method="GET", since=seq)
+                        if r["query"].get("ticket_id") == [str(tid)] and r["status"] == 200],
+               msg="the ticket's actions fetched by a sync")
+    wait_until(lambda: q1("SELECT count(*) = 0 FROM halo_itsm.outbox WHERE kind = 'sync'"
+                          " AND state IN ('pending', 'in_flight')"), msg="syncs applied")
+    assert timeline("WH-NOTE") == [
+        ("note", "halo", "Bob Analyst", "Isolated FS01 from the network.", True, tid, r["action"]["id"]),
+        ("note", "halo", "Carol", "Customer informed.", False, tid, r2["action"]["id"]),
+        ("note", "halo", "Mallory", "[halo_itsm] Case escalated in the SOC.", False, tid,
+         r3["action"]["id"])]
+
+
+def _post_action_as(client_id, client_secret, tid, note):
+    """POST /api/Actions to the mock with a token of this API application; the action."""
+    base = "http://127.0.0.1:%d" % MOCK_PORT
+    form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": client_id,
+                                   "client_secret": client_secret, "scope": "all"}).encode()
+    with urllib.request.urlopen(base + "/auth/token", data=form, timeout=10) as resp:
+        token = json.load(resp)["access_token"]
+    req = urllib.request.Request(base + "/api/Actions",
+                                 data=json.dumps([{"ticket_id": tid, "note": note,
+                                                   "outcome": "Note"}]).encode(),
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": "Bearer " + token})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.load(resp)
 
 
 def test_event_only_payload_is_caught_up_by_sync():

@@ -57,7 +57,7 @@ CALL pg_temp.try($$SELECT halo_itsm.set_credentials(1, 'cid', 'secret')$$);
 CALL pg_temp.try($$SELECT halo_itsm.set_enabled(1, false)$$);
 CALL pg_temp.try($$SELECT halo_itsm.ticket_payload('case', 'C-1')$$);
 CALL pg_temp.try($$SELECT * FROM halo_itsm._claim(10)$$);
-CALL pg_temp.try($$SELECT halo_itsm._record(1, 'dead', NULL, NULL, 'x', 0, false)$$);
+CALL pg_temp.try($$SELECT halo_itsm._record(1, 'dead', NULL, NULL, 'x', 0, false, NULL)$$);
 CALL pg_temp.try($$SELECT halo_itsm._random_secret(32)$$);
 CALL pg_temp.try($$SELECT halo_itsm.retry()$$);
 CALL pg_temp.try($$SELECT halo_itsm.purge()$$);

@@ -68,7 +68,9 @@ SELECT sid, status, to_char(closed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS
 SELECT * FROM pg_temp.tl;
 
 -- 2. Notes on an open case: plain text, from note_html when only that is there, internal flag;
--- system actions, actions without text, our own notes and other tickets' actions are skipped.
+-- system actions, actions without text, the integration's own actions (posted through its
+-- API application, client id 'client') and other tickets' actions are skipped. A note that
+-- merely starts with "[halo_itsm]" is anyone's note, and so is one from another application.
 SELECT pg_temp.deliver('{"id": "w-3", "object_id": 1002,
   "ticket": {"id": 1002, "status_id": 2, "hasbeenclosed": false},
   "actions": [
@@ -76,7 +78,10 @@ SELECT pg_temp.deliver('{"id": "w-3", "object_id": 1002,
     {"id": 5011, "ticket_id": 1002, "who": "Carol", "note_html": "<p>Mail <b>quarantined</b> &amp; blocked:<br>sender &lt;x@evil.test&gt;&#33;</p><div>&#x2714; done</div>", "hiddenfromuser": true, "datetime": "2026-11-28T11:01:00+01:00"},
     {"id": 5012, "ticket_id": 1002, "who": "System", "note": "Status changed", "is_system": true},
     {"id": 5013, "ticket_id": 1002, "who": "Carol", "note": "", "note_html": "<p> </p>"},
-    {"id": 5014, "ticket_id": 1002, "who": "API User", "note": "[halo_itsm] Case updated in the SOC."},
+    {"id": 5014, "ticket_id": 1002, "datetime": "2026-11-28T11:02:00Z", "who": "Mallory", "note": "[halo_itsm] Nothing to see here."},
+    {"id": 5016, "ticket_id": 1002, "datetime": "2026-11-28T11:03:00Z", "who": "API User", "note": "Posted by this integration.", "actionby_application_id": " CLIENT "},
+    {"id": 5017, "ticket_id": 1002, "datetime": "2026-11-28T11:04:00Z", "who": "API User", "note": "Posted by another application.", "actionby_application_id": "another-app"},
+    {"id": 5018, "ticket_id": 1002, "datetime": "2026-11-28T11:05:00Z", "who": "API User", "note": "Not an application id.", "actionby_application_id": 7},
     {"id": 5015, "ticket_id": 9999, "who": "Mallory", "note": "Not this ticket."},
     {"ticket_id": 1002, "who": "Nobody", "note": "No action id."},
     "not an object"]}');
@@ -113,25 +118,29 @@ SELECT pg_temp.deliver('{"id": "w-9", "event": "Ticket Updated by Agent", "objec
 SELECT pg_temp.deliver('{"id": "w-10", "object_id": 1002, "ticket": {"id": 1002, "status_id": 2}}');
 SELECT kind, integration_id, halo_ticket_id, state FROM halo_itsm.outbox ORDER BY id;
 
--- 7. The sync, as the worker applies it: GET /api/Tickets/1002 and GET /api/Actions?ticket_id=1002.
-SELECT halo_itsm._apply_sync((SELECT id FROM halo_itsm.outbox WHERE kind = 'sync'),
+-- 7. The sync, as the worker applies it: GET /api/Tickets/1002 and GET /api/Actions?ticket_id=1002,
+-- on the item it claimed (with the claim's token).
+SELECT outbox_id AS sync_id, claim_token AS sync_token FROM halo_itsm._claim(10) \gset
+SELECT halo_itsm._apply_sync(:sync_id,
   '{"id": 1002, "status_id": 9, "hasbeenclosed": true, "agent_name": "Carol", "dateclosed": "2026-11-28T13:30:00Z"}',
   '{"ticket_id": 1002, "record_count": 3, "actions": [
      {"id": 5010, "ticket_id": 1002, "who": "Carol", "note": "Called the user.", "datetime": "2026-11-28T11:00:00"},
      {"id": 5060, "ticket_id": 1002, "who": "Carol", "note": "User confirmed it was phishing.", "datetime": "2026-11-28T13:20:00"},
-     {"id": 5061, "ticket_id": 1002, "who": "Carol", "note": "Closing.", "new_status": 9, "datetime": "2026-11-28T13:30:00"}]}');
+     {"id": 5061, "ticket_id": 1002, "who": "Carol", "note": "Closing.", "new_status": 9, "datetime": "2026-11-28T13:30:00"}]}',
+  :'sync_token');
 SELECT sid, status, to_char(closed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS closed_at_utc
   FROM halo_itsm.cases WHERE sid = 'CASE-2';
 SELECT * FROM pg_temp.tl WHERE sid = 'CASE-2';
 SELECT halo_ticket_id, last_synced_at IS NOT NULL AS synced FROM halo_itsm.tickets ORDER BY halo_ticket_id;
 -- Applying the same sync again changes nothing.
-SELECT halo_itsm._apply_sync((SELECT id FROM halo_itsm.outbox WHERE kind = 'sync'),
+SELECT halo_itsm._apply_sync(:sync_id,
   '{"id": 1002, "status_id": 9, "hasbeenclosed": true}',
-  '{"ticket_id": 1002, "record_count": 1, "actions": [{"id": 5060, "who": "Carol", "note": "User confirmed it was phishing."}]}');
+  '{"ticket_id": 1002, "record_count": 1, "actions": [{"id": 5060, "who": "Carol", "note": "User confirmed it was phishing."}]}',
+  :'sync_token');
 SELECT count(*) AS case_2_rows FROM halo_itsm.timeline t JOIN halo_itsm.cases c ON c.id = t.case_id WHERE c.sid = 'CASE-2';
 -- Odd answers from Halo do not break the worker: nothing applied, the ticket counts as synced.
-SELECT halo_itsm._apply_sync((SELECT id FROM halo_itsm.outbox WHERE kind = 'sync'), '[]', '"nothing"');
-SELECT halo_itsm._apply_sync(-1, '{}', '{}');
+SELECT halo_itsm._apply_sync(:sync_id, '[]', '"nothing"', :'sync_token');
+SELECT halo_itsm._apply_sync(-1, '{}', '{}', :'sync_token');
 
 -- 8. reconcile(): syncs for open cases with tickets, least recently synced first, once each.
 INSERT INTO halo_itsm.cases (sid, title, severity, integration_id) VALUES

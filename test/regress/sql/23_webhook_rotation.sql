@@ -96,7 +96,7 @@ SELECT * FROM halo_itsm.webhook_settings(1);
 SELECT halo_itsm.rotate_webhook_secret(1);
 CALL halo_itsm.reconcile();
 SELECT halo_itsm._apply_webhook(1, '{"id": "x", "object_id": 4242}');
-SELECT halo_itsm._apply_sync(1, '{}', '{}');
+SELECT halo_itsm._apply_sync(1, '{}', '{}', NULL);
 INSERT INTO halo_itsm.timeline (case_id, occurred_at, source, kind, body) VALUES (1, now(), 'local', 'note', 'x');
 \set VERBOSITY default
 SELECT halo_itsm.webhook_signature('k', '{"content-type": "t", "host": "h", "x-halo-date": "d"}', '') AS anyone_may_sign;
