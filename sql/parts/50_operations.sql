@@ -186,4 +186,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION halo_itsm.schedule_jobs(text, text, interval, text) IS
-    'Registers (or updates) the pg_cron jobs of halo_itsm: delivery when no worker runs, purging of old finished outbox rows, and reconcile() (syncs of open cases from Halo, catching up on lost webhooks).';
+    'Registers (or updates) the pg_cron jobs of halo_itsm: delivery when no worker runs, purging of old finished outbox rows and webhook deliveries, and reconcile() (syncs of open cases from Halo, catching up on lost webhooks).';

@@ -217,3 +217,26 @@ def test_deliver_refuses_bad_calls():
     q("CALL halo_itsm.deliver(only_without_worker => true)", db=DB)
     assert states() == {"done": 1}
     check_delivered("NOOP-1", expected_payload("NOOP-1", "Delivered anyway", "low"), dbname=DB)
+
+
+@timeout(60)
+def test_sid_renamed_while_pending_is_sent_under_the_new_sid_only():
+    """A sid may change while its item is pending and never sent; the renaming transaction
+    locks the item, so that no claim sends the old sid meanwhile. Once sent, it may not."""
+    fresh_integration(DB)
+    add_cases([("REN-1", "Renamed before delivery", "high")], dbname=DB)
+    renamer = db(DB, autocommit=False)
+    with renamer.cursor() as cur:
+        cur.execute("UPDATE halo_itsm.cases SET sid = 'REN-1-final' WHERE sid = 'REN-1'")
+    # not committed yet: deliver() skips the locked item instead of sending the old sid
+    deliver()
+    assert MOCK.requests() == [] and states() == {"pending": 1}
+    renamer.commit()
+    deliver()
+    assert [r["json"][0]["third_party_id_string"] for r in creates()] == ["REN-1-final"]
+    check_delivered("REN-1-final", expected_payload("REN-1-final", "Renamed before delivery", "high"),
+                    dbname=DB)
+    e = expect_error("55006", "UPDATE halo_itsm.cases SET sid = 'REN-1-again' WHERE sid = 'REN-1-final'",
+                     db=DB)
+    assert "halo_itsm: the sid of case \"REN-1-final\" cannot change: it is linked to Halo ticket" \
+        in e.pgerror, e.pgerror

@@ -237,6 +237,41 @@ def test_answer_after_truncate_restart_identity_links_nothing():
         in server_log(mark_log)
 
 
+@timeout(60)
+def test_integration_deleted_mid_delivery_keeps_a_case_that_named_none():
+    """A case that names no integration goes to the single enabled one; that integration
+    is deleted while the create is in flight. The item goes back to the queue, unbound
+    (the status view says so), and the next integration delivers it: the lookup finds the
+    ticket the lost create made, so there is exactly one."""
+    fresh_integration()
+    MOCK.faults({"method": "POST", "path": "/api/Tickets", "count": 1,
+                 "action": {"type": "delay", "ms": 2000}})
+    add_cases([("UNBOUND-1", "Named no integration", "high")])
+    wait_until(lambda: creates(), timeout=10, interval=0.02, msg="the create sent")
+    q("DELETE FROM halo_itsm.integrations")
+    row = outbox("UNBOUND-1")
+    assert (row["state"], row["maybe_sent"], row["attempts"]) == ("pending", True, 0), row
+    assert q1("SELECT integration_id FROM halo_itsm.outbox") is None
+    assert q("SELECT integration_id, pending, in_flight, dead, problem FROM halo_itsm.status") == [
+        (None, 1, 0, 0, "no enabled integration: call halo_itsm.connect() and halo_itsm.configure()")]
+    # the late answer (Halo did create the ticket) is not recorded
+    wait_until(lambda: creates()[0]["status"] == 200, timeout=10, msg="the create answered")
+    time.sleep(0.3)
+    assert ticket_link("UNBOUND-1") is None and outbox("UNBOUND-1")["state"] == "pending"
+    iid = q1("SELECT halo_itsm.connect(%s, 'test-client', 'test-secret', name => 'second')",
+             "http://127.0.0.1:%d" % MOCK_PORT)
+    q("SELECT halo_itsm.configure(%s, category => 'Security>Incident')", iid)
+    wait_states({"done": 1}, timeout=20)
+    mine = mock_tickets_by_sid()["UNBOUND-1"]
+    assert len(mine) == 1, mine
+    assert ticket_link("UNBOUND-1") == (mine[0]["id"], "found", iid)
+    row = outbox("UNBOUND-1")
+    assert (row["state"], row["result"], row["attempts"]) == ("done", "found", 1), row
+    assert len(creates()) == 1
+    assert q("SELECT integration_id, pending, in_flight, dead, problem FROM halo_itsm.status") == [
+        (iid, 0, 0, 0, "ok")]
+
+
 def _set_setting(name, value):
     """ALTER SYSTEM SET (or RESET, value None) a setting and reload the configuration."""
     if value is None:
