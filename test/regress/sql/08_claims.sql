@@ -22,7 +22,8 @@ SELECT coalesce(c.sid, d.sid) AS sid, t.integration_id, t.halo_ticket_id, t.link
   LEFT JOIN halo_itsm.detections d ON d.id = t.detection_id;
 CREATE VIEW pg_temp.health AS
 SELECT s.integration_id, s.name, s.pending, s.in_flight, s.dead, s.problem
-  FROM halo_itsm.status s;
+  FROM halo_itsm.status s
+ WHERE s.pending IS NOT NULL;  -- not the row saying no worker serves this database (01_setup)
 -- what _claim gave out, kept as the worker keeps its items
 CREATE TABLE pg_temp.claims (outbox_id bigint, sid text, integration_id integer, maybe_sent boolean,
                              payload jsonb, claim_token uuid, round integer);
