@@ -4,4 +4,4 @@
 \set r random(1, 9000000000000000)
 INSERT INTO halo_itsm.cases (sid, title, severity) VALUES ('F' || :client_id || '-' || :r, 'Flat cost', 'high');
 SELECT outbox_id, claim_token FROM halo_itsm._claim(1, 1, '{}') \gset
-SELECT halo_itsm._record(:outbox_id, 'created', :outbox_id, 201, NULL, 0, false, :'claim_token');
+SELECT halo_itsm._record(:outbox_id, 'created', :outbox_id, 201, NULL, 0, false, :claim_token);
