@@ -56,9 +56,11 @@ SET escape_string_warning = off;
 SET DateStyle = 'SQL, DMY';
 SET TimeZone = 'Pacific/Chatham';
 INSERT INTO halo_itsm.outbox (kind, integration_id, halo_ticket_id) VALUES ('sync', 1, 1001);
-SELECT halo_itsm._apply_sync((SELECT id FROM halo_itsm.outbox WHERE kind = 'sync'),
+SELECT outbox_id AS sync_id, claim_token AS sync_token FROM halo_itsm._claim(10) \gset
+SELECT halo_itsm._apply_sync(:sync_id,
     '{"id": 1001, "status_id": 2, "hasbeenclosed": false}',
-    '{"ticket_id": 1001, "record_count": 1, "actions": [{"id": 7003, "who": "Dan", "note": "Synced from 2020.", "datetime": "2020-12-31T23:59:59+02:00"}]}');
+    '{"ticket_id": 1001, "record_count": 1, "actions": [{"id": 7003, "who": "Dan", "note": "Synced from 2020.", "datetime": "2020-12-31T23:59:59+02:00"}]}',
+    :'sync_token');
 
 \c
 SELECT t.halo_action_id, t.author, t.body,
