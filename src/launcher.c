@@ -22,6 +22,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -30,6 +31,7 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
+#include "utils/builtins.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -41,6 +43,7 @@
 #define RESTART_DELAY_MS 5000
 
 static HiServeState CheckDatabase(Oid *dboid);
+static bool RoleCanLogIn(void);
 static void LogState(HiServeState state);
 static BackgroundWorkerHandle *StartDeliveryWorker(Oid dboid);
 
@@ -98,8 +101,45 @@ CheckDatabase(Oid *dboid)
 	}
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
+	if (state == HI_SERVE_STARTING && !RoleCanLogIn())
+	{
+		state = HI_SERVE_NO_ROLE;
+		*dboid = InvalidOid;
+	}
 	CommitTransactionCommand();
 	return state;
+}
+
+/*
+ * True when halo_itsm.worker_role is empty (the bootstrap superuser) or
+ * names a role in pg_authid that may log in: a worker started as any
+ * other would die with FATAL at every restart. Runs inside CheckDatabase's
+ * transaction, with the same sequential scan of a shared catalog.
+ */
+static bool
+RoleCanLogIn(void)
+{
+	bool		ok = false;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	if (hi_worker_role == NULL || hi_worker_role[0] == '\0')
+		return true;
+	rel = table_open(AuthIdRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_authid role = (Form_pg_authid) GETSTRUCT(tup);
+
+		if (strcmp(NameStr(role->rolname), hi_worker_role) != 0)
+			continue;
+		ok = role->rolcanlogin;
+		break;
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return ok;
 }
 
 /* Says once what a new state of the database check means, and what to do. */
@@ -124,6 +164,15 @@ LogState(HiServeState state)
 							hi_database),
 					 errhint("Set halo_itsm.database to the database where CREATE EXTENSION halo_itsm ran and restart the server, "
 							 "or ALTER DATABASE ... ALLOW_CONNECTIONS true.")));
+			break;
+		case HI_SERVE_NO_ROLE:
+			ereport(WARNING,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("halo_itsm: role \"%s\" named by halo_itsm.worker_role does not exist or cannot log in: no delivery worker runs",
+							hi_worker_role),
+					 errhint("CREATE ROLE %s LOGIN with the grants the README's Privileges section lists, or reset halo_itsm.worker_role and restart the server. "
+							 "The launcher looks again every %d s and logs again only when this changes.",
+							 quote_identifier(hi_worker_role), RECHECK_MS / 1000)));
 			break;
 		case HI_SERVE_STARTING:
 			ereport(LOG,

@@ -274,6 +274,11 @@ halo_itsm_worker_problem(PG_FUNCTION_ARGS)
 			"no background worker serves this database (halo_itsm.database = %s%s); set halo_itsm.database = %s and restart",
 			quote_literal_cstr(hi_database), why, quote_literal_cstr(here))));
 	}
+	if (state == HI_SERVE_NO_ROLE)
+		PG_RETURN_TEXT_P(cstring_to_text(psprintf(
+			"no background worker runs: halo_itsm.worker_role = %s names a role that does not exist or cannot log in; "
+			"create it with LOGIN and the README's grants, or reset halo_itsm.worker_role, and restart",
+			quote_literal_cstr(hi_worker_role))));
 	PG_RETURN_TEXT_P(cstring_to_text(
 		"the background worker of this database is not running: it starts again within seconds; if this stays, see the server log"));
 }

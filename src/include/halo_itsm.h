@@ -39,6 +39,7 @@ typedef enum HiServeState
 	HI_SERVE_UNKNOWN = 0,		/* the launcher has not looked yet */
 	HI_SERVE_NO_DATABASE,		/* halo_itsm.database does not exist */
 	HI_SERVE_NO_CONNECTIONS,	/* it exists but does not allow connections */
+	HI_SERVE_NO_ROLE,			/* halo_itsm.worker_role is missing or cannot log in */
 	HI_SERVE_STARTING,			/* the delivery worker is (re)starting */
 	HI_SERVE_NO_EXTENSION,		/* the worker runs; the extension is not installed */
 	HI_SERVE_RUNNING			/* the worker runs and delivers */

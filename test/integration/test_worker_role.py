@@ -5,8 +5,10 @@ grants on the extension's schema), the worker runs as that role and delivers a c
 a ticket sync. The setting is read at server start: the test restarts the cluster with
 it, and again without it at the end.
 """
-from halo_test import (WORKER_TYPE, ensure_extension, fresh_integration, q, q1, q1_retry,
-                       restart_cluster, timeout, wait_until)
+import time
+
+from halo_test import (WORKER_TYPE, ensure_extension, fresh_integration, log_mark, q, q1,
+                       q1_retry, restart_cluster, server_log, timeout, wait_until)
 
 ROLE = "hi_test_worker"
 # the grants of the README's recipe
@@ -60,3 +62,39 @@ def test_worker_runs_as_the_configured_role():
     assert q("SELECT kind::text, state::text, attempts FROM halo_itsm.outbox ORDER BY id") \
         == [("case", "done", 1), ("sync", "done", 1)]
     assert _worker_user() == ROLE
+
+
+@timeout(120)
+def test_role_that_cannot_log_in_is_said_once_and_shown_in_status():
+    """A worker_role that does not exist (or has NOLOGIN) made the worker die with FATAL
+    every 5 s; the launcher now checks pg_authid first, warns once, shows it in the status
+    view, and starts the worker once the role can log in."""
+    missing = "hi_test_no_such_role"
+    said = ('WARNING:  halo_itsm: role "%s" named by halo_itsm.worker_role does not exist'
+            ' or cannot log in: no delivery worker runs' % missing)
+    mark = log_mark()
+    q("ALTER SYSTEM SET halo_itsm.worker_role = %s", missing, db="postgres")
+    restart_cluster()
+    q1_retry("SELECT 1")
+    time.sleep(12)          # the launcher looks every 5 s: two looks and more
+    log = server_log(mark)
+    assert log.count(said) == 1, log[-3000:]
+    assert 'FATAL:  role "%s" does not exist' % missing not in log
+    assert _worker_user() is None
+    assert q("SELECT problem FROM halo_itsm.status WHERE pending IS NULL") == [
+        ("no background worker runs: halo_itsm.worker_role = '%s' names a role that does not"
+         " exist or cannot log in; create it with LOGIN and the README's grants, or reset"
+         " halo_itsm.worker_role, and restart" % missing,)]
+    # the role appears: the worker starts as it, without a restart
+    q("CREATE ROLE %s LOGIN" % missing, db="postgres")
+    for grant in GRANTS:
+        q(grant % missing)
+    try:
+        wait_until(lambda: _worker_user() == missing, timeout=30, msg="the worker as %s" % missing)
+        assert server_log(mark).count(said) == 1
+    finally:
+        q("ALTER SYSTEM RESET halo_itsm.worker_role", db="postgres")
+        restart_cluster()
+        q1_retry("SELECT 1")
+        q("DROP OWNED BY %s" % missing)
+        q("DROP ROLE %s" % missing, db="postgres")
