@@ -74,10 +74,11 @@ hi_json_parse_answer(char *body, size_t len, char **why)
 	hi_json_scrub_escapes(body, len);
 	PG_TRY();
 	{
-		int			enc = GetDatabaseEncoding();
-
-		if (enc != PG_UTF8 && enc != PG_SQL_ASCII)
-			text = pg_any_to_server(body, (int) len, PG_UTF8);
+		/*
+		 * No conversion: the extension installs only in UTF-8 databases
+		 * (00_header.sql), and the worker parses outside any transaction,
+		 * where PostgreSQL could not convert anyway.
+		 */
 		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
 	}
 	PG_CATCH();

@@ -36,6 +36,12 @@ static const struct
 	{"transform_null_equals", "off"},
 	{"array_nulls", "on"},
 	{"backslash_quote", "safe_encoding"},
+	/* a database owner's defaults must not stop the worker's writes or fail them */
+	{"default_transaction_read_only", "off"},
+	{"default_transaction_isolation", "read committed"},
+	{"statement_timeout", "0"},
+	{"lock_timeout", "0"},
+	{"idle_in_transaction_session_timeout", "0"},
 };
 
 /* Pins the worker's settings for the rest of its session (call right after connecting). */

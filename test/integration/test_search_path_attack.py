@@ -14,6 +14,11 @@ from halo_test import (PGHOST, PGPORT, Mock, db, ensure_extension, fresh_integra
                        q1, timeout, wait_until, worker_pid)
 
 OWNER = "hi_test_db_owner"
+# What a database owner may set for every session of their database that would stop or
+# fail the worker's writes (review of item 2): the worker pins them back.
+READ_ONLY_SETTINGS = {"default_transaction_read_only": "on",
+                      "default_transaction_isolation": "'serializable'",
+                      "lock_timeout": "'1ms'"}
 MOCK = Mock()
 
 # Run by the owner: everything an attacker needs, in a schema of their own.
@@ -62,6 +67,8 @@ def _as_owner(dbname):
 
 def _undo(dbname):
     q("ALTER DATABASE %s RESET search_path" % dbname, db="postgres")
+    for name in READ_ONLY_SETTINGS:
+        q("ALTER DATABASE %s RESET %s" % (dbname, name), db="postgres")
     q("ALTER DATABASE %s OWNER TO postgres" % dbname, db="postgres")
     q("DROP SCHEMA IF EXISTS evil CASCADE", db=dbname)
 
@@ -167,3 +174,39 @@ def test_deliver_ignores_the_sessions_search_path():
     assert dict(q("SELECT kind::text, state::text FROM halo_itsm.outbox", db="halo_manual")) \
         == {"case": "done", "sync": "done"}
     _not_escalated("halo_manual")
+
+
+@timeout(90)
+def test_worker_ignores_the_database_owners_read_only_and_timeouts():
+    fresh_integration("halo")
+    q("ALTER ROLE %s NOSUPERUSER" % OWNER, db="postgres")
+    q("ALTER DATABASE halo OWNER TO %s" % OWNER, db="postgres")
+    conn = _as_owner("halo")
+    try:
+        with conn.cursor() as cur:
+            for name, value in READ_ONLY_SETTINGS.items():
+                cur.execute("ALTER DATABASE halo SET %s = %s" % (name, value))
+    finally:
+        conn.close()
+    try:
+        old = worker_pid()
+        q("SELECT pg_terminate_backend(%s)", old, db="postgres")
+        new = wait_until(lambda: worker_pid() not in (None, old) and worker_pid(), timeout=30,
+                         msg="the worker restarted")
+        ins = psycopg2.connect(host=PGHOST, port=PGPORT, user="postgres", dbname="halo")
+        try:
+            ins.autocommit = True
+            with ins.cursor() as cur:
+                cur.execute("SHOW default_transaction_read_only")
+                assert cur.fetchone()[0] == "on"     # every new session gets the owner's settings
+                cur.execute("SET default_transaction_read_only = off;"
+                            " SET lock_timeout = 0")
+                cur.execute("INSERT INTO halo_itsm.cases (sid, title, severity)"
+                            " SELECT 'RO-' || n, 'Read only?', 'high' FROM generate_series(1, 3) n")
+        finally:
+            ins.close()
+        wait_until(lambda: all(_ticket_of("RO-%d" % n, "halo") for n in (1, 2, 3)), timeout=30,
+                   msg="tickets of RO-1..3")
+        assert worker_pid() == new
+    finally:
+        _undo("halo")
