@@ -53,6 +53,8 @@ static void TestRetryAfter(void);
 static void CheckHtml(const char *name, const char *html, size_t len, int flags,
 					  const char *want, size_t want_len);
 static void TestHtml(void);
+static void TestLayouts(void);
+static void TestEncodings(void);
 static void TestHtmlLinear(void);
 static unsigned char *GoldenCanonical(size_t *len);
 static hi_sig_result VerifyGolden(const char *sig);
@@ -894,6 +896,141 @@ TestToken(void)
 }
 
 /* Run every test and print the summary. */
+/* The golden headers, in the default order, for hi_canonical_build. */
+static const char *const golden_names[4] = {"content-length", "content-type", "host", "x-halo-date"};
+static const char *const golden_values[4] = {" 152", "application/json", "soc.example.com", GOLDEN_DATE};
+#define GOLDEN_DIGEST "2HQpqm6YQc0k9ZTyMbPP2S81R0kZ9xLUAXg9qcqdHlc="
+
+/* Check the canonical string of one layout over the golden headers and body. */
+static void
+CheckLayout(int layout, const char *want, size_t want_len)
+{
+	size_t		len;
+	unsigned char *c = hi_canonical_build(layout, golden_names, golden_values, 4,
+										  (const unsigned char *) GOLDEN_BODY,
+										  strlen(GOLDEN_BODY), &len);
+	char		name[64];
+
+	snprintf(name, sizeof(name), "layout %s: exact bytes", hi_layout_name(layout));
+	hi_check_mem(name, c, len, want, want_len);
+	free(c);
+}
+
+/* Every candidate layout's exact bytes; names round-trip; bad input refused. */
+static void
+TestLayouts(void)
+{
+	int			i;
+	size_t		len;
+	unsigned char *c;
+	const char *one_name[1] = {"host"};
+	const char *one_value[1] = {"h"};
+
+	for (i = 0; i < HI_LAYOUT_COUNT; i++)
+		hi_check(hi_layout_from_name(hi_layout_name(i)) == i, "layout: name round-trips",
+				 "%d", i);
+	hi_check(hi_layout_from_name("Default") == -1 && hi_layout_from_name(NULL) == -1 &&
+			 hi_layout_name(HI_LAYOUT_COUNT) == NULL && hi_layout_name(-1) == NULL,
+			 "layout: unknown names and numbers refused", "%s", "accepted");
+
+	CheckLayout(HI_LAYOUT_DEFAULT, LIT(GOLDEN_CANONICAL));
+	CheckLayout(HI_LAYOUT_BLANK_LINE, LIT("content-length:152\ncontent-type:application/json\n"
+										  "host:soc.example.com\nx-halo-date:" GOLDEN_DATE "\n\n" GOLDEN_BODY));
+	CheckLayout(HI_LAYOUT_SPACE, LIT("content-length: 152\ncontent-type: application/json\n"
+									 "host: soc.example.com\nx-halo-date: " GOLDEN_DATE "\n" GOLDEN_BODY));
+	CheckLayout(HI_LAYOUT_CRLF, LIT("content-length:152\r\ncontent-type:application/json\r\n"
+									"host:soc.example.com\r\nx-halo-date:" GOLDEN_DATE "\r\n" GOLDEN_BODY));
+	CheckLayout(HI_LAYOUT_VALUES, LIT("152\napplication/json\nsoc.example.com\n" GOLDEN_DATE "\n" GOLDEN_BODY));
+	CheckLayout(HI_LAYOUT_BODY, LIT(GOLDEN_BODY));
+	CheckLayout(HI_LAYOUT_CAVAGE, LIT("content-length: 152\ncontent-type: application/json\n"
+									  "host: soc.example.com\nx-halo-date: " GOLDEN_DATE "\n" GOLDEN_BODY));
+	CheckLayout(HI_LAYOUT_CAVAGE_DIGEST, LIT("content-length: 152\ncontent-type: application/json\n"
+											 "host: soc.example.com\nx-halo-date: " GOLDEN_DATE
+											 "\ndigest: SHA-256=" GOLDEN_DIGEST));
+	CheckLayout(HI_LAYOUT_RFC9421, LIT("\"content-length\": 152\n\"content-type\": application/json\n"
+									   "\"host\": soc.example.com\n\"x-halo-date\": " GOLDEN_DATE "\n" GOLDEN_BODY));
+
+	/* the default layout with the default headers is hi_canonical_string's */
+	c = hi_canonical_build(HI_LAYOUT_DEFAULT, golden_names, golden_values, 4,
+						   (const unsigned char *) GOLDEN_BODY, strlen(GOLDEN_BODY), &len);
+	hi_check(c != NULL && hi_signature_verify(GOLDEN_SECRET, strlen(GOLDEN_SECRET), c, len,
+											  LIT(GOLDEN_SIG)) == HI_SIG_OK,
+			 "layout default: the golden vector verifies", "%s", "not OK");
+	free(c);
+
+	c = hi_canonical_build(HI_LAYOUT_CAVAGE, one_name, one_value, 1, NULL, 0, &len);
+	hi_check_mem("layout cavage: one header, empty body", c, len, LIT("host: h\n"));
+	free(c);
+	c = hi_canonical_build(HI_LAYOUT_BODY, NULL, NULL, 0, (const unsigned char *) "x", 1, &len);
+	hi_check_mem("layout body: no headers", c, len, LIT("x"));
+	free(c);
+	c = hi_canonical_build(HI_LAYOUT_COUNT, golden_names, golden_values, 4, NULL, 0, &len);
+	hi_check(c == NULL && len == 0, "layout: out of range refused", "%s", "accepted");
+	one_value[0] = "a\nb";
+	c = hi_canonical_build(HI_LAYOUT_SPACE, one_name, one_value, 1, NULL, 0, &len);
+	hi_check(c == NULL, "layout: LF in a value refused", "%s", "accepted");
+	c = hi_canonical_build(HI_LAYOUT_SPACE, golden_names, golden_values, HI_SIG_MAX_HEADERS + 1, NULL, 0, &len);
+	hi_check(c == NULL, "layout: too many headers refused", "%s", "accepted");
+}
+
+/* Hex and base64 digests, prefixes, and splitting a received signature. */
+static void
+TestEncodings(void)
+{
+	char		out[HI_SIG_MAX_TEXT + 1];
+	size_t		plen;
+
+	hi_check(hi_signature_compute_enc(GOLDEN_SECRET, strlen(GOLDEN_SECRET),
+									  (const unsigned char *) GOLDEN_CANONICAL, strlen(GOLDEN_CANONICAL),
+									  HI_ENC_HEX, "sha256=", out, sizeof(out)) == 0,
+			 "encoding: hex compute succeeds", "%s", "failed");
+	hi_check_str("encoding: hex with prefix (openssl dgst -hex)", out,
+				 "sha256=50c1c3c7f6dda157ea09ebee735d4bd41a864c1a735f995b47e845ee551d5297");
+	hi_check(hi_signature_verify_enc(GOLDEN_SECRET, strlen(GOLDEN_SECRET),
+									 (const unsigned char *) GOLDEN_CANONICAL, strlen(GOLDEN_CANONICAL),
+									 HI_ENC_HEX, "sha256=", out, strlen(out)) == HI_SIG_OK,
+			 "encoding: hex with prefix verifies", "%s", "not OK");
+	hi_check(hi_signature_verify_enc(GOLDEN_SECRET, strlen(GOLDEN_SECRET),
+									 (const unsigned char *) GOLDEN_CANONICAL, strlen(GOLDEN_CANONICAL),
+									 HI_ENC_HEX, "sha256=",
+									 LIT("SHA256=50c1c3c7f6dda157ea09ebee735d4bd41a864c1a735f995b47e845ee551d5297")) == HI_SIG_MALFORMED,
+			 "encoding: wrong prefix is MALFORMED", "%s", "accepted");
+	hi_check(hi_signature_verify_enc(GOLDEN_SECRET, strlen(GOLDEN_SECRET),
+									 (const unsigned char *) GOLDEN_CANONICAL, strlen(GOLDEN_CANONICAL),
+									 HI_ENC_HEX, NULL,
+									 LIT("50C1C3C7F6DDA157EA09EBEE735D4BD41A864C1A735F995B47E845EE551D5297")) == HI_SIG_OK,
+			 "encoding: upper-case hex verifies", "%s", "not OK");
+	hi_check(hi_signature_verify_enc(GOLDEN_SECRET, strlen(GOLDEN_SECRET),
+									 (const unsigned char *) GOLDEN_CANONICAL, strlen(GOLDEN_CANONICAL),
+									 HI_ENC_HEX, NULL,
+									 LIT("50c1c3c7f6dda157ea09ebee735d4bd41a864c1a735f995b47e845ee551d529")) == HI_SIG_MALFORMED,
+			 "encoding: 63 hex digits MALFORMED", "%s", "accepted");
+	hi_check(hi_signature_verify_enc(GOLDEN_SECRET, strlen(GOLDEN_SECRET),
+									 (const unsigned char *) GOLDEN_CANONICAL, strlen(GOLDEN_CANONICAL),
+									 HI_ENC_HEX, NULL,
+									 LIT("50c1c3c7f6dda157ea09ebee735d4bd41a864c1a735f995b47e845ee551d5298")) == HI_SIG_MISMATCH,
+			 "encoding: hex with one digit changed MISMATCH", "%s", "not mismatch");
+	hi_check(hi_signature_compute_enc(GOLDEN_SECRET, strlen(GOLDEN_SECRET),
+									  (const unsigned char *) GOLDEN_CANONICAL, strlen(GOLDEN_CANONICAL),
+									  HI_ENC_BASE64, NULL, out, sizeof(out)) == 0,
+			 "encoding: base64 compute succeeds", "%s", "failed");
+	hi_check_str("encoding: base64 without prefix is the golden x-signature", out, GOLDEN_SIG);
+	hi_check(hi_signature_compute_enc(GOLDEN_SECRET, 1, NULL, 0, HI_ENC_HEX, NULL, out, 64) == -1 &&
+			 out[0] == '\0', "encoding: too small a buffer refused", "%s", out);
+
+	hi_check(hi_signature_split(LIT(GOLDEN_SIG), &plen) == HI_ENC_BASE64 && plen == 0,
+			 "split: golden is base64 without prefix", "plen %zu", plen);
+	hi_check(hi_signature_split(LIT("sha256=" GOLDEN_SIG), &plen) == HI_ENC_BASE64 && plen == 7,
+			 "split: base64 with sha256= prefix", "plen %zu", plen);
+	hi_check(hi_signature_split(LIT("sha256=50c1c3c7f6dda157ea09ebee735d4bd41a864c1a735f995b47e845ee551d5297"),
+								&plen) == HI_ENC_HEX && plen == 7,
+			 "split: hex with sha256= prefix", "plen %zu", plen);
+	hi_check(hi_signature_split(LIT("sha 256=" GOLDEN_SIG), &plen) == -1,
+			 "split: prefix with a space refused", "%s", "accepted");
+	hi_check(hi_signature_split(LIT("nothing"), &plen) == -1,
+			 "split: no digest refused", "%s", "accepted");
+}
+
 int
 main(void)
 {
@@ -905,6 +1042,8 @@ main(void)
 	TestSignatureMalformed();
 	TestSignatureMisc();
 	TestContentLength();
+	TestLayouts();
+	TestEncodings();
 	TestBackoff();
 	TestRetryAfter();
 	TestHtml();
