@@ -50,6 +50,7 @@ void
 hi_shmem_request(void)
 {
 	RequestAddinShmemSpace(MAXALIGN(sizeof(HaloShared)));
+	hi_rejected_shmem_request();
 }
 
 /* Installs the startup hook that creates the shared state. */
@@ -81,6 +82,7 @@ hi_shmem_startup(void)
 		hi_shared->serve_state = HI_SERVE_UNKNOWN;
 		hi_shared->extension_state = -1;
 	}
+	hi_rejected_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -81,28 +81,33 @@
 	"header x-signature and the signed headers content-length, content-type, host and x-halo-date; " \
 	"the receiver must pass every request header to halo_itsm.ingest_webhook() unchanged."
 
-/* The headers that matter, by index. */
-typedef enum
-{
-	H_CONTENT_LENGTH,
-	H_CONTENT_TYPE,
-	H_HOST,
-	H_DATE,
-	H_SIGNATURE,
-	H_COUNT
-} HiHeaderIndex;
+/* The default scheme's header names (also webhook_signature()'s). */
+#define HI_DEFAULT_SIGNED "content-length,content-type,host,x-halo-date"
 
-static const char *const header_names[H_COUNT] = {
-	"content-length", "content-type", "host", "x-halo-date", "x-signature"
-};
+/* Most header names a delivery is checked for: the signed ones, the signature, the date, host. */
+#define HI_MAX_NAMES	(HI_SIG_MAX_HEADERS + 3)
 
-/* The received values of those headers: how often each came, and the last value. */
+/* The received values of the headers that matter: how often each came, and the last value. */
 typedef struct HiHeaders
 {
-	int			count[H_COUNT];
-	bool		not_string[H_COUNT];
-	char	   *value[H_COUNT];
+	int			n;
+	const char *name[HI_MAX_NAMES];		/* lower case */
+	int			count[HI_MAX_NAMES];
+	bool		not_string[HI_MAX_NAMES];
+	char	   *value[HI_MAX_NAMES];
 } HiHeaders;
+
+/* How the integration's deliveries are signed (halo_itsm.webhook_signatures, or the defaults). */
+typedef struct HiScheme
+{
+	char	   *signature_header;
+	int			nsigned;
+	char	   *signed_names[HI_SIG_MAX_HEADERS];
+	int			encoding;		/* hi_encoding */
+	char	   *prefix;
+	char	   *timestamp_header;	/* NULL: none */
+	int			layout;			/* hi_layout */
+} HiScheme;
 
 /* What the duplicate-key check keeps while PostgreSQL's JSON parser walks the body. */
 typedef struct DupKeyState
@@ -118,25 +123,31 @@ typedef struct HiSecrets
 	char	   *current;
 	char	   *previous;		/* NULL unless within its grace period */
 	char	   *previous_until; /* text of previous_secret_valid_until, or NULL */
+	HiScheme	scheme;
 } HiSecrets;
 
 PG_FUNCTION_INFO_V1(halo_itsm_ingest_webhook);
 PG_FUNCTION_INFO_V1(halo_itsm_webhook_signature);
+PG_FUNCTION_INFO_V1(halo_itsm_webhook_layouts);
 
 /* The two statements of ingest_webhook, prepared once per session. */
 static SPIPlanPtr secrets_plan = NULL;
 static SPIPlanPtr apply_plan = NULL;
 
+static int	AddHeaderName(HiHeaders *h, const char *name);
 static void CollectHeaders(Jsonb *headers, HiHeaders *h);
 static void CountHeaderValue(HiHeaders *h, int idx, JsonbValue *v);
-static int	HeaderIndex(const char *name, int len);
-static const char *RequireHeader(HiHeaders *h, int idx);
-static char *BaseUrlHost(void);
-static TimestampTz ParseHaloDate(const char *value);
-static void CheckDate(const char *value);
+static int	HeaderIndex(HiHeaders *h, const char *name, int len);
+static const char *RequireHeader(HiHeaders *h, int idx, bool is_signature);
+static void ParseScheme(HiScheme *sc, HeapTuple tup, TupleDesc desc, int first);
+static TimestampTz ParseHaloDate(const char *name, const char *value);
+static void CheckDate(const char *name, const char *value);
 static void LoadSecrets(const char *key, HiSecrets *s);
 static void ForgetSecrets(HiSecrets *s);
 static void VerifySignature(HiSecrets *s, const unsigned char *canon, size_t canon_len, const char *sig);
+static void RecordRejection(ErrorData *edata, int integration_id, Jsonb *headers, const char *body,
+							Size body_len, bool body_kept);
+static void CheckDelivery(HiSecrets *secrets, Jsonb *headers, const char *body_data, Size body_len);
 static void RethrowUnholdableJson(MemoryContext cxt);
 static Jsonb *ParsePayload(const char *body, int len);
 static Datum ApplyWebhook(int integration_id, Jsonb *payload);
@@ -151,14 +162,27 @@ static Datum CallHidingStatement(Datum (*fn) (FunctionCallInfo), FunctionCallInf
 
 /* Which of the headers that matter has this name (any case); -1 for none. */
 static int
-HeaderIndex(const char *name, int len)
+HeaderIndex(HiHeaders *h, const char *name, int len)
 {
 	int			i;
 
-	for (i = 0; i < H_COUNT; i++)
-		if ((int) strlen(header_names[i]) == len && pg_strncasecmp(name, header_names[i], len) == 0)
+	for (i = 0; i < h->n; i++)
+		if ((int) strlen(h->name[i]) == len && pg_strncasecmp(name, h->name[i], len) == 0)
 			return i;
 	return -1;
+}
+
+/* Adds a header name to look for (once); returns its index. */
+static int
+AddHeaderName(HiHeaders *h, const char *name)
+{
+	int			i = HeaderIndex(h, name, strlen(name));
+
+	if (i >= 0)
+		return i;
+	Assert(h->n < HI_MAX_NAMES);
+	h->name[h->n] = name;
+	return h->n++;
 }
 
 /* Counts one received value of header idx (a string, or anything else: invalid). */
@@ -172,7 +196,7 @@ CountHeaderValue(HiHeaders *h, int idx, JsonbValue *v)
 		h->not_string[idx] = true;
 }
 
-/* Reads the request headers (a JSON object of name: value or name: [values]). */
+/* Reads the request headers named in h (a JSON object of name: value or name: [values]). */
 static void
 CollectHeaders(Jsonb *headers, HiHeaders *h)
 {
@@ -181,7 +205,6 @@ CollectHeaders(Jsonb *headers, HiHeaders *h)
 	JsonbIteratorToken tok;
 	int			current = -1;
 
-	memset(h, 0, sizeof(*h));
 	if (headers == NULL)
 		return;
 	if (!JB_ROOT_IS_OBJECT(headers) || JB_ROOT_IS_SCALAR(headers))
@@ -194,7 +217,7 @@ CollectHeaders(Jsonb *headers, HiHeaders *h)
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
 		if (tok == WJB_KEY)
-			current = HeaderIndex(v.val.string.val, v.val.string.len);
+			current = HeaderIndex(h, v.val.string.val, v.val.string.len);
 		else if (tok == WJB_VALUE && current >= 0)
 		{
 			if (v.type == jbvBinary && JsonContainerIsArray(v.val.binary.data))
@@ -214,38 +237,38 @@ CollectHeaders(Jsonb *headers, HiHeaders *h)
 	}
 }
 
-/* The value of header idx; raises WH003 (WH006 for x-signature) unless it came once, non-empty. */
+/* The value of header idx; raises WH003 (WH006 for the signature) unless it came once, non-empty. */
 static const char *
-RequireHeader(HiHeaders *h, int idx)
+RequireHeader(HiHeaders *h, int idx, bool is_signature)
 {
-	int			code = idx == H_SIGNATURE ? ERRCODE_HI_BAD_SIGNATURE : ERRCODE_HI_BAD_HEADER;
-	const char *hint = idx == H_SIGNATURE ?
+	int			code = is_signature ? ERRCODE_HI_BAD_SIGNATURE : ERRCODE_HI_BAD_HEADER;
+	const char *hint = is_signature ?
 		"Enable \"Sign Request Body with a Secret Key\" (SHA-256, header x-signature) in Halo's webhook, with the secret from halo_itsm.webhook_settings()." :
 		HINT_SIGNING;
 
 	if (h->count[idx] == 0)
 		ereport(ERROR,
 				(errcode(code),
-				 errmsg("halo_itsm: the webhook request has no %s header", header_names[idx]),
+				 errmsg("halo_itsm: the webhook request has no %s header", h->name[idx]),
 				 errhint("%s", hint)));
 	if (h->count[idx] > 1)
 		ereport(ERROR,
 				(errcode(code),
-				 errmsg("halo_itsm: the webhook request has the %s header %d times", header_names[idx], h->count[idx]),
+				 errmsg("halo_itsm: the webhook request has the %s header %d times", h->name[idx], h->count[idx]),
 				 errdetail("Header names are compared without regard to case: \"Host\" and \"host\" are the same header."),
 				 errhint("Make sure that nothing between Halo and the receiver adds the header a second time.")));
 	if (h->not_string[idx] || !hi_header_value_valid(h->value[idx]))
 		ereport(ERROR,
 				(errcode(code),
 				 errmsg("halo_itsm: the %s header of the webhook request is empty, not a string, or contains control characters",
-						header_names[idx]),
+						h->name[idx]),
 				 errhint("%s", hint)));
 	return h->value[idx];
 }
 
 /* host[:port] of halo_itsm.webhook_base_url, lower case (port only when not the default); NULL when unset. */
-static char *
-BaseUrlHost(void)
+char *
+hi_webhook_base_host(void)
 {
 	CURLU	   *u;
 	CURLUcode	rc;
@@ -286,12 +309,13 @@ BaseUrlHost(void)
 }
 
 /*
- * Reads x-halo-date with PostgreSQL's date/time parser. Only the two forms
- * Halo uses pass the shape check, so that words such as "now" and dates
- * without a zone are refused; raises WH003 when the value is unreadable.
+ * Reads a webhook date with PostgreSQL's date/time parser. Only the two forms
+ * Halo uses pass the shape check (IMF-fixdate, RFC 3339 with a zone), so that
+ * words such as "now" and dates without a zone are refused. Returns false
+ * when the value is unreadable; never raises.
  */
-static TimestampTz
-ParseHaloDate(const char *value)
+bool
+hi_webhook_parse_date(const char *value, TimestampTz *result)
 {
 	size_t		len;
 	const char *t = hi_trim_header_value(value, strlen(value), &len);
@@ -304,7 +328,6 @@ ParseHaloDate(const char *value)
 				tz = 0;
 	struct pg_tm tt;
 	fsec_t		fsec;
-	TimestampTz result;
 	bool		imf,
 				rfc3339;
 
@@ -320,22 +343,32 @@ ParseHaloDate(const char *value)
 		if (ParseDateTime(buf, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) == 0 &&
 			DecodeDateTime(field, ftype, nf, &dtype, &tt, &fsec, &tz) == 0 &&
 			dtype == DTK_DATE &&
-			tm2timestamp(&tt, fsec, &tz, &result) == 0)
-			return result;
+			tm2timestamp(&tt, fsec, &tz, result) == 0)
+			return true;
 	}
-	ereport(ERROR,
-			(errcode(ERRCODE_HI_BAD_HEADER),
-			 errmsg("halo_itsm: the x-halo-date header \"%.64s\" is not a date in IMF-fixdate or RFC 3339 form", value),
-			 errdetail("Accepted forms: \"Sat, 28 Nov 2026 15:56:01 GMT\" and \"2026-11-28T15:56:01Z\"."),
-			 errhint("%s", HINT_SIGNING)));
-	return 0;					/* not reached */
+	return false;
 }
 
-/* Raises WH005 when x-halo-date is further than halo_itsm.webhook_tolerance from the clock. */
-static void
-CheckDate(const char *value)
+/* Reads the timestamp header (hi_webhook_parse_date); raises WH003 when the value is unreadable. */
+static TimestampTz
+ParseHaloDate(const char *name, const char *value)
 {
-	TimestampTz date = ParseHaloDate(value);
+	TimestampTz result;
+
+	if (!hi_webhook_parse_date(value, &result))
+		ereport(ERROR,
+				(errcode(ERRCODE_HI_BAD_HEADER),
+				 errmsg("halo_itsm: the %s header \"%.64s\" is not a date in IMF-fixdate or RFC 3339 form", name, value),
+				 errdetail("Accepted forms: \"Sat, 28 Nov 2026 15:56:01 GMT\" and \"2026-11-28T15:56:01Z\"."),
+				 errhint("%s", HINT_SIGNING)));
+	return result;
+}
+
+/* Raises WH005 when the timestamp header is further than halo_itsm.webhook_tolerance from the clock. */
+static void
+CheckDate(const char *name, const char *value)
+{
+	TimestampTz date = ParseHaloDate(name, value);
 	TimestampTz now = GetCurrentTimestamp();
 	int64		diff_s = (now - date) / USECS_PER_SEC;
 
@@ -346,6 +379,45 @@ CheckDate(const char *value)
 						timestamptz_to_str(date), diff_s > 0 ? diff_s : -diff_s,
 						diff_s > 0 ? "behind" : "ahead of", hi_webhook_tolerance_s),
 				 errhint("A replayed old delivery is refused on purpose. Otherwise check the clocks (NTP) of the database server; halo_itsm.webhook_tolerance sets the tolerance.")));
+}
+
+/*
+ * The six columns of the signing scheme, with the defaults when the
+ * integration has no row in halo_itsm.webhook_signatures (w); read by ParseScheme().
+ */
+#define SCHEME_COLUMNS \
+	"       coalesce(w.signature_header, 'x-signature'), " \
+	"       pg_catalog.array_to_string(coalesce(w.signed_headers, '{" HI_DEFAULT_SIGNED "}'), ','), " \
+	"       coalesce(w.digest, 'base64'), coalesce(w.prefix, ''), " \
+	"       CASE WHEN w.integration_id IS NULL THEN 'x-halo-date' ELSE w.timestamp_header END, " \
+	"       coalesce(w.layout, 'default') "
+
+/* Reads the scheme from columns first..first+5 of an SPI row (SCHEME_COLUMNS). */
+static void
+ParseScheme(HiScheme *sc, HeapTuple tup, TupleDesc desc, int first)
+{
+	char	   *list = SPI_getvalue(tup, desc, first + 1);
+	char	   *digest = SPI_getvalue(tup, desc, first + 2);
+	char	   *layout = SPI_getvalue(tup, desc, first + 5);
+	char	   *tok;
+	char	   *save = NULL;
+
+	memset(sc, 0, sizeof(*sc));
+	sc->signature_header = SPI_getvalue(tup, desc, first);
+	for (tok = list ? strtok_r(list, ",", &save) : NULL; tok != NULL && sc->nsigned < HI_SIG_MAX_HEADERS;
+		 tok = strtok_r(NULL, ",", &save))
+		sc->signed_names[sc->nsigned++] = tok;
+	sc->encoding = digest != NULL && strcmp(digest, "hex") == 0 ? HI_ENC_HEX : HI_ENC_BASE64;
+	sc->prefix = SPI_getvalue(tup, desc, first + 3);
+	if (sc->prefix == NULL)
+		sc->prefix = "";
+	sc->timestamp_header = SPI_getvalue(tup, desc, first + 4);
+	sc->layout = hi_layout_from_name(layout);
+	if (sc->layout < 0 || sc->signature_header == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("halo_itsm: the webhook signature settings are unreadable"),
+				 errhint("Run SELECT halo_itsm.configure_webhook_signature(<integration id>, layout => 'default') to reset them.")));
 }
 
 /* Looks the webhook key up and reads the integration's secrets; raises WH001 for an unknown key. */
@@ -367,9 +439,11 @@ LoadSecrets(const char *key, HiSecrets *s)
 		hi_prepare(&secrets_plan,
 				   "SELECT i.id, s.webhook_secret, s.previous_webhook_secret, "
 				   "       s.previous_secret_valid_until OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), "
-				   "       s.previous_secret_valid_until "
+				   "       s.previous_secret_valid_until, "
+				   SCHEME_COLUMNS
 				   "  FROM halo_itsm.integrations i "
 				   "  LEFT JOIN halo_itsm.integration_secrets s ON s.integration_id OPERATOR(pg_catalog.=) i.id "
+				   "  LEFT JOIN halo_itsm.webhook_signatures w ON w.integration_id OPERATOR(pg_catalog.=) i.id "
 				   " WHERE i.webhook_key OPERATOR(pg_catalog.=) $1",
 				   1, types);
 		rc = SPI_execute_plan(secrets_plan, values, NULL, true, 1);
@@ -393,6 +467,7 @@ LoadSecrets(const char *key, HiSecrets *s)
 	if (in_grace != NULL && strcmp(in_grace, "t") == 0)
 		s->previous = SPI_getvalue(tup, desc, 3);
 	s->previous_until = SPI_getvalue(tup, desc, 5);
+	ParseScheme(&s->scheme, tup, desc, 6);
 	if (s->current == NULL || s->current[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -411,38 +486,60 @@ ForgetSecrets(HiSecrets *s)
 		explicit_bzero(s->previous, strlen(s->previous));
 }
 
-/* Raises WH006 for a malformed x-signature, WH007 when no valid secret produced it. */
+/* Raises WH006 for a malformed signature, WH007 when no valid secret produced it. */
 static void
 VerifySignature(HiSecrets *s, const unsigned char *canon, size_t canon_len, const char *sig)
 {
+	HiScheme   *sc = &s->scheme;
 	size_t		sig_len;
 	const char *t = hi_trim_header_value(sig, strlen(sig), &sig_len);
 	hi_sig_result r;
 
-	r = hi_signature_verify(s->current, strlen(s->current), canon, canon_len, t, sig_len);
+	r = hi_signature_verify_enc(s->current, strlen(s->current), canon, canon_len,
+								sc->encoding, sc->prefix, t, sig_len);
 	if (r == HI_SIG_MISMATCH && s->previous != NULL && s->previous[0] != '\0')
-		r = hi_signature_verify(s->previous, strlen(s->previous), canon, canon_len, t, sig_len);
+		r = hi_signature_verify_enc(s->previous, strlen(s->previous), canon, canon_len,
+									sc->encoding, sc->prefix, t, sig_len);
 	if (r == HI_SIG_OK)
 		return;
 	ForgetSecrets(s);
 	if (r == HI_SIG_MALFORMED)
 		ereport(ERROR,
 				(errcode(ERRCODE_HI_BAD_SIGNATURE),
-				 errmsg("halo_itsm: the x-signature header is not the base64 of a 32-byte HMAC-SHA256"),
-				 errhint("Choose SHA-256 as the signing algorithm of the webhook in Halo.")));
+				 sc->prefix[0] == '\0' ?
+				 errmsg("halo_itsm: the %s header is not the %s of a 32-byte HMAC-SHA256", sc->signature_header,
+						sc->encoding == HI_ENC_HEX ? "hex" : "base64") :
+				 errmsg("halo_itsm: the %s header is not \"%s\" followed by the %s of a 32-byte HMAC-SHA256",
+						sc->signature_header, sc->prefix, sc->encoding == HI_ENC_HEX ? "hex" : "base64"),
+				 errhint("Choose SHA-256 as the signing algorithm of the webhook in Halo; SELECT halo_itsm.diagnose_webhook(id) FROM halo_itsm.rejected_webhooks says which settings verify the delivery.")));
 	ereport(ERROR,
 			(errcode(ERRCODE_HI_SIGNATURE_MISMATCH),
-			 errmsg("halo_itsm: the x-signature of the webhook does not match the webhook secret of integration %d",
-					s->integration_id),
+			 errmsg("halo_itsm: the %s of the webhook does not match the webhook secret of integration %d",
+					sc->signature_header, s->integration_id),
 			 s->previous != NULL ?
 			 errdetail("Checked against the current secret and the previous one, valid until %s.", s->previous_until) :
 			 s->previous_until != NULL ?
 			 errdetail("Checked against the current secret only: the previous one's grace period ended at %s.", s->previous_until) :
 			 errdetail("Checked against the current secret."),
 			 errhint("Paste the secret from SELECT secret FROM halo_itsm.webhook_settings(%d) into Halo's webhook; "
-					 "Halo must sign content-length, content-type, host and x-halo-date with SHA-256, and the receiver must pass the raw body. "
+					 "SELECT halo_itsm.diagnose_webhook(id) FROM halo_itsm.rejected_webhooks says which signing settings verify the delivery. "
 					 "If a proxy rewrites the Host header, set halo_itsm.webhook_base_url to the public URL.",
 					 s->integration_id)));
+}
+
+/*
+ * Keeps a rejected delivery for diagnosis (src/rejected.c): the headers as
+ * JSON text, and the body when it was read (not for WH002).
+ */
+static void
+RecordRejection(ErrorData *edata, int integration_id, Jsonb *headers, const char *body, Size body_len,
+				bool body_kept)
+{
+	if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_TO_CATEGORY(ERRCODE_HI_UNKNOWN_KEY))
+		return;
+	hi_rejected_record(integration_id, edata->sqlerrcode, edata->message,
+					   headers ? JsonbToCString(NULL, &headers->root, VARSIZE(headers)) : NULL,
+					   body_kept ? body : NULL, body_kept ? (int64) body_len : -1);
 }
 
 /* JSON parser callback: a new object level. */
@@ -517,7 +614,7 @@ RethrowUnholdableJson(MemoryContext cxt)
 			 errhint("Halo sends neither numbers beyond PostgreSQL's numeric range nor JSON nested this deep; check what sits between Halo and the receiver.")));
 }
 
-/* Parses the verified body: UTF-8, JSON (PostgreSQL's parser), no duplicate keys, an object. */
+/* Parses the verified body: UTF-8, JSON (PostgreSQL's parser), no duplicate keys, an object or an array (a batch). */
 static Jsonb *
 ParsePayload(const char *body, int len)
 {
@@ -565,10 +662,10 @@ ParsePayload(const char *body, int len)
 				(errcode(ERRCODE_HI_DUPLICATE_KEY),
 				 errmsg("halo_itsm: the webhook body has the key \"%.100s\" twice in one object", state.duplicate),
 				 errhint("Halo does not send duplicate keys; check what sits between Halo and the receiver.")));
-	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
+	if (JB_ROOT_IS_SCALAR(jb))
 		ereport(ERROR,
 				(errcode(ERRCODE_HI_BAD_JSON),
-				 errmsg("halo_itsm: the webhook body is JSON but not an object"),
+				 errmsg("halo_itsm: the webhook body is JSON but neither an object nor an array of objects"),
 				 errhint("Choose the \"full object\" or \"event information only\" payload for the webhook in Halo.")));
 	return jb;
 }
@@ -598,92 +695,144 @@ ApplyWebhook(int integration_id, Jsonb *payload)
 	return SPI_datumTransfer(d, false, -1);
 }
 
-/* Verifies a delivery (see the table at the top), then applies it; returns the result. */
+/* Checks the headers and the signature of a delivery under the integration's scheme; raises WH003..WH007. */
+static void
+CheckDelivery(HiSecrets *secrets, Jsonb *headers, const char *body_data, Size body_len)
+{
+	HiScheme   *sc = &secrets->scheme;
+	HiHeaders	h;
+	const char *values[HI_SIG_MAX_HEADERS];
+	const char *base_host = NULL;
+	int			idx[HI_SIG_MAX_HEADERS];
+	int			sig_idx,
+				host_idx,
+				i;
+	const char *signature;
+	const char *content_length = NULL;
+	const char *date = NULL;
+	unsigned char *canon;
+	size_t		canon_len;
+
+	memset(&h, 0, sizeof(h));
+	for (i = 0; i < sc->nsigned; i++)
+		idx[i] = AddHeaderName(&h, sc->signed_names[i]);
+	sig_idx = AddHeaderName(&h, sc->signature_header);
+	host_idx = AddHeaderName(&h, "host");
+	CollectHeaders(headers, &h);
+
+	for (i = 0; i < sc->nsigned; i++)
+	{
+		if (idx[i] == host_idx && (base_host = hi_webhook_base_host()) != NULL)
+		{
+			/* the configured public host is signed in place of the received one */
+			if (h.count[host_idx] > 1)
+				(void) RequireHeader(&h, host_idx, false);	/* refuses a doubled Host */
+			values[i] = base_host;
+		}
+		else
+			values[i] = RequireHeader(&h, idx[i], false);
+		if (strcmp(sc->signed_names[i], "content-length") == 0)
+			content_length = values[i];
+		if (sc->timestamp_header != NULL && strcmp(sc->signed_names[i], sc->timestamp_header) == 0)
+			date = values[i];
+	}
+	signature = RequireHeader(&h, sig_idx, true);
+
+	if (content_length != NULL && !hi_content_length_matches(content_length, body_len))
+		ereport(ERROR,
+				(errcode(ERRCODE_HI_LENGTH_MISMATCH),
+				 errmsg("halo_itsm: the content-length header says \"%.40s\" but the body has %zu bytes",
+						content_length, (size_t) body_len),
+				 errhint("The receiver must pass the raw request body, byte for byte, as Halo sent it (no re-encoding, no decompression).")));
+	if (date != NULL)
+		CheckDate(sc->timestamp_header, date);
+
+	canon = hi_canonical_build(sc->layout, (const char *const *) sc->signed_names, values, sc->nsigned,
+							   (const unsigned char *) body_data, body_len, &canon_len);
+	if (canon == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_HI_BAD_HEADER),
+				 errmsg("halo_itsm: the signed headers of the webhook cannot be put together"),
+				 errhint("%s", HINT_SIGNING)));
+	PG_TRY();
+	{
+		VerifySignature(secrets, canon, canon_len, signature);
+	}
+	PG_FINALLY();
+	{
+		free(canon);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * Verifies a delivery (see the table at the top), then applies it; returns
+ * the result. A rejection (class WH) of a delivery that named a real
+ * webhook key is kept for diagnosis before it is raised (RecordRejection).
+ */
 static Datum
 IngestWebhook(FunctionCallInfo fcinfo)
 {
 	char	   *key = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
 	Jsonb	   *headers = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
 	Size		body_len = PG_ARGISNULL(2) ? 0 : toast_raw_datum_size(PG_GETARG_DATUM(2)) - VARHDRSZ;
-	bytea	   *body;
-	const char *body_data;
-	HiHeaders	h;
+	MemoryContext cxt = CurrentMemoryContext;
+	bytea	   *volatile body = NULL;
 	HiSecrets	secrets;
-	const char *content_length,
-			   *content_type,
-			   *host,
-			   *date,
-			   *signature;
-	unsigned char *canon;
-	size_t		canon_len;
 	Jsonb	   *payload;
-	Datum		result;
+	volatile Datum result = (Datum) 0;
 
 	SPI_connect();
 	LoadSecrets(key, &secrets);
 
-	if (body_len > (Size) hi_webhook_max_body)
-	{
-		ForgetSecrets(&secrets);
-		ereport(ERROR,
-				(errcode(ERRCODE_HI_BODY_TOO_LARGE),
-				 errmsg("halo_itsm: the webhook body has %zu bytes, more than halo_itsm.webhook_max_body (%d bytes)",
-						(size_t) body_len, hi_webhook_max_body),
-				 errhint("Choose the \"event information only\" payload in Halo, or raise halo_itsm.webhook_max_body.")));
-	}
-	body = PG_ARGISNULL(2) ? NULL : PG_GETARG_BYTEA_PP(2);
-	body_data = body ? VARDATA_ANY(body) : "";
-
 	PG_TRY();
 	{
-		CollectHeaders(headers, &h);
-		content_length = RequireHeader(&h, H_CONTENT_LENGTH);
-		content_type = RequireHeader(&h, H_CONTENT_TYPE);
-		host = BaseUrlHost();
-		if (host == NULL)
-			host = RequireHeader(&h, H_HOST);
-		else if (h.count[H_HOST] > 1)
-			(void) RequireHeader(&h, H_HOST);	/* refuses a doubled Host */
-		date = RequireHeader(&h, H_DATE);
-		signature = RequireHeader(&h, H_SIGNATURE);
+		const char *body_data;
 
-		if (!hi_content_length_matches(content_length, body_len))
+		if (body_len > (Size) hi_webhook_max_body)
+		{
+			ForgetSecrets(&secrets);
 			ereport(ERROR,
-					(errcode(ERRCODE_HI_LENGTH_MISMATCH),
-					 errmsg("halo_itsm: the content-length header says \"%.40s\" but the body has %zu bytes",
-							content_length, (size_t) body_len),
-					 errhint("The receiver must pass the raw request body, byte for byte, as Halo sent it (no re-encoding, no decompression).")));
-		CheckDate(date);
+					(errcode(ERRCODE_HI_BODY_TOO_LARGE),
+					 errmsg("halo_itsm: the webhook body has %zu bytes, more than halo_itsm.webhook_max_body (%d bytes)",
+							(size_t) body_len, hi_webhook_max_body),
+					 errhint("Choose the \"event information only\" payload in Halo, or raise halo_itsm.webhook_max_body.")));
+		}
+		body = PG_ARGISNULL(2) ? NULL : PG_GETARG_BYTEA_PP(2);
+		body_data = body ? VARDATA_ANY(body) : "";
 
-		canon = hi_canonical_string(content_length, content_type, host, date,
-									(const unsigned char *) body_data, body_len, &canon_len);
-		if (canon == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_HI_BAD_HEADER),
-					 errmsg("halo_itsm: the signed headers of the webhook cannot be put together"),
-					 errhint("%s", HINT_SIGNING)));
 		PG_TRY();
 		{
-			VerifySignature(&secrets, canon, canon_len, signature);
+			CheckDelivery(&secrets, headers, body_data, body_len);
 		}
 		PG_FINALLY();
 		{
-			free(canon);
+			ForgetSecrets(&secrets);
 		}
 		PG_END_TRY();
+
+		/* Verified: now the body may be read. */
+		payload = ParsePayload(body_data, (int) body_len);
+		result = ApplyWebhook(secrets.integration_id, payload);
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
-		ForgetSecrets(&secrets);
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RecordRejection(edata, secrets.integration_id, headers, body ? VARDATA_ANY(body) : "",
+						body_len, body != NULL || PG_ARGISNULL(2));
+		ReThrowError(edata);
 	}
 	PG_END_TRY();
-
-	/* Verified: now the body may be read. */
-	payload = ParsePayload(body_data, (int) body_len);
-	result = ApplyWebhook(secrets.integration_id, payload);
 	SPI_finish();
 	return result;
 }
+
+/* The default scheme's headers, in order, as WebhookSignature reads them. */
+static const char *const default_names[4] = {"content-length", "content-type", "host", "x-halo-date"};
 
 /* The x-signature for these headers (as given, including host) and body. */
 static Datum
@@ -699,18 +848,22 @@ WebhookSignature(FunctionCallInfo fcinfo)
 	size_t		canon_len;
 	char		out[HI_SIG_B64_LEN + 1];
 	int			rc;
+	int			i;
 
 	if (VARSIZE_ANY_EXHDR(secret_t) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("halo_itsm: the webhook secret must not be empty"),
 				 errhint("Pass the secret from halo_itsm.webhook_settings().")));
+	memset(&h, 0, sizeof(h));
+	for (i = 0; i < 4; i++)
+		(void) AddHeaderName(&h, default_names[i]);
 	CollectHeaders(headers, &h);
-	if (h.count[H_CONTENT_LENGTH] == 0)
+	if (h.count[0] == 0)
 		content_length = psprintf("%zu", body_len);
 	else
 	{
-		content_length = RequireHeader(&h, H_CONTENT_LENGTH);
+		content_length = RequireHeader(&h, 0, false);
 		if (!hi_content_length_matches(content_length, body_len))
 			ereport(ERROR,
 					(errcode(ERRCODE_HI_LENGTH_MISMATCH),
@@ -718,8 +871,8 @@ WebhookSignature(FunctionCallInfo fcinfo)
 							content_length, body_len),
 					 errhint("Leave content-length out: it defaults to the body's length.")));
 	}
-	canon = hi_canonical_string(content_length, RequireHeader(&h, H_CONTENT_TYPE), RequireHeader(&h, H_HOST),
-								RequireHeader(&h, H_DATE), (const unsigned char *) VARDATA_ANY(body),
+	canon = hi_canonical_string(content_length, RequireHeader(&h, 1, false), RequireHeader(&h, 2, false),
+								RequireHeader(&h, 3, false), (const unsigned char *) VARDATA_ANY(body),
 								body_len, &canon_len);
 	if (canon == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("halo_itsm: out of memory")));
@@ -780,6 +933,21 @@ Datum
 halo_itsm_ingest_webhook(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_DATUM(CallHidingStatement(IngestWebhook, fcinfo));
+}
+
+/*
+ * SQL: halo_itsm.webhook_layouts() RETURNS text[]: the names of the
+ * canonical layouts (src/core/hi_signature.c), for configure_webhook_signature().
+ */
+Datum
+halo_itsm_webhook_layouts(PG_FUNCTION_ARGS)
+{
+	Datum		names[HI_LAYOUT_COUNT];
+	int			i;
+
+	for (i = 0; i < HI_LAYOUT_COUNT; i++)
+		names[i] = CStringGetTextDatum(hi_layout_name(i));
+	PG_RETURN_ARRAYTYPE_P(construct_array(names, HI_LAYOUT_COUNT, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
 /*

@@ -11,10 +11,10 @@
  *   closed_at, and one 'closed' timeline entry naming who closed it. A closed row stays
  *   as it is.
  * - Every action with note text becomes one 'note' entry, deduplicated by
- *   (integration, halo_action_id). System actions (is_system), actions without note text
- *   and the integration's own actions are skipped: those whose actionby_application_id
- *   is the integration's API application (its client_id), which Halo sets itself and no
- *   agent can set. Plain text comes from note, else from note_html.
+ *   (integration, halo_action_id). System actions (action_systemid non-zero), actions
+ *   without note text and the integration's own actions are skipped: those whose
+ *   actionby_application_id is the integration's API application (its client_id), which
+ *   Halo sets itself and no agent can set. Plain text comes from note, else from note_html.
  * - A delivery is recorded by (integration, payload id) before anything is applied:
  *   a second delivery with the same id returns 'duplicate' (also when two sessions race:
  *   the second waits for the first's primary key entry).
@@ -22,7 +22,9 @@
  *   (GET /api/Tickets/{id} and GET /api/Actions), which the worker or deliver() performs
  *   and _apply_sync() applies by the same rules.
  * SQLSTATEs of class WH are the webhook rejections (table in src/webhook.c and
- * docs/webhooks.md); WH010 and WH011 are raised here.
+ * docs/webhooks.md); WH011 is raised here (and WH008 for a batch element that is not an
+ * object). A verified event that names no ticket is accepted as 'ignored' (WH010 is no
+ * longer raised: Halo would count the 400 towards disabling the webhook).
  */
 
 -- ---------------------------------------------------------------------------
@@ -53,6 +55,14 @@ BEGIN
 EXCEPTION WHEN datetime_field_overflow OR invalid_datetime_format OR invalid_time_zone_displacement_value THEN
     RETURN NULL;
 END
+$$;
+
+-- Is this Halo action a system action? Halo marks them with a non-zero action_systemid
+-- (GET /api/Actions?excludesys=true drops exactly those); it sends no is_system field.
+-- who_type is not used: its codes are not published.
+CREATE FUNCTION halo_itsm._is_system_action(action jsonb)
+RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(halo_itsm._json_bigint(action -> 'action_systemid'), 0) <> 0
 $$;
 
 -- Plain text of Halo's note_html in one linear pass (src/core/hi_html.c): line breaks for
@@ -138,7 +148,7 @@ BEGIN
          ORDER BY 4 NULLS LAST, 2
     LOOP
         CONTINUE WHEN a.action_id IS NULL OR a.body IS NULL
-                   OR a.v -> 'is_system' = 'true'::jsonb
+                   OR halo_itsm._is_system_action(a.v)
                    -- the integration's own (posted through its API application), whatever the text
                    OR (jsonb_typeof(a.v -> 'actionby_application_id') = 'string'
                        AND lower(btrim(a.v ->> 'actionby_application_id')) = v_client_id)
@@ -162,7 +172,7 @@ BEGIN
             -- the newest non-system action that set a closed status says who and when
             SELECT e.v INTO v_closing
               FROM jsonb_array_elements(CASE WHEN jsonb_typeof(actions) = 'array' THEN actions ELSE '[]' END) e(v)
-             WHERE jsonb_typeof(e.v) = 'object' AND e.v -> 'is_system' IS DISTINCT FROM 'true'::jsonb
+             WHERE jsonb_typeof(e.v) = 'object' AND NOT halo_itsm._is_system_action(e.v)
                AND halo_itsm._json_bigint(e.v -> 'new_status') = ANY (v_closed_ids)
              ORDER BY halo_itsm._halo_time(e.v ->> 'datetime') DESC NULLS LAST, halo_itsm._json_bigint(e.v -> 'id') DESC
              LIMIT 1;
@@ -198,8 +208,8 @@ BEGIN
 END
 $$;
 
--- Applies one verified, parsed webhook payload (called by ingest_webhook in its transaction).
-CREATE FUNCTION halo_itsm._apply_webhook(integration integer, payload jsonb)
+-- Applies one event of a verified delivery (an object); _apply_webhook() calls it per event.
+CREATE FUNCTION halo_itsm._apply_event(integration integer, payload jsonb)
 RETURNS jsonb LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -221,9 +231,14 @@ BEGIN
     v_ticket := CASE WHEN jsonb_typeof(payload -> 'ticket') = 'object' THEN payload -> 'ticket' END;
     v_ticket_id := coalesce(halo_itsm._json_bigint(v_ticket -> 'id'), halo_itsm._json_bigint(payload -> 'object_id'));
     IF v_ticket_id IS NULL OR v_ticket_id = 0 THEN
-        RAISE EXCEPTION 'halo_itsm: the webhook payload names no ticket (neither ticket.id nor object_id)'
-            USING ERRCODE = 'WH010',
-                  HINT = 'Subscribe the webhook in Halo to ticket events only ("Ticket Updated by Agent", "Ticket Updated by User").';
+        -- verified but unusable (an event about something else than a ticket): accepted and
+        -- recorded, so that Halo does not count it towards disabling the webhook
+        INSERT INTO halo_itsm.webhook_deliveries (integration_id, delivery_id, halo_ticket_id, outcome)
+        VALUES (integration, v_delivery, NULL, 'ignored')
+        ON CONFLICT DO NOTHING;
+        RETURN jsonb_build_object('outcome', CASE WHEN FOUND THEN 'ignored' ELSE 'duplicate' END,
+                                  'reason', 'the event names no ticket (neither ticket.id nor object_id)',
+                                  'delivery_id', v_delivery, 'halo_ticket_id', NULL);
     END IF;
 
     -- The delivery id first: a second delivery of it (even a concurrent one) changes nothing.
@@ -250,6 +265,31 @@ BEGIN
     UPDATE halo_itsm.webhook_deliveries w SET outcome = v_result ->> 'outcome'
      WHERE w.integration_id = _apply_webhook.integration AND w.delivery_id = v_delivery;
     RETURN v_result;
+END
+$$;
+
+-- Applies one verified, parsed delivery (called by ingest_webhook in its transaction): an
+-- object is one event; an array (Halo's batching) is several, applied in order in this one
+-- transaction (all or nothing), each deduplicated by its own id.
+CREATE FUNCTION halo_itsm._apply_webhook(integration integer, payload jsonb)
+RETURNS jsonb LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_events jsonb := '[]';
+    e record;
+BEGIN
+    IF jsonb_typeof(payload) <> 'array' THEN
+        RETURN halo_itsm._apply_event(integration, payload);
+    END IF;
+    FOR e IN SELECT x.v, x.n FROM jsonb_array_elements(payload) WITH ORDINALITY x(v, n) LOOP
+        IF jsonb_typeof(e.v) <> 'object' THEN
+            RAISE EXCEPTION 'halo_itsm: event % of the batched webhook is not a JSON object', e.n
+                USING ERRCODE = 'WH008',
+                      HINT = 'A batched delivery is a JSON array of event objects; check what sits between Halo and the receiver.';
+        END IF;
+        v_events := v_events || jsonb_build_array(halo_itsm._apply_event(integration, e.v));
+    END LOOP;
+    RETURN jsonb_build_object('outcome', 'batch', 'events', v_events);
 END
 $$;
 

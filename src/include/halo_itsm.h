@@ -9,6 +9,7 @@
 
 #include "postgres.h"
 
+#include "datatype/timestamp.h"
 #include "executor/spi.h"
 
 /* settings (guc.c) */
@@ -55,6 +56,29 @@ extern pid_t hi_shmem_worker_pid(void);
 extern void hi_shmem_set_serve_state(HiServeState state);
 extern int	hi_shmem_swap_extension_state(int state);
 extern void hi_wake_worker_at_commit(void);
+
+/* the kept rejected webhook deliveries (rejected.c) */
+typedef struct HiRejected
+{
+	int64		id;
+	int			integration_id;
+	TimestampTz received_at;
+	char		sqlstate[6];
+	char	   *reason;
+	char	   *headers;		/* JSON text; NULL when not kept */
+	char	   *body;			/* NULL when not kept */
+	int			body_len;		/* -1 when not kept */
+} HiRejected;
+
+extern void hi_rejected_shmem_request(void);
+extern void hi_rejected_shmem_startup(void);
+extern void hi_rejected_record(int integration_id, int sqlerrcode, const char *reason,
+							   const char *headers, const char *body, int64 body_len);
+extern bool hi_rejected_fetch(int64 id, HiRejected *r);
+
+/* the signature scheme and the webhook host (webhook.c), for the diagnosis */
+extern char *hi_webhook_base_host(void);
+extern bool hi_webhook_parse_date(const char *value, TimestampTz *result);
 
 /* the case trigger and the restore check (enqueue.c) */
 extern bool hi_restoring(void);
