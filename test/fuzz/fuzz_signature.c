@@ -15,7 +15,9 @@
  *  - the given signature verifies OK exactly when it equals compute()'s
  *    output, and is MALFORMED exactly when a reference strict-base64 check
  *    of "44 characters encoding 32 bytes" rejects it;
- *  - hi_content_length_matches agrees with a reference decimal comparison.
+ *  - hi_content_length_matches agrees with a reference decimal comparison;
+ *  - the configurable schemes (CheckSchemes): every layout, both encodings,
+ *    a prefix, and splitting a received signature.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -35,6 +37,8 @@ static unsigned char *RefCanonical(char *const hdr[4], const uint8_t *body,
 								   size_t body_len, size_t *out_len);
 static int	RefStrictB64(const char *s, size_t len);
 static int	RefContentLength(const char *v, size_t body_len);
+static void CheckSchemes(char *const hdr[4], const uint8_t *body, size_t body_len,
+						 const char *secret, size_t secret_len, size_t pick);
 static void CheckMessage(const char *secret, size_t secret_len,
 						 unsigned char *msg, size_t msg_len, uint8_t delta,
 						 size_t pick);
@@ -322,9 +326,78 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		free(copy);
 	}
 
+	CheckSchemes(hdr, body, body_len, (const char *) field[0], flen[0], pick);
+
 	free(canon);
 	free(ref);
 	for (f = 0; f < 4; f++)
 		free(hdr[f]);
 	return 0;
+}
+
+/*
+ * The configurable schemes: the default layout over the default names is
+ * hi_canonical_string's; every layout is accepted exactly when every value
+ * is valid, and its bytes contain the body (or, for cavage_digest, end in a
+ * digest line); compute_enc then verify_enc is OK for both encodings with a
+ * prefix, split recovers the encoding and prefix, and the signature of a
+ * neighbouring layout does not verify (different bytes).
+ */
+static void
+CheckSchemes(char *const hdr[4], const uint8_t *body, size_t body_len,
+			 const char *secret, size_t secret_len, size_t pick)
+{
+	static const char *const names[4] = {"content-length", "content-type", "host", "x-halo-date"};
+	const char *prefix = (pick & 1) ? "sha256=" : "";
+	int			all_valid = 1;
+	int			layout;
+	int			f;
+	unsigned char *prev = NULL;
+	size_t		prev_len = 0;
+
+	for (f = 0; f < 4; f++)
+		all_valid &= hi_header_value_valid(hdr[f]);
+	for (layout = 0; layout < HI_LAYOUT_COUNT; layout++)
+	{
+		size_t		len = 0;
+		unsigned char *c = hi_canonical_build(layout, names, (const char *const *) hdr, 4,
+											  body, body_len, &len);
+		int			enc;
+
+		if ((c != NULL) != all_valid)
+			Fail("hi_canonical_build acceptance differs from the values' validity");
+		if (c == NULL)
+			continue;
+		if (layout == HI_LAYOUT_DEFAULT)
+		{
+			size_t		l2 = 0;
+			unsigned char *c2 = hi_canonical_string(hdr[0], hdr[1], hdr[2], hdr[3], body, body_len, &l2);
+
+			if (c2 == NULL || l2 != len || memcmp(c, c2, len) != 0)
+				Fail("default layout differs from hi_canonical_string");
+			free(c2);
+		}
+		if (layout != HI_LAYOUT_CAVAGE_DIGEST &&
+			(len < body_len || (body_len > 0 && memcmp(c + len - body_len, body, body_len) != 0)))
+			Fail("a layout's bytes do not end with the body");
+		for (enc = HI_ENC_BASE64; enc <= HI_ENC_HEX; enc++)
+		{
+			char		sig[HI_SIG_MAX_TEXT + 1];
+			size_t		plen = 0;
+
+			if (hi_signature_compute_enc(secret, secret_len, c, len, enc, prefix, sig, sizeof(sig)) != 0)
+				Fail("compute_enc failed");
+			if (hi_signature_verify_enc(secret, secret_len, c, len, enc, prefix, sig, strlen(sig)) != HI_SIG_OK)
+				Fail("verify_enc(compute_enc) not OK");
+			if (hi_signature_split(sig, strlen(sig), &plen) != enc || plen != strlen(prefix))
+				Fail("split does not recover encoding and prefix");
+			if (prev != NULL && (prev_len != len || memcmp(prev, c, len) != 0) &&
+				hi_signature_verify_enc(secret, secret_len, prev, prev_len, enc, prefix, sig, strlen(sig)) == HI_SIG_OK)
+				Fail("a signature verifies other bytes");
+		}
+		free(prev);
+		prev = c;
+		prev_len = len;
+	}
+	free(prev);
 }
