@@ -183,7 +183,7 @@ def list_actions(req, state):
         return halo_error('ticket_id is required')
     actions = state.ticket_actions(tid)
     if _qbool(req, 'excludesys'):
-        actions = [a for a in actions if not a['is_system']]
+        actions = [a for a in actions if not a.get('action_systemid')]
     return 200, {'ticket_id': tid, 'record_count': len(actions),
                  'actions': copy.deepcopy(actions)}
 

@@ -24,6 +24,16 @@ FIRST_ACTION_ID = 5001
 INT_RANGES = {'int32': (-2 ** 31, 2 ** 31 - 1), 'int64': (-2 ** 63, 2 ** 63 - 1)}
 
 
+# The action_systemid of the mock's system actions ("Ticket logged"); any non-zero value.
+SYSTEM_ACTION_ID = 21
+
+
+def halo_time(ts=None):
+    """Format epoch seconds (default: now) as Halo's API does: UTC with 7 fractional digits."""
+    ts = time.time() if ts is None else ts
+    return time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(ts)) + '.%07dZ' % int((ts % 1) * 10 ** 7)
+
+
 def utc_iso(ts=None):
     """Format epoch seconds (default: now) as ISO 8601 UTC, e.g. 2026-11-28T15:56:01Z."""
     return time.strftime('%Y-%m-%dT%H:%M:%SZ',
@@ -340,12 +350,15 @@ class State:
             action.update({k: v for k, v in fields.items() if k not in ('id', 'ticket_id')})
             action.update({'note': note, 'note_html': note_html})
             action.setdefault('who', who)
-            action['datetime'] = utc_iso()
+            action['datetime'] = halo_time()
             action.setdefault('outcome', None)
             action.setdefault('hiddenfromuser', False)
             action.setdefault('new_status', None)
             action['actionby_application_id'] = app_id
-            action['is_system'] = is_system
+            # Halo marks system actions with a non-zero action_systemid and sends no
+            # is_system field (shared/halo-api.md); who_type 0 is the system, 1 an agent
+            action['action_systemid'] = SYSTEM_ACTION_ID if is_system else 0
+            action['who_type'] = 0 if is_system else 1
             self.actions.append(action)
             if action['new_status'] is not None and ticket_id in self.tickets:
                 self.set_status(self.tickets[ticket_id], action['new_status'])

@@ -161,7 +161,8 @@ def check_tickets(r, c, has_schema):
     st, _, b = c.call('GET', '/api/Tickets/1001?includelastaction=true')
     r.check('get + last_action', st == 200 and b['last_action']['note'] == 'hello', b)
     st, _, b = c.call('GET', '/api/Actions?ticket_id=1001')
-    r.check('actions', b['record_count'] == 2 and b['actions'][0]['is_system'], b)
+    r.check('actions', b['record_count'] == 2 and b['actions'][0]['action_systemid'] != 0
+            and 'is_system' not in b['actions'][0], b)
     st, _, b = c.call('GET', '/api/Actions?ticket_id=1001&excludesys=true')
     r.check('excludesys', b['record_count'] == 1 and b['ticket_id'] == 1001, b)
     st, _, b = c.call('POST', '/api/Actions', [{'ticket_id': 4242, 'note': 'x'}])

@@ -6,6 +6,13 @@ Implements the signing scheme of the project reference shared/webhook-signature.
 string is "content-length:V\\ncontent-type:V\\nhost:V\\nx-halo-date:V\\n" followed
 by the raw body, and X-Signature is base64(HMAC-SHA256(secret, canonical)).
 Deliveries are POSTed synchronously with http.client and logged in the state.
+
+Halo's Webhook object makes the scheme configurable (signature header, headers to sign,
+digest encoding, prefix, timestamp header), and the exact canonical layout is not
+published, so the mock signs with a configurable "signing" scheme: the default is the one
+above; the candidate layouts of webhook-signature.md are built by layout_bytes() below.
+With "batch": N > 1 the mock holds events and sends N of them as one JSON array (Halo's
+batching); "mode": "event_only" leaves the ticket and action out.
 """
 
 import base64
@@ -35,7 +42,55 @@ GOLDEN = {
 
 CONFIG_DEFAULTS = {'url': None, 'secret': None, 'mode': 'full', 'enabled': True,
                    'drop_next': 0, 'date_offset_s': 0, 'date_format': 'imf',
-                   'send_host': None}
+                   'send_host': None, 'signing': None, 'batch': 1}
+
+# The signing scheme the mock uses unless "signing" changes some of it.
+SIGNING_DEFAULTS = {'layout': 'default', 'signature_header': 'x-signature',
+                    'signed_headers': list(SIGNED_HEADERS), 'digest': 'base64', 'prefix': '',
+                    'timestamp_header': 'x-halo-date'}
+
+LAYOUTS = ('default', 'blank_line', 'space', 'crlf', 'values', 'body', 'cavage',
+           'cavage_digest', 'rfc9421')
+
+
+def layout_bytes(layout, pairs, body):
+    """The bytes signed under a candidate layout of webhook-signature.md.
+
+    pairs: [(lower-case name, value)] in signing order; values are stripped of spaces/tabs.
+    """
+    pairs = [(n, str(v).strip(' \t')) for n, v in pairs]
+    if layout == 'default':
+        return ''.join('%s:%s\n' % p for p in pairs).encode() + body
+    if layout == 'blank_line':
+        return ''.join('%s:%s\n' % p for p in pairs).encode() + b'\n' + body
+    if layout == 'space':
+        return ''.join('%s: %s\n' % p for p in pairs).encode() + body
+    if layout == 'crlf':
+        return ''.join('%s:%s\r\n' % p for p in pairs).encode() + body
+    if layout == 'values':
+        return ''.join('%s\n' % v for _, v in pairs).encode() + body
+    if layout == 'body':
+        return body
+    if layout == 'cavage':
+        return '\n'.join('%s: %s' % p for p in pairs).encode() + b'\n' + body
+    if layout == 'cavage_digest':
+        digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+        lines = ['%s: %s' % p for p in pairs] + ['digest: SHA-256=' + digest]
+        return '\n'.join(lines).encode()
+    if layout == 'rfc9421':
+        return ''.join('"%s": %s\n' % p for p in pairs).encode() + body
+    raise ValueError('unknown layout ' + layout)
+
+
+def sign_scheme(secret, scheme, headers, body):
+    """(header name, value) of the signature of headers and body under scheme."""
+    sc = dict(SIGNING_DEFAULTS, **(scheme or {}))
+    lower = {k.lower(): v for k, v in headers.items()}
+    pairs = [] if sc['layout'] == 'body' else [(n, lower[n]) for n in sc['signed_headers']]
+    mac = hmac.new(secret.encode('utf-8'), layout_bytes(sc['layout'], pairs, body),
+                   hashlib.sha256).digest()
+    digest = mac.hex() if sc['digest'] == 'hex' else base64.b64encode(mac).decode('ascii')
+    return sc['signature_header'], sc['prefix'] + digest
 
 
 def canonical(headers, body):
@@ -83,6 +138,17 @@ def configure(state, changes):
         raise ValueError('mode must be "full" or "event_only"')
     if changes.get('date_format', 'imf') not in ('imf', 'rfc3339'):
         raise ValueError('date_format must be "imf" or "rfc3339"')
+    signing = changes.get('signing')
+    if signing is not None:
+        if not isinstance(signing, dict) or set(signing) - set(SIGNING_DEFAULTS):
+            raise ValueError('signing must be an object with keys among '
+                             + ', '.join(sorted(SIGNING_DEFAULTS)))
+        if signing.get('layout', 'default') not in LAYOUTS:
+            raise ValueError('signing.layout must be one of ' + ', '.join(LAYOUTS))
+        if signing.get('digest', 'base64') not in ('base64', 'hex'):
+            raise ValueError('signing.digest must be "base64" or "hex"')
+    if not isinstance(changes.get('batch', 1), int) or changes.get('batch', 1) < 1:
+        raise ValueError('batch must be a positive integer')
     url = changes.get('url')
     if url is not None and urllib.parse.urlsplit(url).scheme not in ('http', 'https'):
         raise ValueError('url must be http:// or https://')
@@ -108,29 +174,50 @@ def build_payload(cfg, ticket, action, message):
 
 
 def emit(state, ticket, action, message):
-    """Send a webhook for a ticket change if configured; return its log entry or None."""
+    """Send a webhook for a ticket change if configured; return its log entry or None.
+
+    With "batch": N > 1 the event is held until N are pending, then all are sent as one
+    JSON array (returns None while held).
+    """
     with state.lock:
         cfg = dict(state.webhook)
         if not cfg.get('url') or not cfg.get('enabled'):
             return None
         payload = build_payload(cfg, ticket, action, message)
+        if cfg.get('batch', 1) > 1:
+            pending = state.webhook.setdefault('_pending', [])
+            pending.append(payload)
+            if len(pending) < cfg['batch']:
+                return None
+            payload = list(pending)
+            del state.webhook['_pending']
         dropped = cfg['drop_next'] > 0
         if dropped:
             state.webhook['drop_next'] -= 1
+    return send_payload(state, cfg, payload, dropped)
+
+
+def send_payload(state, cfg, payload, dropped=False):
+    """Sign and POST one payload (an event object or a batch array); return its log entry."""
     body = json.dumps(payload, separators=(',', ':'), ensure_ascii=False).encode('utf-8')
     when = time.time() + cfg.get('date_offset_s', 0)
     date = (email.utils.formatdate(when, usegmt=True) if cfg['date_format'] == 'imf'
             else utc_iso(when))
     headers = {'Content-Type': 'application/json', 'Content-Length': str(len(body)),
                'Host': url_host(cfg['url']), 'X-Halo-Date': date}
+    scheme = dict(SIGNING_DEFAULTS, **(cfg.get('signing') or {}))
+    if scheme['timestamp_header'] not in (None, 'none', 'x-halo-date'):
+        headers[scheme['timestamp_header']] = headers.pop('X-Halo-Date')
     if cfg.get('secret') is not None:
-        headers['X-Signature'] = sign(cfg['secret'], headers, body)
+        name, value = sign_scheme(cfg['secret'], scheme, headers, body)
+        headers[name if name != 'x-signature' else 'X-Signature'] = value
         with state.lock:
-            state.ledger['signatures'].append(headers['X-Signature'])
+            state.ledger['signatures'].append(value)
     if cfg.get('send_host'):
         headers['Host'] = cfg['send_host']
     entry = {'url': cfg['url'], 'headers': headers, 'body': body.decode('utf-8'),
-             'event_id': payload['id'], 'status': None, 'response': None,
+             'event_id': payload['id'] if isinstance(payload, dict) else [p['id'] for p in payload],
+             'status': None, 'response': None,
              'sent': False, 'dropped': dropped, 'error': None}
     with state.lock:
         entry['id'] = len(state.webhook_log) + 1
