@@ -112,7 +112,7 @@ SELECT count(*) AS deliveries, (SELECT count(*) FROM halo_itsm.outbox WHERE kind
 CREATE TEMP TABLE bodies (what text, body text);
 INSERT INTO bodies VALUES
   ('not JSON', '{"id": "x", '),
-  ('JSON array', '[{"id": "x"}]'),
+  ('JSON array of a non-object', '["x"]'),
   ('JSON scalar', '"ticket"'),
   ('empty body', ''),
   ('NUL escape', '{"id": "x\u0000", "object_id": 4242}'),

@@ -76,7 +76,7 @@ SELECT pg_temp.deliver('{"id": "w-3", "object_id": 1002,
   "actions": [
     {"id": 5010, "ticket_id": 1002, "who": "Carol", "note": "  Called the user.  ", "hiddenfromuser": false, "datetime": "2026-11-28T11:00:00"},
     {"id": 5011, "ticket_id": 1002, "who": "Carol", "note_html": "<p>Mail <b>quarantined</b> &amp; blocked:<br>sender &lt;x@evil.test&gt;&#33;</p><div>&#x2714; done</div>", "hiddenfromuser": true, "datetime": "2026-11-28T11:01:00+01:00"},
-    {"id": 5012, "ticket_id": 1002, "who": "System", "note": "Status changed", "is_system": true},
+    {"id": 5012, "ticket_id": 1002, "who": "System", "note": "Status changed", "action_systemid": 21, "who_type": 0},
     {"id": 5013, "ticket_id": 1002, "who": "Carol", "note": "", "note_html": "<p> </p>"},
     {"id": 5014, "ticket_id": 1002, "datetime": "2026-11-28T11:02:00Z", "who": "Mallory", "note": "[halo_itsm] Nothing to see here."},
     {"id": 5016, "ticket_id": 1002, "datetime": "2026-11-28T11:03:00Z", "who": "API User", "note": "Posted by this integration.", "actionby_application_id": " CLIENT "},
