@@ -146,7 +146,7 @@ LoadDiagSecrets(Diag *d, int integration_id, char **configured_sig, char **confi
 	int			rc;
 
 	rc = SPI_execute_with_args("SELECT s.webhook_secret, "
-							   "       CASE WHEN s.previous_secret_valid_until > pg_catalog.clock_timestamp() "
+							   "       CASE WHEN s.previous_secret_valid_until OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp() "
 							   "            THEN s.previous_webhook_secret END, "
 							   "       coalesce(w.signature_header, 'x-signature'), "
 							   "       CASE WHEN w.integration_id IS NULL THEN 'x-halo-date' ELSE w.timestamp_header END "

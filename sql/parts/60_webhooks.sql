@@ -263,7 +263,7 @@ BEGIN
     v_result := v_result || jsonb_build_object('delivery_id', v_delivery, 'halo_ticket_id', v_ticket_id,
                                                'sync_queued', v_sync);
     UPDATE halo_itsm.webhook_deliveries w SET outcome = v_result ->> 'outcome'
-     WHERE w.integration_id = _apply_webhook.integration AND w.delivery_id = v_delivery;
+     WHERE w.integration_id = _apply_event.integration AND w.delivery_id = v_delivery;
     RETURN v_result;
 END
 $$;

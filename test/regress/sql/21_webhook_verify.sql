@@ -120,7 +120,7 @@ INSERT INTO bodies VALUES
   ('duplicate nested key', '{"id": "x", "ticket": {"id": 4242, "status_id": 9, "status_id": 2}}'),
   ('duplicate key, escaped', '{"id": "x", "object_id": 4242, "\u006fbject_id": 1}'),
   ('no ticket id', '{"id": "x", "event": "Client Updated"}'),
-  ('ticket id not a number', '{"id": "x", "object_id": "four"}'),
+  ('ticket id not a number', '{"id": "x2", "object_id": "four"}'),
   ('no delivery id', '{"event": "Ticket Updated by Agent", "object_id": 4242}'),
   ('same key in sibling objects is fine', '{"id": "sib", "object_id": 4242, "a": {"k": 1}, "b": {"k": 1}}');
 SELECT what, pg_temp.try(format('halo_itsm.ingest_webhook(pg_temp.key(), pg_temp.signed(%L), convert_to(%L, ''UTF8''))', body, body)) AS result
