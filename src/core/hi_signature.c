@@ -336,8 +336,6 @@ WriteLayout(CanonBuf *b, int layout, const char *const *names,
 	}
 	if (layout == HI_LAYOUT_BLANK_LINE)
 		PutS(b, "\n");
-	if (layout == HI_LAYOUT_CAVAGE && n > 0)
-		PutS(b, "\n");
 	if (layout == HI_LAYOUT_CAVAGE_DIGEST)
 	{
 		if (n > 0)

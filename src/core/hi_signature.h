@@ -107,7 +107,7 @@ typedef enum
 	HI_LAYOUT_CRLF,				/* "name:value\r\n" per header, then the body */
 	HI_LAYOUT_VALUES,			/* "value\n" per header, then the body */
 	HI_LAYOUT_BODY,				/* the body alone */
-	HI_LAYOUT_CAVAGE,			/* "name: value" joined by "\n", "\n", the body */
+	HI_LAYOUT_CAVAGE,			/* "name: value" joined by "\n" (no trailing newline), the body appended */
 	HI_LAYOUT_CAVAGE_DIGEST,	/* "name: value" lines, "\ndigest: SHA-256=" b64(sha256(body)) */
 	HI_LAYOUT_RFC9421,			/* "\"name\": value\n" per header, then the body */
 	HI_LAYOUT_COUNT

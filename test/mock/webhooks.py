@@ -72,7 +72,7 @@ def layout_bytes(layout, pairs, body):
     if layout == 'body':
         return body
     if layout == 'cavage':
-        return '\n'.join('%s: %s' % p for p in pairs).encode() + b'\n' + body
+        return '\n'.join('%s: %s' % p for p in pairs).encode() + body
     if layout == 'cavage_digest':
         digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
         lines = ['%s: %s' % p for p in pairs] + ['digest: SHA-256=' + digest]
