@@ -323,7 +323,7 @@ def test_bad_ticket_and_actions_answers_make_their_sync_dead():
         {"id": 6003, "note_html": "<b>" * 100000 + "bold &#233;&#x263A;" + "</b>" * 100000},
         {"id": 6004, "note": "nul \u0000 and \udc00 here"},
         {"id": 6005, "note": "other ticket", "ticket_id": "elsewhere"},
-        {"id": 6006, "note": "system", "is_system": True}]}
+        {"id": 6006, "note": "system", "action_systemid": 21, "who_type": 0}]}
     rules.append(answer(json.dumps(junk).encode(), method="GET", path="/api/Actions",
                         query={"ticket_id": str(tid["JUNK-1"])}))
     for sid in ("NUL-1", "JUNK-1", "GOOD-1"):
@@ -339,7 +339,7 @@ def test_bad_ticket_and_actions_answers_make_their_sync_dead():
     # what the answers carried is applied, NUL and lone surrogates as U+FFFD
     assert notes("NUL-1") == {
         a["id"]: "before\ufffdafter end" for a in MOCK.actions()
-        if a["ticket_id"] == tid["NUL-1"] and not a["is_system"]}, notes("NUL-1")
+        if a["ticket_id"] == tid["NUL-1"] and not a["action_systemid"]}, notes("NUL-1")
     assert notes("JUNK-1") == {6002: "kept", 6003: "bold \u00e9\u263a",
                                6004: "nul \ufffd and \ufffd here"}, notes("JUNK-1")
     assert list(notes("GOOD-1").values()) == ["a plain note"]
