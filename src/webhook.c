@@ -338,13 +338,27 @@ hi_webhook_parse_date(const char *value, TimestampTz *result)
 		 ((t[len - 6] == '+' || t[len - 6] == '-') && t[len - 3] == ':'));
 	if ((imf || rfc3339) && len <= MAXDATELEN)
 	{
+		MemoryContext cxt = CurrentMemoryContext;
+		volatile bool ok = false;
+
 		memcpy(buf, t, len);
 		buf[len] = '\0';
-		if (ParseDateTime(buf, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) == 0 &&
-			DecodeDateTime(field, ftype, nf, &dtype, &tt, &fsec, &tz) == 0 &&
-			dtype == DTK_DATE &&
-			tm2timestamp(&tt, fsec, &tz, result) == 0)
-			return true;
+		/* the parser raises on some words it takes for a zone ("time zone not recognized") */
+		PG_TRY();
+		{
+			ok = ParseDateTime(buf, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) == 0 &&
+				DecodeDateTime(field, ftype, nf, &dtype, &tt, &fsec, &tz) == 0 &&
+				dtype == DTK_DATE &&
+				tm2timestamp(&tt, fsec, &tz, result) == 0;
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(cxt);
+			FlushErrorState();
+			ok = false;
+		}
+		PG_END_TRY();
+		return ok;
 	}
 	return false;
 }
