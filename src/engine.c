@@ -46,8 +46,24 @@
 #include "hi_http.h"
 #include "hi_json.h"
 
-#define LOOKUP_PAGE_SIZE 100
-#define LOOKUP_MAX_PAGES 20
+/*
+ * The lookup after an ambiguous failure (a create that may have reached
+ * Halo). List items carry Halo's list columns only, never
+ * third_party_id_string, so a list gives candidates and each candidate is
+ * confirmed with GET /api/Tickets/{id}. Lists are asked newest first: the
+ * ticket an earlier attempt created is among the newest. First GET
+ * /api/Tickets filtered by third_party_id_string (newer Halo honours it):
+ * an empty list means no such ticket; up to LOOKUP_TPID_PAGE items are
+ * confirmed; a longer list means the filter was ignored. Then GET /api/Tickets?search=, newest
+ * first, LOOKUP_SEARCH_PAGE items a page: the term is the sid when the
+ * summary sent holds it (a title template with {{sid}}), else the summary
+ * itself. At most LOOKUP_MAX_CONFIRMS confirmations per lookup; when more
+ * candidates remain, the item is dead (nothing sent) rather than risk a
+ * second ticket. So a lookup costs at most 1 + 5 + 3 + 50 requests.
+ */
+#define LOOKUP_TPID_PAGE 5
+#define LOOKUP_SEARCH_PAGE 25
+#define LOOKUP_MAX_CONFIRMS 50
 #define TOKEN_SCOPE "read:tickets edit:tickets read:customers"
 
 static MemoryContext engine_cxt = NULL;
@@ -68,6 +84,9 @@ static void hi_engine_kick(void);
 static void hi_item_start_step(HiItem *item);
 static void hi_item_on_response(HiItem *item, HiRequest *req);
 static void hi_item_fail(HiItem *item, HiRequest *req);
+static void hi_lookup_begin(HiItem *item);
+static void hi_lookup_next(HiItem *item);
+static void hi_lookup_list_answer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why);
 static void hi_item_bad_answer(HiItem *item, HiRequest *req, const char *why);
 static bool hi_actions_answer_ok(Jsonb *jb);
 static void hi_item_finish(HiItem *item, HiOutcome outcome);
@@ -168,10 +187,7 @@ hi_engine_submit(HiItem *item)
 	if (item->kind == HI_KIND_SYNC)
 		item->step = HI_STEP_GET_TICKET;
 	else if (item->maybe_sent)
-	{
-		item->step = HI_STEP_LOOKUP;
-		item->lookup_page = 1;
-	}
+		hi_lookup_begin(item);
 	else
 		item->step = HI_STEP_CREATE;
 	hi_queue_push(&waiting_head, &waiting_tail, item);
@@ -304,14 +320,22 @@ hi_item_start_step(HiItem *item)
 			}
 		case HI_STEP_LOOKUP:
 			{
-				char	   *e_sid = hi_url_escape(item->sid);
-
-				appendStringInfo(&query,
-								 "third_party_id_string=%s&search=%s&pageinate=true&page_size=%d&page_no=%d",
-								 e_sid, e_sid, LOOKUP_PAGE_SIZE, item->lookup_page);
+				if (item->lookup_phase == HI_LOOKUP_BY_TPID)
+					appendStringInfo(&query,
+									 "third_party_id_string=%s&order=id&orderdesc=true&pageinate=true&page_size=%d&page_no=1",
+									 hi_url_escape(item->sid), LOOKUP_TPID_PAGE);
+				else
+					appendStringInfo(&query,
+									 "search=%s&order=id&orderdesc=true&pageinate=true&page_size=%d&page_no=%d",
+									 hi_url_escape(item->lookup_search), LOOKUP_SEARCH_PAGE,
+									 item->lookup_page);
 				req = hi_request_new("GET", in->base_url, "/api/Tickets", query.data, in->token, NULL, NULL);
 				break;
 			}
+		case HI_STEP_CONFIRM:
+			appendStringInfo(&path, "/api/Tickets/" INT64_FORMAT, item->candidates[item->next_candidate]);
+			req = hi_request_new("GET", in->base_url, path.data, NULL, in->token, NULL, NULL);
+			break;
 		case HI_STEP_CREATE:
 			{
 				StringInfoData body;
@@ -384,6 +408,13 @@ hi_item_on_response(HiItem *item, HiRequest *req)
 			hi_item_finish(item, HI_OUT_DEAD);
 			return;
 		}
+		if (item->step == HI_STEP_CONFIRM && req->result == CURLE_OK && req->status == 404)
+		{
+			/* the candidate is gone (deleted since the list): not ours */
+			item->next_candidate++;
+			hi_lookup_next(item);
+			return;
+		}
 		hi_item_fail(item, req);
 		return;
 	}
@@ -393,32 +424,27 @@ hi_item_on_response(HiItem *item, HiRequest *req)
 	switch (item->step)
 	{
 		case HI_STEP_LOOKUP:
+			jb = hi_json_parse_answer(req->body, req->body_len, &why);
+			hi_lookup_list_answer(item, req, jb, why);
+			break;
+		case HI_STEP_CONFIRM:
 			{
-				int64		ticket_id = 0,
-							record_count = -1;
-				int			page_items = 0;
 				int			r;
 
 				jb = hi_json_parse_answer(req->body, req->body_len, &why);
-				r = jb ? hi_json_find_ticket(jb, item->sid, &ticket_id, &record_count, &page_items) : -1;
+				r = jb ? hi_json_ticket_is(jb, item->sid) : -1;
 				if (r == 1)
 				{
-					item->result_ticket_id = ticket_id;
+					item->result_ticket_id = item->candidates[item->next_candidate];
 					hi_item_finish(item, HI_OUT_FOUND);
-				}
-				else if (r == 0 && page_items == LOOKUP_PAGE_SIZE && item->lookup_page < LOOKUP_MAX_PAGES &&
-						 (record_count < 0 || (int64) item->lookup_page * LOOKUP_PAGE_SIZE < record_count))
-				{
-					item->lookup_page++;
-					hi_item_start_step(item);
 				}
 				else if (r == 0)
 				{
-					item->step = HI_STEP_CREATE;
-					hi_item_start_step(item);
+					item->next_candidate++;
+					hi_lookup_next(item);
 				}
 				else
-					hi_item_bad_answer(item, req, why ? why : "it is not a ticket list with usable ids");
+					hi_item_bad_answer(item, req, why ? why : "it is not a ticket object");
 				break;
 			}
 		case HI_STEP_CREATE:
@@ -463,6 +489,117 @@ hi_item_on_response(HiItem *item, HiRequest *req)
 			elog(ERROR, "halo_itsm: answer for an item in an impossible step");
 	}
 	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Starts the lookup of an item whose earlier create may have reached Halo:
+ * by third_party_id_string first; the search term for the second phase is
+ * the sid when the summary sent holds it, else that summary.
+ */
+static void
+hi_lookup_begin(HiItem *item)
+{
+	MemoryContext old = MemoryContextSwitchTo(item->cxt);
+	Jsonb	   *payload = item->payload ? hi_json_parse(item->payload) : NULL;
+	char	   *summary = payload ? hi_json_get_text(&payload->root, "summary") : NULL;
+
+	item->step = HI_STEP_LOOKUP;
+	item->lookup_phase = HI_LOOKUP_BY_TPID;
+	item->lookup_page = 1;
+	item->n_candidates = item->next_candidate = item->confirms = 0;
+	item->lookup_more = false;
+	if (item->candidates == NULL)
+		item->candidates = palloc(sizeof(int64) * Max(LOOKUP_TPID_PAGE, LOOKUP_SEARCH_PAGE));
+	if (summary == NULL || (item->sid && strstr(summary, item->sid) != NULL))
+		item->lookup_search = item->sid;
+	else
+		item->lookup_search = summary;
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Takes a ticket list answer of the lookup: its items become the
+ * candidates to confirm (see the comment on LOOKUP_TPID_PAGE).
+ */
+static void
+hi_lookup_list_answer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why)
+{
+	int64		record_count = -1;
+	int			max = item->lookup_phase == HI_LOOKUP_BY_TPID ? LOOKUP_TPID_PAGE : LOOKUP_SEARCH_PAGE;
+	int			n = jb ? hi_json_ticket_ids(jb, item->candidates, max, &record_count) : -1;
+
+	if (n < 0)
+	{
+		hi_item_bad_answer(item, req, why ? why : "it is not a ticket list with usable ids");
+		return;
+	}
+	item->next_candidate = 0;
+	item->n_candidates = Min(n, max);
+	item->lookup_more = false;
+	if (item->lookup_phase == HI_LOOKUP_BY_TPID)
+	{
+		if (n == 0)
+		{
+			/* filtered or not, no ticket claims our sid: create it */
+			item->step = HI_STEP_CREATE;
+			hi_item_start_step(item);
+			return;
+		}
+		if (n > max || record_count > max)
+			item->n_candidates = 0; /* the filter was ignored: go on with the search */
+	}
+	else
+		item->lookup_more = n >= max &&
+			(record_count < 0 || (int64) item->lookup_page * max < record_count);
+	hi_lookup_next(item);
+}
+
+/*
+ * Moves a lookup on: confirms the next candidate, else reads the next page,
+ * else goes from the third_party_id_string phase to the search, else
+ * creates the ticket (no earlier attempt created it). Past
+ * LOOKUP_MAX_CONFIRMS the item is dead instead, nothing sent.
+ */
+static void
+hi_lookup_next(HiItem *item)
+{
+	if (item->next_candidate < item->n_candidates || item->lookup_more)
+	{
+		if (item->confirms >= LOOKUP_MAX_CONFIRMS)
+		{
+			MemoryContext old = MemoryContextSwitchTo(item->cxt);
+
+			item->error = psprintf("halo_itsm: could not tell whether an earlier attempt created the ticket of \"%s\": "
+								   "%d tickets found by Halo's search for \"%s\" were read without finding it, and more match; "
+								   "nothing was sent, to avoid a second ticket "
+								   "(check Halo for a ticket whose third party id is the sid; SELECT halo_itsm.retry() looks again)",
+								   item->sid, item->confirms, item->lookup_search);
+			MemoryContextSwitchTo(old);
+			hi_item_finish(item, HI_OUT_DEAD);
+			return;
+		}
+		if (item->next_candidate < item->n_candidates)
+		{
+			item->confirms++;
+			item->step = HI_STEP_CONFIRM;
+		}
+		else
+		{
+			item->lookup_page++;
+			item->step = HI_STEP_LOOKUP;
+		}
+		hi_item_start_step(item);
+		return;
+	}
+	if (item->lookup_phase == HI_LOOKUP_BY_TPID)
+	{
+		item->lookup_phase = HI_LOOKUP_BY_SEARCH;
+		item->lookup_page = 1;
+		item->step = HI_STEP_LOOKUP;
+	}
+	else
+		item->step = HI_STEP_CREATE;
+	hi_item_start_step(item);
 }
 
 /* Finishes an item whose request failed: retry with backoff, or dead. */
@@ -513,7 +650,7 @@ hi_item_bad_answer(HiItem *item, HiRequest *req, const char *why)
 								hi_answer_excerpt(req, 200));
 
 	item->http_status = (int) req->status;
-	if (item->step == HI_STEP_CREATE || item->step == HI_STEP_LOOKUP)
+	if (item->step == HI_STEP_CREATE || item->step == HI_STEP_LOOKUP || item->step == HI_STEP_CONFIRM)
 		item->outcome_maybe_sent = true;
 	if (item->step == HI_STEP_TOKEN)
 		item->step = item->resume_step;

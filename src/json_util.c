@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  * json_util.c
  *	  Reading Halo's JSON answers with PostgreSQL's jsonb parser: fields of
- *	  the token answer and of tickets, and the search of a ticket list for
- *	  our third_party_id_string. Parse errors come back as NULL, not ERROR.
+ *	  the token answer and of tickets, the candidate ids of a ticket list and
+ *	  whether a whole ticket carries our third_party_id_string. Parse
+ *	  errors come back as NULL, not ERROR.
  *	  Answers from Halo go through hi_json_parse_answer(), which also says
  *	  why an answer cannot be used and makes text jsonb cannot store (NUL,
  *	  lone surrogates) storable.
@@ -186,21 +187,20 @@ hi_json_first_object(Jsonb *jb)
 }
 
 /*
- * Searches a ticket list answer ({"record_count": N, "tickets": [...]}) for
- * the ticket whose third_party_id_string equals ours, checking the field
- * itself (older Halo versions ignore the filter). Returns 1 and the lowest
- * matching id when found, 0 when not, -1 when the answer is not a ticket list
- * (or names our ticket without a usable id).
+ * Reads the ticket ids of a ticket list answer ({"record_count": N,
+ * "tickets": [...]}) into ids (at most max_ids of them, in list order).
+ * The items are candidates only: real list items carry Halo's list columns,
+ * not third_party_id_string, so whether one is ours is confirmed from the
+ * whole ticket (hi_json_ticket_is). Returns the number of items, or -1 when
+ * the answer is not a ticket list or an item is not an object with a
+ * positive integer id. *record_count is -1 when absent or unreadable.
  */
 int
-hi_json_find_ticket(Jsonb *jb, const char *third_party_id, int64 *ticket_id,
-					int64 *record_count, int *page_items)
+hi_json_ticket_ids(Jsonb *jb, int64 *ids, int max_ids, int64 *record_count)
 {
 	JsonbContainer *tickets;
 	int			n,
 				i;
-	bool		found = false;
-	size_t		idlen = strlen(third_party_id);
 
 	if (jb == NULL || !JsonContainerIsObject(&jb->root))
 		return -1;
@@ -210,24 +210,37 @@ hi_json_find_ticket(Jsonb *jb, const char *third_party_id, int64 *ticket_id,
 	if (!hi_json_get_int64(&jb->root, "record_count", record_count))
 		*record_count = -1;
 	n = JsonContainerSize(tickets);
-	*page_items = n;
 	for (i = 0; i < n; i++)
 	{
 		JsonbValue *t = getIthJsonbValueFromContainer(tickets, i);
-		JsonbValue	tp;
 		int64		id;
 
-		if (t == NULL || t->type != jbvBinary)
-			continue;
-		if (!hi_json_lookup(t->val.binary.data, "third_party_id_string", &tp) || tp.type != jbvString)
-			continue;
-		if ((size_t) tp.val.string.len != idlen || memcmp(tp.val.string.val, third_party_id, idlen) != 0)
-			continue;
+		if (t == NULL || t->type != jbvBinary || !JsonContainerIsObject(t->val.binary.data))
+			return -1;
 		if (!hi_json_get_int64(t->val.binary.data, "id", &id) || id <= 0)
-			return -1;			/* ours, but no id we can link: not a usable answer */
-		if (!found || id < *ticket_id)
-			*ticket_id = id;
-		found = true;
+			return -1;
+		if (i < max_ids)
+			ids[i] = id;
 	}
-	return found ? 1 : 0;
+	return n;
+}
+
+/*
+ * Whether a whole ticket (the answer to GET /api/Tickets/{id}) is ours: 1
+ * when its third_party_id_string equals third_party_id exactly, 0 when it
+ * is a ticket object with another (or no) third_party_id_string, -1 when
+ * the answer is not an object.
+ */
+int
+hi_json_ticket_is(Jsonb *jb, const char *third_party_id)
+{
+	JsonbValue	tp;
+	size_t		idlen = strlen(third_party_id);
+
+	if (jb == NULL || !JsonContainerIsObject(&jb->root))
+		return -1;
+	if (!hi_json_lookup(&jb->root, "third_party_id_string", &tp) || tp.type != jbvString)
+		return 0;
+	return (size_t) tp.val.string.len == idlen &&
+		memcmp(tp.val.string.val, third_party_id, idlen) == 0 ? 1 : 0;
 }

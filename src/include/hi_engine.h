@@ -24,11 +24,15 @@ typedef enum HiStep
 {
 	HI_STEP_START,
 	HI_STEP_TOKEN,
-	HI_STEP_LOOKUP,
+	HI_STEP_LOOKUP,				/* list candidates (engine.c explains the phases) */
+	HI_STEP_CONFIRM,			/* read one candidate whole: is it ours? */
 	HI_STEP_CREATE,
 	HI_STEP_GET_TICKET,
 	HI_STEP_GET_ACTIONS
 } HiStep;
+
+#define HI_LOOKUP_BY_TPID 0
+#define HI_LOOKUP_BY_SEARCH 1
 
 typedef enum HiOutcome
 {
@@ -64,6 +68,13 @@ typedef struct HiItem
 	bool		token_renewed;
 	bool		token_fresh;	/* fetched its token just now: use it whatever the clock says */
 	int			lookup_page;
+	int			lookup_phase;	/* HI_LOOKUP_BY_TPID, then HI_LOOKUP_BY_SEARCH */
+	char	   *lookup_search;	/* the search term: the sid, or the summary sent */
+	int64	   *candidates;		/* ids of the current list page, to confirm */
+	int			n_candidates;
+	int			next_candidate;
+	int			confirms;		/* GET /api/Tickets/{id} made by this lookup */
+	bool		lookup_more;	/* the list has pages after the current one */
 	struct HiInstance *inst;
 	/* outcome */
 	HiOutcome	outcome;

@@ -15,6 +15,7 @@ extern bool hi_json_get_int64(JsonbContainer *obj, const char *key, int64 *out);
 extern char *hi_json_get_text(JsonbContainer *obj, const char *key);
 extern JsonbContainer *hi_json_get_container(JsonbContainer *obj, const char *key);
 extern JsonbContainer *hi_json_first_object(Jsonb *jb);
-extern int	hi_json_find_ticket(Jsonb *jb, const char *third_party_id, int64 *ticket_id, int64 *record_count, int *page_items);
+extern int	hi_json_ticket_ids(Jsonb *jb, int64 *ids, int max_ids, int64 *record_count);
+extern int	hi_json_ticket_is(Jsonb *jb, const char *third_party_id);
 
 #endif							/* HI_JSON_H */

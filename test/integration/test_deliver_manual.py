@@ -154,8 +154,10 @@ def test_deliver_is_interruptible_and_recovers_what_was_in_flight():
     deliver(conn=conn)
     assert states() == {"done": 2}
     reqs = MOCK.requests(since=since)
+    int1 = mock_tickets_by_sid()["INT-1"][0]["id"]
     assert [(r["method"], r["path"]) for r in reqs] == \
-        [("POST", "/auth/token"), ("GET", "/api/Tickets"), ("POST", "/api/Tickets")]
+        [("POST", "/auth/token"), ("GET", "/api/Tickets"), ("GET", "/api/Tickets/%d" % int1),
+         ("POST", "/api/Tickets")]
     assert reqs[1]["query"] == lookup_query("INT-1")
     check_delivered("INT-1", expected_payload("INT-1", "Interrupted", "high"), dbname=DB,
                     attempts=2, linked_by="found", result="found", posts=1)

@@ -123,10 +123,18 @@ def token_form(req):
     return {k: v[0] for k, v in form.items()}
 
 
-def lookup_query(sid, page=1):
-    """The query of the worker's lookup of sid's ticket, as the mock logs it."""
-    return {"third_party_id_string": [sid], "search": [sid], "pageinate": ["true"],
-            "page_size": ["100"], "page_no": [str(page)]}
+def lookup_query(sid):
+    """The query of the worker's first lookup of sid's ticket (by third_party_id_string,
+    newest first, five at most), as the mock logs it."""
+    return {"third_party_id_string": [sid], "order": ["id"], "orderdesc": ["true"],
+            "pageinate": ["true"], "page_size": ["5"], "page_no": ["1"]}
+
+
+def search_query(term, page=1):
+    """The query of the worker's lookup by search (after the filter by
+    third_party_id_string found nothing it could confirm), as the mock logs it."""
+    return {"search": [term], "order": ["id"], "orderdesc": ["true"], "pageinate": ["true"],
+            "page_size": ["25"], "page_no": [str(page)]}
 
 
 def check_delivered(sid, payload, kind="case", dbname="halo", attempts=1, mock=MOCK,

@@ -1,7 +1,8 @@
 """Delivery faults with the real background worker and the mock Halo: answers lost after
 Halo created the ticket (dropped connection, timeout), requests dropped before Halo saw
-them, the lookup by third_party_id_string (also through pages of look-alikes, and on a
-Halo that ignores the filter), and the worker killed with SIGKILL mid-delivery.
+them, the lookup (list items are candidates, confirmed from the whole ticket; by
+third_party_id_string, then by search, through pages of newer look-alikes, bounded, and
+on a Halo that ignores the filter), and the worker killed with SIGKILL mid-delivery.
 Exactly one ticket per case in Halo, always.
 """
 import json
@@ -15,8 +16,8 @@ import psycopg2
 
 from halo_test import (MOCK_PORT, close_connections, ensure_extension, fresh_integration,
                        log_mark, q, q1, server_log, timeout, wait_until)
-from test_delivery import (MOCK, add_cases, check_delivered, creates, expected_payload,
-                           lookup_query, mock_tickets_by_sid, outbox, ticket_link, trace,
+from test_delivery import (MOCK, add_cases, check_delivered, creates, creates_for, expected_payload,
+                           lookup_query, mock_tickets_by_sid, outbox, search_query, ticket_link, trace,
                            wait_states)
 
 WORKER_PID_SQL = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'halo_itsm delivery worker'"
@@ -49,9 +50,15 @@ def mark():
     return reqs[-1]["seq"] if reqs else 0
 
 
+def confirm(tid):
+    """The trace entry of the worker's confirmation of candidate tid."""
+    return ("GET", "/api/Tickets/%d" % tid, 200)
+
+
 def _lost_answer_found(honour_filter):
     """drop_after_create: Halo created the ticket but the worker got no answer; the next
-    attempt looks the ticket up (on a list with look-alikes) and links it."""
+    attempt lists candidates (list items carry no third_party_id_string), confirms the
+    newest from the whole ticket, and links it."""
     fresh_integration()
     MOCK.config(honour_third_party_filter=honour_filter)
     decoys = halo_create([
@@ -66,13 +73,12 @@ def _lost_answer_found(honour_filter):
     add_cases([("LOST-1", "Answer lost", "high")])
     wait_states({"done": 1})
     reqs = MOCK.requests(since=since)
-    assert trace(since=since) == [("POST", "/auth/token", 200), ("POST", "/api/Tickets", "dropped"),
-                                  ("GET", "/api/Tickets", 200)], trace(since=since)
-    assert reqs[1]["fault"] == {"type": "drop_after_create"}
-    assert reqs[2]["query"] == lookup_query("LOST-1")
-    # the dropped create did create the ticket; the worker linked that one, no second one
     mine = mock_tickets_by_sid()["LOST-1"]
     assert len(mine) == 1 and mine[0]["id"] > max(d["id"] for d in decoys), mine
+    assert trace(since=since) == [("POST", "/auth/token", 200), ("POST", "/api/Tickets", "dropped"),
+                                  ("GET", "/api/Tickets", 200), confirm(mine[0]["id"])], trace(since=since)
+    assert reqs[1]["fault"] == {"type": "drop_after_create"}
+    assert reqs[2]["query"] == lookup_query("LOST-1")
     hid = check_delivered("LOST-1", expected_payload("LOST-1", "Answer lost", "high"),
                           attempts=2, linked_by="found", result="found", posts=1)
     assert hid == mine[0]["id"]
@@ -92,6 +98,74 @@ def test_lost_answer_found_when_halo_honours_the_filter():
 
 
 @timeout(60)
+def test_list_items_are_candidates_only():
+    # the real list: no third_party_id_string, no hasbeenclosed on its items; the worker
+    # confirms a candidate from the whole ticket, and a candidate of another case is not
+    # taken for ours even when it is the only one the filter answers
+    fresh_integration()
+    halo_create([{"summary": "CAND-1 other", "third_party_id_string": "CAND-1x",
+                  "category_1": "Security"}])
+    listed = MOCK.tickets()
+    assert all("third_party_id_string" in t for t in listed)
+    since = mark()
+    # the filter answers only the other case's ticket (as a Halo matching prefixes might)
+    MOCK.faults([{"method": "POST", "path": "/api/Tickets", "count": 1, "action": {"type": "drop"}},
+                 {"method": "GET", "path": "/api/Tickets", "count": 1,
+                  "query": {"third_party_id_string": "CAND-1"},
+                  "action": {"type": "status", "status": 200,
+                             "body": {"record_count": 1, "tickets": [{"id": 1001, "summary": "CAND-1 other"}]}}}])
+    add_cases([("CAND-1", "Candidate", "low")])
+    wait_states({"done": 1})
+    assert trace(since=since) == [("POST", "/auth/token", 200), ("POST", "/api/Tickets", "dropped"),
+                                  ("GET", "/api/Tickets", 200), confirm(1001),
+                                  ("GET", "/api/Tickets", 200), confirm(1001),
+                                  ("POST", "/api/Tickets", 200)]
+    reqs = MOCK.requests(since=since)
+    assert reqs[4]["query"] == search_query("CAND-1")
+    check_delivered("CAND-1", expected_payload("CAND-1", "Candidate", "low"), attempts=2)
+    assert sorted(mock_tickets_by_sid()) == ["CAND-1", "CAND-1x"]
+
+
+@timeout(60)
+def test_real_list_items_carry_list_columns_only():
+    fresh_integration()
+    made = halo_create([{"summary": "COLS-1: x", "third_party_id_string": "COLS-1",
+                         "category_1": "Security", "details": "d"}])[0]
+    assert made["third_party_id_string"] == "COLS-1" and "hasbeenclosed" in made
+    token = MOCK_TOKEN()
+    got = _api_get("/api/Tickets?search=COLS-1", token)
+    assert got["record_count"] == 1
+    item = got["tickets"][0]
+    assert "third_party_id_string" not in item and "hasbeenclosed" not in item, item
+    assert (item["id"], item["summary"], item["details"]) == (made["id"], "COLS-1: x", "d")
+    # search matches the summary and the details, never the third party id
+    assert _api_get("/api/Tickets?search=cols-1", token)["record_count"] == 1
+    assert _api_get("/api/Tickets?search=d", token)["record_count"] == 1
+    halo_create([{"summary": "y", "third_party_id_string": "HIDDEN-9", "category_1": "Security"}])
+    assert _api_get("/api/Tickets?search=HIDDEN-9", token)["record_count"] == 0
+    # the whole ticket carries them
+    whole = _api_get("/api/Tickets/%d" % made["id"], token)
+    assert (whole["third_party_id_string"], whole["hasbeenclosed"]) == ("COLS-1", False)
+
+
+def MOCK_TOKEN():
+    """A token of the mock's test client."""
+    form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": "test-client",
+                                   "client_secret": "test-secret", "scope": "all"}).encode()
+    with urllib.request.urlopen("http://127.0.0.1:%d/auth/token" % MOCK_PORT, data=form,
+                                timeout=10) as resp:
+        return json.load(resp)["access_token"]
+
+
+def _api_get(path, token):
+    """GET path from the mock's Halo API with token; the JSON answer."""
+    req = urllib.request.Request("http://127.0.0.1:%d%s" % (MOCK_PORT, path),
+                                 headers={"Authorization": "Bearer " + token})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.load(resp)
+
+
+@timeout(60)
 def test_dropped_request_lookup_finds_nothing_and_creates_once():
     fresh_integration()
     halo_create([{"summary": "GONE-1 look-alike", "third_party_id_string": "GONE-1x",
@@ -101,85 +175,180 @@ def test_dropped_request_lookup_finds_nothing_and_creates_once():
     add_cases([("GONE-1", "Request lost", "medium", "Nobody saw it")])
     wait_states({"done": 1})
     reqs = MOCK.requests(since=since)
+    # the filter is ignored: the one ticket is a candidate, not ours; the search finds it
+    # again (its summary holds the sid), not ours; nothing else: create
     assert trace(since=since) == [("POST", "/auth/token", 200), ("POST", "/api/Tickets", "dropped"),
-                                  ("GET", "/api/Tickets", 200), ("POST", "/api/Tickets", 200)]
+                                  ("GET", "/api/Tickets", 200), confirm(1001),
+                                  ("GET", "/api/Tickets", 200), confirm(1001),
+                                  ("POST", "/api/Tickets", 200)]
     assert reqs[2]["query"] == lookup_query("GONE-1")
-    assert reqs[1]["json"] == reqs[3]["json"]
+    assert reqs[4]["query"] == search_query("GONE-1")
+    assert reqs[1]["json"] == reqs[6]["json"]
     check_delivered("GONE-1", expected_payload("GONE-1", "Request lost", "medium", "Nobody saw it"),
                     attempts=2)
     assert len(MOCK.tickets()) == 2
 
 
-@timeout(60)
-def test_lookup_pages_through_look_alikes():
-    fresh_integration()
-    # 150 tickets whose third_party_id_string contains our sid: the search matches them all
-    halo_create([{"summary": "decoy %d" % i, "third_party_id_string": "PAGE-1-%03d" % i,
-                  "category_1": "Security"} for i in range(150)])
+def _look_alikes_made_during_lookup(sid, n):
+    """Drops the create of sid's case (Halo keeps the ticket), holds the worker's first
+    lookup 1.5 s (less than the request timeout), and meanwhile creates n newer tickets whose summary holds the sid, as
+    other Halo users might. Returns (mark before, our ticket's id)."""
+    halo_create([{"summary": "old %d" % i, "third_party_id_string": "OLD-%d" % i,
+                  "category_1": "Security"} for i in range(10)])
     since = mark()
-    MOCK.faults({"method": "POST", "path": "/api/Tickets", "count": 1,
-                 "action": {"type": "drop_after_create"}})
-    add_cases([("PAGE-1", "On page two", "low")])
+    MOCK.faults([{"method": "POST", "path": "/api/Tickets", "count": 1,
+                  "action": {"type": "drop_after_create"}},
+                 {"method": "GET", "path": "/api/Tickets", "count": 1,
+                  "query": {"third_party_id_string": sid},
+                  "action": {"type": "delay", "ms": 1500, "before": True}}])
+    add_cases([(sid, "Paged", "low")])
+    wait_until(lambda: MOCK.requests(since=since, method="GET", path="/api/Tickets"),
+               timeout=20, interval=0.05, msg="the first lookup")
+    ours = mock_tickets_by_sid()[sid][0]["id"]
+    before = mark()
+    halo_create([{"summary": "About %s, again %d" % (sid, i), "third_party_id_string": "%s-%03d" % (sid, i),
+                  "category_1": "Security"} for i in range(n)])
+    return since, ours, range(before + 1, mark() + 1)
+
+
+def worker_trace(since, others):
+    """trace(since) without the requests whose seq is in others (another Halo user's)."""
+    return [(r["method"], r["path"], r["status"]) for r in MOCK.requests(since=since)
+            if r["seq"] not in others]
+
+
+@timeout(60)
+def test_lookup_pages_through_newer_look_alikes():
+    fresh_integration()
+    since, ours, others = _look_alikes_made_during_lookup("PAGE-1", 30)
     wait_states({"done": 1})
-    reqs = MOCK.requests(since=since)
-    assert trace(since=since) == [("POST", "/auth/token", 200), ("POST", "/api/Tickets", "dropped"),
-                                  ("GET", "/api/Tickets", 200), ("GET", "/api/Tickets", 200)]
-    assert reqs[2]["query"] == lookup_query("PAGE-1", page=1)
-    assert reqs[3]["query"] == lookup_query("PAGE-1", page=2)
-    hid = check_delivered("PAGE-1", expected_payload("PAGE-1", "On page two", "low"),
+    newer = list(range(ours + 30, ours, -1))
+    # the filter is ignored (41 tickets): the search, newest first, 25 a page, each confirmed
+    assert worker_trace(since, others) == [("POST", "/auth/token", 200), ("POST", "/api/Tickets", "dropped"),
+                                           ("GET", "/api/Tickets", 200), ("GET", "/api/Tickets", 200)] + \
+        [confirm(t) for t in newer[:25]] + [("GET", "/api/Tickets", 200)] + \
+        [confirm(t) for t in newer[25:] + [ours]], worker_trace(since, others)
+    lists = [r for r in MOCK.requests(since=since, method="GET", path="/api/Tickets")
+             if r["seq"] not in others]
+    assert [r["query"] for r in lists] == [lookup_query("PAGE-1"), search_query("PAGE-1", 1),
+                                           search_query("PAGE-1", 2)]
+    hid = check_delivered("PAGE-1", expected_payload("PAGE-1", "Paged", "low"),
                           attempts=2, linked_by="found", result="found", posts=1)
-    assert hid == 1151
-    assert len(MOCK.tickets()) == 151
+    assert hid == ours and len(MOCK.tickets()) == 41
 
 
-# Long and non-ASCII sids: the lookup URL is built without a length limit (Halo documents
-# none for third_party_id_string, so halo_itsm imposes none). A 310-character sid with
-# characters that URL escaping triples, and a non-ASCII one (each character 6 bytes once
-# escaped), go through a lost answer and the lookup that finds the ticket.
+@timeout(60)
+def test_lookup_gives_up_after_50_confirmations_without_a_second_ticket():
+    fresh_integration()
+    since, ours, others = _look_alikes_made_during_lookup("MANY-1", 60)
+    wait_states({"dead": 1})
+    t = worker_trace(since, others)
+    assert len([x for x in t if x[1] == "/api/Tickets" and x[0] == "GET"]) == 3, t
+    assert len([x for x in t if x[1].startswith("/api/Tickets/")]) == 50
+    assert len(t) == 2 + 3 + 50 and len(creates_for("MANY-1", since=since)) == 1
+    row = outbox("MANY-1")
+    assert row["last_error"] == (
+        'halo_itsm: could not tell whether an earlier attempt created the ticket of "MANY-1": '
+        '50 tickets found by Halo\'s search for "MANY-1" were read without finding it, and more match; '
+        'nothing was sent, to avoid a second ticket (check Halo for a ticket whose third party id is '
+        'the sid; SELECT halo_itsm.retry() looks again)'), row
+    assert [t["id"] for t in mock_tickets_by_sid()["MANY-1"]] == [ours]
+
+
+# Long, short and non-ASCII sids: the lookup URL is built without a length limit (Halo
+# documents none for third_party_id_string, so halo_itsm imposes none). A 310-character sid
+# with characters that URL escaping triples, a 255-character one, a 1-character one and a
+# non-ASCII one (each character 6 bytes once escaped) go through a lost answer and the
+# lookup that finds the ticket, with title templates with and without {{sid}}.
 LONG_SID = "SOC:2026:" + ":".join("%04d" % i for i in range(60))  # 9 + 60*5 - 1 = 308
 LONG_SID += ":x"
+SID_255 = "S" + "-0123456789abcdef" * 14 + "x" * 16
 NON_ASCII_SID = "CASE-\u00e9\u00fc\u00df-" + "\u6f22\u5b57" * 90 + "-\U0001f600"
 
 
-def _long_sid_found_after_lost_answer(sid, honour_filter):
-    """drop_after_create for sid: the lookup (whole query, paging included) links the ticket."""
-    fresh_integration()
+def _sid_found_after_lost_answer(sid, honour_filter, template=None, decoys_after=0):
+    """drop_after_create for sid: the lookup links the ticket. Look-alikes share the first
+    150 characters of the sid (only the whole sid tells them apart); with decoys_after,
+    that many of them are newer than ours and hold the same summary, so that the filter
+    (when ignored) and the search answer more candidates than ours."""
+    configure = {"case_title_template": template} if template else {}
+    fresh_integration(**configure)
     MOCK.config(honour_third_party_filter=honour_filter)
-    # look-alikes sharing the first 150 characters: only the whole sid tells them apart
-    decoys = halo_create([{"summary": "decoy %d" % i, "third_party_id_string": sid[:150] + "-%d" % i,
-                           "category_1": "Security"} for i in range(3)])
+    halo_create([{"summary": "decoy %d" % i, "third_party_id_string": sid[:150] + "-%d" % i,
+                  "category_1": "Security"} for i in range(3)])
     since = mark()
-    MOCK.faults({"method": "POST", "path": "/api/Tickets", "count": 1,
-                 "action": {"type": "drop_after_create"}})
+    rules = [{"method": "POST", "path": "/api/Tickets", "count": 1,
+              "action": {"type": "drop_after_create"}}]
+    if decoys_after:
+        rules.append({"method": "GET", "path": "/api/Tickets", "count": 1,
+                      "query": {"third_party_id_string": sid},
+                      "action": {"type": "delay", "ms": 1500, "before": True}})
+    MOCK.faults(rules)
     add_cases([(sid, "Long sid", "high")])
+    if decoys_after:
+        wait_until(lambda: MOCK.requests(since=since, method="GET", path="/api/Tickets"),
+                   timeout=20, interval=0.05, msg="the first lookup")
+        summary = mock_tickets_by_sid()[sid][0]["summary"]
+        before = mark()
+        halo_create([{"summary": summary, "third_party_id_string": sid + "-%d" % i,
+                      "category_1": "Security"} for i in range(decoys_after)])
+        others = range(before + 1, mark() + 1)
+    else:
+        others = range(0)
     wait_states({"done": 1})
-    reqs = MOCK.requests(since=since)
-    assert trace(since=since) == [("POST", "/auth/token", 200), ("POST", "/api/Tickets", "dropped"),
-                                  ("GET", "/api/Tickets", 200)], trace(since=since)
-    assert reqs[2]["query"] == lookup_query(sid)
     mine = mock_tickets_by_sid()[sid]
-    assert len(mine) == 1 and mine[0]["id"] > max(d["id"] for d in decoys), mine
-    hid = check_delivered(sid, expected_payload(sid, "Long sid", "high"),
+    assert len(mine) == 1, mine
+    reqs = [r for r in MOCK.requests(since=since) if r["seq"] not in others]
+    assert reqs[2]["query"] == lookup_query(sid)
+    assert len(creates_for(sid, since=since)) == 1
+    hid = check_delivered(sid, expected_payload(sid, "Long sid", "high", **({"template": template} if template else {})),
                           attempts=2, linked_by="found", result="found", posts=1)
     assert hid == mine[0]["id"]
-    assert len(MOCK.tickets()) == 4
+    assert len(MOCK.tickets()) == 4 + decoys_after
+    return [(r["method"], r["path"]) for r in reqs], mine[0], reqs
 
 
 @timeout(60)
 def test_310_character_sid_found_after_lost_answer():
     assert len(LONG_SID) == 310
-    _long_sid_found_after_lost_answer(LONG_SID, honour_filter=True)
+    t, mine, _ = _sid_found_after_lost_answer(LONG_SID, honour_filter=True)
+    assert t[2:] == [("GET", "/api/Tickets"), ("GET", "/api/Tickets/%d" % mine["id"])]
 
 
 @timeout(60)
 def test_310_character_sid_found_when_halo_ignores_the_filter():
-    _long_sid_found_after_lost_answer(LONG_SID, honour_filter=False)
+    t, mine, _ = _sid_found_after_lost_answer(LONG_SID, honour_filter=False)
+    # four tickets, newest first: ours is the first candidate
+    assert t[2:] == [("GET", "/api/Tickets"), ("GET", "/api/Tickets/%d" % mine["id"])]
 
 
 @timeout(60)
 def test_non_ascii_sid_found_after_lost_answer():
     assert len(NON_ASCII_SID.encode("utf-8")) > 500
-    _long_sid_found_after_lost_answer(NON_ASCII_SID, honour_filter=True)
+    _sid_found_after_lost_answer(NON_ASCII_SID, honour_filter=True)
+
+
+@timeout(60)
+def test_sids_of_1_and_255_characters_and_non_ascii_found_with_newer_look_alikes():
+    assert len(SID_255) == 255
+    for sid in ("Z", SID_255, NON_ASCII_SID):
+        for honour in (False, True):
+            _sid_found_after_lost_answer(sid, honour_filter=honour, decoys_after=6)
+
+
+@timeout(90)
+def test_title_template_without_sid_found_by_summary():
+    # no {{sid}} in the title: the search is for the summary sent, and the candidates
+    # with the same summary are confirmed newest first
+    for sid in ("Z", SID_255, NON_ASCII_SID):
+        t, mine, reqs = _sid_found_after_lost_answer(
+            sid, honour_filter=False, template="Alert: {{title}} ({{severity}})", decoys_after=6)
+        assert mine["summary"] == "Alert: Long sid (high)"
+        searches = [r["query"] for r in reqs if r["path"] == "/api/Tickets" and r["method"] == "GET"][1:]
+        assert searches == [search_query("Alert: Long sid (high)")], searches
+        # newest first: six newer look-alikes with the same summary, then ours
+        assert [p for m, p in t if p.startswith("/api/Tickets/")][-1] == "/api/Tickets/%d" % mine["id"]
+        assert len([p for m, p in t if p.startswith("/api/Tickets/")]) == 7
 
 
 @timeout(60)
@@ -191,8 +360,10 @@ def test_timeout_after_create_is_found():
     add_cases([("SLOW-1", "Slow Halo", "critical")])
     wait_states({"done": 1}, timeout=20)
     reqs = MOCK.requests()
+    tid = mock_tickets_by_sid()["SLOW-1"][0]["id"]
     assert [(r["method"], r["path"]) for r in reqs] == \
-        [("POST", "/auth/token"), ("POST", "/api/Tickets"), ("GET", "/api/Tickets")]
+        [("POST", "/auth/token"), ("POST", "/api/Tickets"), ("GET", "/api/Tickets"),
+         ("GET", "/api/Tickets/%d" % tid)]
     assert reqs[2]["received_at"] - reqs[1]["received_at"] >= 2.9
     check_delivered("SLOW-1", expected_payload("SLOW-1", "Slow Halo", "critical"),
                     attempts=2, linked_by="found", result="found", posts=1)
@@ -383,5 +554,10 @@ def test_worker_killed_mid_delivery():
     assert q1("SELECT count(*) FROM halo_itsm.tickets") == n
     # one create per case, except the killed one: its lookup found the ticket
     assert len(creates()) == n
-    assert [r["query"] for r in MOCK.requests(path="/api/Tickets", method="GET")] == \
-        [lookup_query(sid) for sid in [killed_sid] + claimed_ahead]
+    # each looked-up case: first by third_party_id_string, then (the mock ignores that
+    # filter; how many tickets it lists depends on the moment) perhaps by search
+    lookups = [r["query"] for r in MOCK.requests(path="/api/Tickets", method="GET")]
+    assert [x for x in lookups if "third_party_id_string" in x] == \
+        [lookup_query(sid) for sid in [killed_sid] + claimed_ahead], lookups
+    assert all(x in [search_query(sid) for sid in [killed_sid] + claimed_ahead]
+               for x in lookups if "third_party_id_string" not in x), lookups

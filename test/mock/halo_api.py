@@ -120,11 +120,26 @@ def post_tickets(req, state):
     return 200, (out[0] if len(out) == 1 else out)
 
 
+# The columns of a ticket list item (the shape n8n's HaloPSA node records for "ticket
+# getAll"): never third_party_id_string nor hasbeenclosed, which only GET /api/Tickets/{id}
+# answers. A lookup must confirm its candidates from the whole ticket.
+LIST_COLUMNS = ('id', 'summary', 'details', 'status_id', 'tickettype_id', 'priority_id',
+                'client_id', 'client_name', 'site_id', 'user_id', 'team', 'team_id',
+                'category_1', 'category_2', 'category_3', 'category_4', 'agent_id',
+                'dateoccurred', 'datecreated', 'dateclosed', 'deadlinedate')
+
+
+def _list_item(ticket):
+    """A ticket as a list shows it: its list columns only."""
+    return {k: copy.deepcopy(ticket[k]) for k in LIST_COLUMNS if k in ticket}
+
+
 def _ticket_matches(req, t, honour_tpid):
-    """Apply the list filters of GET /api/Tickets to one ticket."""
+    """Apply the list filters of GET /api/Tickets to one ticket. search matches the
+    summary and the details only (never the third party id), case-insensitively."""
     search = req.query.get('search', [''])[0].strip().lower()
     if search and not any(search in str(t.get(f) or '').lower()
-                          for f in ('summary', 'third_party_id_string')):
+                          for f in ('summary', 'details')):
         return False
     ids = req.query.get('ticketids', [''])[0]
     if ids.strip() and t['id'] not in {int(x) for x in ids.split(',') if x.strip()}:
@@ -142,12 +157,19 @@ def _ticket_matches(req, t, honour_tpid):
 
 
 def list_tickets(req, state):
-    """GET /api/Tickets: filtered, optionally paginated list of tickets."""
+    """GET /api/Tickets: filtered, ordered (order=id|summary..., orderdesc=true), optionally
+    paginated list of tickets; items carry the list columns only."""
     try:
         with state.lock:
             honour = state.config['honour_third_party_filter']
-            found = [copy.deepcopy(t) for _, t in sorted(state.tickets.items())
+            found = [_list_item(t) for _, t in sorted(state.tickets.items())
                      if _ticket_matches(req, t, honour)]
+        order = req.query.get('order', [''])[0].strip().lower()
+        if order:
+            found.sort(key=lambda t: (t.get(order) is None, str(t.get(order))
+                                      if not isinstance(t.get(order), int) else t.get(order)))
+        if _qbool(req, 'orderdesc'):
+            found.reverse()
         body = {'record_count': len(found)}
         if _qbool(req, 'pageinate'):
             size = min(max(_qint(req, 'page_size', 50), 1), 100)
