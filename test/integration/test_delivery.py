@@ -406,6 +406,31 @@ def test_429_waits_for_retry_after_seconds():
 
 
 @timeout(60)
+def test_429_without_retry_after_backs_off_exponentially():
+    # hosted Halo's 429 carries its "Rate Limit Reached" body and no Retry-After: the
+    # retries wait backoff_base x 2^(attempt-1) with equal jitter (test.conf: 100 ms base,
+    # 2 s cap), so half to all of 100, 200 and 400 ms
+    fresh_integration()
+    MOCK.faults({"method": "POST", "path": "/api/Tickets", "count": 3,
+                 "action": {"type": "status", "status": 429,
+                            "body": {"ClassName": "HaloRateLimitException",
+                                     "Message": "Rate Limit Reached - 300 Requests per rolling 5 minute window"}}})
+    add_cases([("RLN-1", "Rate limited, no Retry-After", "high")])
+    wait_states({"done": 1})
+    assert trace() == [("POST", "/auth/token", 200)] + [("POST", "/api/Tickets", 429)] * 3 + \
+        [("POST", "/api/Tickets", 200)]
+    reqs = creates()
+    assert all("retry_after" not in r["fault"] for r in reqs[:3])
+    for k, (lo, hi) in enumerate([(0.05, 0.1), (0.1, 0.2), (0.2, 0.4)]):
+        waited = reqs[k + 1]["received_at"] - reqs[k]["answered_at"]
+        assert lo - 0.005 <= waited < hi + 0.35, "retry %d after %.3f s, want %.2f..%.2f s" % (
+            k + 1, waited, lo, hi)
+    row = outbox("RLN-1")
+    assert (row["state"], row["attempts"], row["result"]) == ("done", 4, "created"), row
+    check_delivered("RLN-1", expected_payload("RLN-1", "Rate limited, no Retry-After", "high"), attempts=4)
+
+
+@timeout(60)
 def test_429_with_http_date_retry_after():
     fresh_integration()
     not_before = int(time.time()) + 3

@@ -461,7 +461,7 @@ def test_random_faults_still_one_ticket_per_case():
         time.sleep(0.3)
         # creates and lookups fail at random: 500s, 429s, and answers lost after the work
         MOCK.faults({"path": "/api/Tickets", "random": {
-            "seed": 7, "status_500": 0.15, "status_429": 0.05, "retry_after": "0",
+            "seed": 7, "status_500": 0.15, "status_429": 0.05,
             "drop_after_create": 0.15}})
         sids = ["RND-%02d" % i for i in range(25)]
         add_cases([(sid, "Case " + sid, "medium") for sid in sids])

@@ -263,7 +263,10 @@ class State:
             self.tokens.clear()
 
     def rate_limited(self):
-        """Count a request against config rate_limit; return Retry-After (str) if over it."""
+        """Count a request against config rate_limit. Returns None when within it, else
+        the headers of the 429: none, as hosted Halo sends (its "Rate Limit Reached" body
+        only), unless rate_limit names a retry_after ("auto": the seconds until the window
+        lets a request through)."""
         with self.lock:
             rl = self.config.get('rate_limit')
             if not rl or rl['max_requests'] < 0 or rl['window_s'] <= 0:
@@ -272,7 +275,11 @@ class State:
             self.rate_window = [t for t in self.rate_window if t > now - rl['window_s']]
             if len(self.rate_window) >= rl['max_requests']:
                 wait = self.rate_window[0] + rl['window_s'] - now
-                return rl.get('retry_after') or str(max(1, int(wait + 0.999)))
+                if rl.get('retry_after') is None:
+                    return {}
+                if rl['retry_after'] == 'auto':
+                    return {'Retry-After': str(max(1, int(wait + 0.999)))}
+                return {'Retry-After': rl['retry_after']}
             self.rate_window.append(now)
             return None
 

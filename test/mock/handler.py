@@ -162,9 +162,10 @@ class MockHandler(BaseHTTPRequestHandler):
         lower = req.path.lower().rstrip('/')
         if lower != '/auth/token' and lower != '/api' and not lower.startswith('/api/'):
             return 404, {'error': 'not found'}
-        retry_after = state.rate_limited()
-        if retry_after is not None:
-            return 429, {'error': 'too many requests'}, {'Retry-After': retry_after}
+        limited = state.rate_limited()
+        if limited is not None:
+            return 429, {'ClassName': 'HaloRateLimitException',
+                         'Message': 'Rate Limit Reached - 300 Requests per rolling 5 minute window'}, limited
         if lower == '/auth/token':
             return halo_api.auth_token(req, state)
         scheme, _, token = req.headers.get('authorization', '').strip().partition(' ')
