@@ -351,7 +351,9 @@ hi_item_start_step(HiItem *item)
 			req = hi_request_new("GET", in->base_url, path.data, NULL, in->token, NULL, NULL);
 			break;
 		case HI_STEP_GET_ACTIONS:
-			appendStringInfo(&query, "ticket_id=" INT64_FORMAT "&excludesys=true", item->halo_ticket_id);
+			/* note_html comes only when asked for */
+			appendStringInfo(&query, "ticket_id=" INT64_FORMAT "&excludesys=true&includehtmlnote=true",
+							 item->halo_ticket_id);
 			req = hi_request_new("GET", in->base_url, "/api/Actions", query.data, in->token, NULL, NULL);
 			break;
 		case HI_STEP_START:

@@ -149,6 +149,8 @@ def test_event_only_payload_is_caught_up_by_sync():
     assert ("GET", "/api/Tickets/%d" % tid) in [g[:2] for g in gets], gets
     actions = [g for g in gets if g[1] == "/api/Actions"]
     assert actions and actions[0][2].get("ticket_id") == [str(tid)], actions
+    # Halo sends note_html only when asked
+    assert actions[0][2].get("includehtmlnote") == ["true"], actions
     wait_until(lambda: q1("SELECT state = 'done' AND result = 'synced' FROM halo_itsm.outbox"
                           " WHERE kind = 'sync' AND halo_ticket_id = %s ORDER BY id DESC LIMIT 1", tid))
     assert q1("SELECT last_synced_at IS NOT NULL FROM halo_itsm.tickets WHERE halo_ticket_id = %s", tid)

@@ -196,7 +196,7 @@ def get_ticket(req, state, tid):
 
 
 def list_actions(req, state):
-    """GET /api/Actions?ticket_id=N[&excludesys=true]."""
+    """GET /api/Actions?ticket_id=N[&excludesys=true][&includehtmlnote=true]."""
     try:
         tid = _qint(req, 'ticket_id')
     except ValueError:
@@ -206,8 +206,12 @@ def list_actions(req, state):
     actions = state.ticket_actions(tid)
     if _qbool(req, 'excludesys'):
         actions = [a for a in actions if not a.get('action_systemid')]
-    return 200, {'ticket_id': tid, 'record_count': len(actions),
-                 'actions': copy.deepcopy(actions)}
+    actions = copy.deepcopy(actions)
+    if not _qbool(req, 'includehtmlnote'):
+        # like Halo: note_html only when asked for
+        for a in actions:
+            a.pop('note_html', None)
+    return 200, {'ticket_id': tid, 'record_count': len(actions), 'actions': actions}
 
 
 def post_actions(req, state):
