@@ -212,6 +212,10 @@ class MockServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: a burst of connections from the
+    # engine (up to max_concurrent_requests at once) overflowed it, and a dropped SYN
+    # is retried after 1 s, the test cluster's connect_timeout. Real servers queue more.
+    request_queue_size = 128
 
     def __init__(self, port, state, ssl_context=None, quiet=False):
         """Bind 127.0.0.1:port (0 = ephemeral) and remember state and options."""
