@@ -21,14 +21,20 @@
 
 PG_FUNCTION_INFO_V1(halo_itsm_deliver);
 
-/* Claims as many items as there is room for, commits, and starts them; returns how many. */
+/*
+ * Claims as many items as there is room for, commits, and starts them;
+ * returns how many. A claim that fails is rolled back alone (the outcomes
+ * recorded so far stay) and its error kept in *failed, for the caller to
+ * raise once the items already in flight are recorded.
+ */
 static int
-hi_deliver_claim(int room)
+hi_deliver_claim(int room, ErrorData **failed)
 {
 	HiItem	   *claimed = NULL;
 	HiItem	   *item;
-	int			n = hi_store_claim(room, &claimed);
+	int			n;
 
+	*failed = hi_store_claim_subxact(false, room, &claimed, &n, NULL);
 	SPI_commit();
 	while (claimed)
 	{
@@ -47,6 +53,7 @@ hi_deliver_loop(int max_items, bool only_without_worker)
 	int			done = 0;
 	bool		more = true;
 	HiItem	   *item;
+	ErrorData  *failed = NULL;
 
 	if (only_without_worker && hi_shmem_worker_running())
 		return 0;
@@ -74,12 +81,16 @@ hi_deliver_loop(int max_items, bool only_without_worker)
 			more = true;
 		}
 		active = hi_engine_active();
-		if (more && done + active < max_items)
+		if (more && failed == NULL && done + active < max_items)
 		{
 			int			room = Min(hi_max_concurrent_requests - active, max_items - done - active);
 
 			if (room > 0)
-				more = hi_deliver_claim(room) == room;
+			{
+				more = hi_deliver_claim(room, &failed) == room;
+				if (failed)
+					more = false;	/* finish what is in flight, then say why */
+			}
 		}
 		if (hi_engine_active() == 0 && !hi_engine_pop_finished_peek() &&
 			(!more || done >= max_items))
@@ -87,6 +98,12 @@ hi_deliver_loop(int max_items, bool only_without_worker)
 		if (hi_engine_active() > 0)
 			hi_engine_wait(1000);
 	}
+	if (failed)
+		ereport(ERROR,
+				(errcode(failed->sqlerrcode),
+				 errmsg("halo_itsm: claiming outbox items failed: %.1000s", failed->message),
+				 errdetail("deliver() recorded %d outbox items before it stopped.", done),
+				 errhint("Fix the cause and CALL halo_itsm.deliver() again.")));
 	return done;
 }
 

@@ -20,6 +20,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "mb/pg_wchar.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -131,14 +132,16 @@ hi_store_claim(int max_items, HiItem **items)
 	SPIPlanPtr	plan;
 	uint64		i;
 	HiItem	   *head = NULL,
-			   *tail = NULL;
+			   *tail = NULL,
+			   *unbuildable = NULL;
+	uint64		nclaimed;
 
 	values[0] = Int32GetDatum(max_items);
 	values[1] = Int32GetDatum(hi_max_requests_per_instance);
 	values[2] = hi_busy_array(&nbusy);
 	plan = hi_prepare(&claim_plan,
 					  "SELECT outbox_id, kind, integration_id, instance_url, tenant, client_id, client_secret, "
-					  "sid, payload, maybe_sent, attempts, halo_ticket_id, claim_token "
+					  "sid, payload, maybe_sent, attempts, halo_ticket_id, claim_token, payload_error "
 					  "FROM halo_itsm._claim($1, $2, $3)", 3, types);
 	hi_execute(plan, values, NULL, "claiming outbox items");
 
@@ -170,6 +173,15 @@ hi_store_claim(int max_items, HiItem **items)
 		d = hi_col_datum(tup, desc, 13, &isnull);
 		if (!isnull)
 			memcpy(&item->claim_token, DatumGetUUIDP(d), sizeof(pg_uuid_t));
+		item->error = hi_col_text(tup, desc, 14, item->cxt);
+		if (item->error != NULL)
+		{
+			/* its ticket could not be built: recorded dead below, never sent */
+			item->outcome = HI_OUT_DEAD;
+			item->next = unbuildable;
+			unbuildable = item;
+			continue;
+		}
 		if (tail)
 			tail->next = item;
 		else
@@ -177,7 +189,22 @@ hi_store_claim(int max_items, HiItem **items)
 		tail = item;
 	}
 	*items = head;
-	return (int) SPI_processed;
+	nclaimed = SPI_processed;
+	/* after the loop: recording runs SPI, which replaces SPI_tuptable */
+	while (unbuildable)
+	{
+		HiItem	   *item = unbuildable;
+
+		unbuildable = item->next;
+		item->next = NULL;
+		ereport(WARNING,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("halo_itsm: outbox item " INT64_FORMAT " recorded dead: %s", item->outbox_id, item->error),
+				 errhint("Fix the cause, then SELECT halo_itsm.retry() queues it again.")));
+		hi_store_record(item);
+		hi_item_free(item);
+	}
+	return (int) nclaimed;
 }
 
 /*
@@ -273,20 +300,29 @@ hi_store_record_one(HiItem *item)
 	hi_execute(plan, values, nulls, "recording a delivery outcome");
 }
 
+/* At most HI_ERROR_MAX bytes of an error message (cut at a character boundary), for last_error and the log. */
+#define HI_ERROR_MAX 1000
+static const char *
+hi_error_excerpt(const char *msg)
+{
+	int			len = strlen(msg);
+
+	if (len <= HI_ERROR_MAX)
+		return msg;
+	return psprintf("%.*s...", pg_mbcliplen(msg, len, HI_ERROR_MAX), msg);
+}
+
 /*
- * Records a finished item's outcome in a subtransaction of its own. When
- * applying or recording it fails, the subtransaction is rolled back and the
- * item is recorded with the error instead: retried later when the database
- * refused for the moment (serialization failure, deadlock, lock not
- * available), dead otherwise. A cancel or shutdown is raised again.
+ * Runs hi_store_record_one in a subtransaction; returns NULL, or the error
+ * it raised (the subtransaction rolled back). A cancel or shutdown is
+ * raised again.
  */
-void
-hi_store_record(HiItem *item)
+static ErrorData *
+hi_store_record_subxact(HiItem *item)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 	ErrorData  *volatile edata = NULL;
-	const char *was = item->outcome == HI_OUT_SYNCED ? NULL : hi_outcome_name(item->outcome);
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
@@ -305,19 +341,40 @@ hi_store_record(HiItem *item)
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
+	if (edata != NULL && ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION)
+		ReThrowError(edata);
+	return edata;
+}
+
+/*
+ * Records a finished item's outcome in a subtransaction of its own. When
+ * applying or recording it fails, the subtransaction is rolled back and the
+ * item is recorded with the error instead: retried later when the database
+ * refused for the moment (serialization failure, deadlock, lock not
+ * available), dead otherwise. When even that fails, the item is left in
+ * flight (recovered later, looked up before any resend) and nothing is
+ * raised: the outcomes recorded beside it in the transaction stay.
+ */
+void
+hi_store_record(HiItem *item)
+{
+	ErrorData  *edata;
+	const char *was = item->outcome == HI_OUT_SYNCED ? NULL : hi_outcome_name(item->outcome);
+	const char *msg;
+
+	edata = hi_store_record_subxact(item);
 	if (edata == NULL)
 		return;
-	if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION)
-		ReThrowError(edata);
+	msg = hi_error_excerpt(edata->message);
 
 	if (was == NULL)
 		item->error = psprintf("halo_itsm: Halo's answers for ticket " INT64_FORMAT " could not be applied: %s",
-							   item->halo_ticket_id, edata->message);
+							   item->halo_ticket_id, msg);
 	else if (item->result_ticket_id != 0)
 		item->error = psprintf("halo_itsm: Halo ticket " INT64_FORMAT " was %s, but recording it failed: %s",
-							   item->result_ticket_id, was, edata->message);
+							   item->result_ticket_id, was, msg);
 	else
-		item->error = psprintf("halo_itsm: recording the outcome \"%s\" failed: %s", was, edata->message);
+		item->error = psprintf("halo_itsm: recording the outcome \"%s\" failed: %s", was, msg);
 	/* a ticket created (or found) but not recorded is looked up before any resend */
 	if (item->outcome == HI_OUT_CREATED || item->outcome == HI_OUT_FOUND)
 		item->outcome_maybe_sent = true;
@@ -336,7 +393,15 @@ hi_store_record(HiItem *item)
 			 errmsg("halo_itsm: outbox item " INT64_FORMAT " recorded %s: %s", item->outbox_id,
 					hi_outcome_name(item->outcome), item->error)));
 	FreeErrorData(edata);
-	hi_store_record_one(item);
+	edata = hi_store_record_subxact(item);
+	if (edata == NULL)
+		return;
+	ereport(WARNING,
+			(errcode(edata->sqlerrcode),
+			 errmsg("halo_itsm: outbox item " INT64_FORMAT " could not be recorded: %s", item->outbox_id,
+					hi_error_excerpt(edata->message)),
+			 errhint("It stays in flight until recovered; it is looked up in Halo before it is sent again.")));
+	FreeErrorData(edata);
 }
 
 /* Puts items claimed by sessions that are gone (or by this one, if asked) back in the queue. */
@@ -355,4 +420,68 @@ hi_store_recover(bool include_self)
 	hi_execute(plan, values, NULL, "recovering abandoned outbox items");
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return isnull ? 0 : DatumGetInt32(d);
+}
+
+/*
+ * Recovers orphans (when recover), claims up to room items (when room > 0)
+ * and checks whether every integration is busy (when all_busy is given),
+ * in a subtransaction: an error there (a claim the database refuses) is
+ * rolled back and returned, with nothing claimed, and leaves the outcomes
+ * recorded before it in the transaction alone. A cancel or shutdown is
+ * raised again.
+ */
+ErrorData *
+hi_store_claim_subxact(bool recover, int room, HiItem **items, int *n, bool *all_busy)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+	HiItem	   *volatile claimed = NULL;
+
+	*items = NULL;
+	*n = 0;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		HiItem	   *got = NULL;
+
+		if (recover)
+			hi_store_recover(false);
+		if (room > 0)
+			*n = hi_store_claim(room, &got);
+		claimed = got;
+		if (all_busy)
+			*all_busy = *n == 0 && hi_store_all_busy();
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	if (edata == NULL)
+	{
+		*items = claimed;
+		return NULL;
+	}
+	if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION)
+		ReThrowError(edata);
+	/* the claim was rolled back: its items were never claimed */
+	while (claimed)
+	{
+		HiItem	   *item = claimed;
+
+		claimed = item->next;
+		hi_item_free(item);
+	}
+	*n = 0;
+	if (all_busy)
+		*all_busy = false;
+	return edata;
 }

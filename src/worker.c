@@ -31,9 +31,12 @@
 
 #define RECOVER_INTERVAL_US (10 * USECS_PER_SEC)
 #define NOT_INSTALLED_SLEEP_MS 10000
+#define CLAIM_FAILURE_BACKOFF_US (10 * USECS_PER_SEC)
+#define CLAIM_FAILURE_REPEAT_US (300 * USECS_PER_SEC)
 
 static void hi_worker_exit(int code, Datum arg);
-static int	hi_worker_round(bool claim, bool recover, bool *ready, bool *saturated);
+static int	hi_worker_round(bool claim, bool recover, bool *ready, bool *saturated, bool *failed);
+static void hi_worker_claim_failed(ErrorData *edata);
 static void hi_worker_note_ready(bool ready);
 
 /* Withdraws the worker's latch from shared memory when it exits. */
@@ -77,13 +80,38 @@ hi_worker_note_ready(bool ready)
 }
 
 /*
- * One transaction: record finished items, recover orphans when asked, and
- * claim due items when asked. Returns how many items were claimed; sets
- * *saturated when a claim came back empty because every integration is
- * busy.
+ * Says in the log that a claim failed: once per distinct message, and again
+ * at most every CLAIM_FAILURE_REPEAT_US while it keeps failing the same way.
+ */
+static void
+hi_worker_claim_failed(ErrorData *edata)
+{
+	static char last[256] = "";
+	static TimestampTz last_at = 0;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (strncmp(last, edata->message, sizeof(last) - 1) == 0 &&
+		now < last_at + CLAIM_FAILURE_REPEAT_US)
+		return;
+	strlcpy(last, edata->message, sizeof(last));
+	last_at = now;
+	ereport(WARNING,
+			(errcode(edata->sqlerrcode),
+			 errmsg("halo_itsm: claiming outbox items failed: %.1000s", edata->message),
+			 errhint("The worker tries again in %d s; outcomes already recorded are kept. The server log has the details.",
+					 (int) (CLAIM_FAILURE_BACKOFF_US / USECS_PER_SEC))));
+}
+
+/*
+ * One transaction: record finished items (each in a subtransaction of its
+ * own), then recover orphans when asked and claim due items when asked, in
+ * a subtransaction: a claim that fails is rolled back alone (and said in the
+ * log, *failed set) and the outcomes recorded before it commit. Returns how
+ * many items were claimed; sets *saturated when a claim came back empty
+ * because every integration is busy.
  */
 static int
-hi_worker_round(bool claim, bool recover, bool *ready, bool *saturated)
+hi_worker_round(bool claim, bool recover, bool *ready, bool *saturated, bool *failed)
 {
 	HiItem	   *item;
 	HiItem	   *claimed = NULL;
@@ -95,23 +123,27 @@ hi_worker_round(bool claim, bool recover, bool *ready, bool *saturated)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "halo_itsm: recording and claiming");
 
+	*failed = false;
 	*ready = hi_store_extension_ready();
 	if (*ready)
 	{
-		if (recover)
-			hi_store_recover(false);
 		while ((item = hi_engine_pop_finished()) != NULL)
 		{
 			hi_store_record(item);
 			hi_item_free(item);
 		}
-		if (claim)
+		if (recover || claim)
 		{
-			int			room = hi_engine_claim_room();
+			int			room = claim ? hi_engine_claim_room() : 0;
+			ErrorData  *edata = hi_store_claim_subxact(recover, room, &claimed, &n,
+													   room > 0 ? saturated : NULL);
 
-			if (room > 0)
-				n = hi_store_claim(room, &claimed);
-			*saturated = n == 0 && hi_store_all_busy();
+			if (edata != NULL)
+			{
+				hi_worker_claim_failed(edata);
+				FreeErrorData(edata);
+				*failed = true;
+			}
 		}
 	}
 
@@ -198,7 +230,8 @@ halo_itsm_worker_main(Datum arg)
 			/* finished items freed lanes: refill them in the same transaction */
 			bool		claim = (want_claim || have_finished) && room > 0;
 			bool		sat = false;
-			int			n = hi_worker_round(claim, recover, &ready, &sat);
+			bool		failed;
+			int			n = hi_worker_round(claim, recover, &ready, &sat, &failed);
 
 			if (recover)
 				next_recover = now + RECOVER_INTERVAL_US;
@@ -212,6 +245,13 @@ halo_itsm_worker_main(Datum arg)
 				saturated = sat;
 			hi_shmem_set_saturated(saturated);
 			hi_worker_note_ready(ready);
+			if (failed)
+			{
+				/* back off: the next claim would most likely fail the same way */
+				want_claim = false;
+				saturated = false;
+				next_poll = now + CLAIM_FAILURE_BACKOFF_US;
+			}
 			if (!ready)
 			{
 				want_claim = false;

@@ -38,7 +38,7 @@ CREATE FUNCTION halo_itsm._claim(max_items integer, per_integration integer DEFA
                                  exclude_integrations integer[] DEFAULT '{}')
 RETURNS TABLE (outbox_id bigint, kind text, integration_id integer, instance_url text, tenant text,
                client_id text, client_secret text, sid text, payload text, maybe_sent boolean,
-               attempts integer, halo_ticket_id bigint, claim_token uuid)
+               attempts integer, halo_ticket_id bigint, claim_token uuid, payload_error text)
 LANGUAGE plpgsql
 -- One generic plan per statement, made once per session: planning them anew for every call
 -- (with the ticket payload inlined) cost more than running them.
@@ -108,18 +108,36 @@ BEGIN
     )
     SELECT c.id, c.kind::text, i.id, i.instance_url, i.tenant, i.client_id, s.client_secret,
            coalesce(ca.sid, d.sid),
-           CASE WHEN c.kind = 'case' THEN
-                    halo_itsm._build_payload(i, 'case', ca.sid, ca.title, ca.description, ca.severity)::text
-                WHEN c.kind = 'detection' THEN
-                    halo_itsm._build_payload(i, 'detection', d.sid, d.title, d.description, d.severity)::text
-           END,
-           c.maybe_sent, c.attempts, c.halo_ticket_id, c.claim_token
+           p.payload, c.maybe_sent, c.attempts, c.halo_ticket_id, c.claim_token, p.error
       FROM claimed c
       JOIN halo_itsm.integrations i ON i.id = c.integration_id
       JOIN halo_itsm.integration_secrets s ON s.integration_id = i.id
       LEFT JOIN LATERAL (SELECT x.* FROM halo_itsm.cases x WHERE x.id = c.case_id LIMIT 1) ca ON true
       LEFT JOIN LATERAL (SELECT x.* FROM halo_itsm.detections x WHERE x.id = c.detection_id LIMIT 1) d ON true
+      -- in FROM, so that it runs once per item; an item whose ticket cannot be built gets
+      -- the error instead (the caller records it dead), not an error for the whole claim
+      LEFT JOIN LATERAL halo_itsm._payload_or_error(
+                    i, c.kind::text, coalesce(ca.sid, d.sid), coalesce(ca.title, d.title),
+                    CASE WHEN c.kind = 'case' THEN ca.description ELSE d.description END,
+                    coalesce(ca.severity, d.severity)) p ON c.kind <> 'sync'
      ORDER BY c.id;
+END
+$$;
+
+-- The ticket object of a claimed case or detection as text, or (payload NULL) the error that
+-- building it raised: a broken title template, or a ticket too large for jsonb. The claim
+-- must not fail for every item because one cannot be built (the worker would claim it again
+-- at every poll). The EXCEPTION block costs a subtransaction per claimed item.
+CREATE FUNCTION halo_itsm._payload_or_error(i halo_itsm.integrations, kind text, sid text, title text,
+                                            description text, severity halo_itsm.severity,
+                                            OUT payload text, OUT error text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    payload := halo_itsm._build_payload(i, kind, sid, title, description, severity)::text;
+EXCEPTION WHEN OTHERS THEN
+    error := format('halo_itsm: the ticket for this %s could not be built: %s', kind,
+                    left(regexp_replace(SQLERRM, '^halo_itsm: ', ''), 1000));
 END
 $$;
 

@@ -15,5 +15,6 @@ extern void hi_store_record(HiItem *item);
 extern int	hi_store_recover(bool include_self);
 extern bool hi_store_extension_ready(void);
 extern bool hi_store_all_busy(void);
+extern ErrorData *hi_store_claim_subxact(bool recover, int room, HiItem **items, int *n, bool *all_busy);
 
 #endif							/* HI_STORE_H */
