@@ -57,9 +57,12 @@ COMMENT ON TABLE halo_itsm.integration_secrets IS
 -- ---------------------------------------------------------------------------
 CREATE TABLE halo_itsm.cases (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    sid text NOT NULL UNIQUE,
-    title text NOT NULL,
-    description text,
+    -- named so that the error says what is wrong (see "Limits" in README.md): the sid is
+    -- Halo's third_party_id_string and is carried, escaped, in the lookup URL; the title
+    -- and description go into one jsonb ticket object (limit 256 MB) sent in one request
+    sid text NOT NULL UNIQUE CONSTRAINT cases_sid_at_most_255_bytes CHECK (octet_length(sid) <= 255),
+    title text NOT NULL CONSTRAINT cases_title_at_most_64_kb CHECK (octet_length(title) <= 65536),
+    description text CONSTRAINT cases_description_at_most_1_mb CHECK (octet_length(description) <= 1048576),
     severity halo_itsm.severity NOT NULL,
     status text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'closed')),
     integration_id integer REFERENCES halo_itsm.integrations (id),
@@ -69,9 +72,12 @@ CREATE TABLE halo_itsm.cases (
 
 CREATE TABLE halo_itsm.detections (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    sid text NOT NULL UNIQUE,
-    title text NOT NULL,
-    description text,
+    -- named so that the error says what is wrong (see "Limits" in README.md): the sid is
+    -- Halo's third_party_id_string and is carried, escaped, in the lookup URL; the title
+    -- and description go into one jsonb ticket object (limit 256 MB) sent in one request
+    sid text NOT NULL UNIQUE CONSTRAINT detections_sid_at_most_255_bytes CHECK (octet_length(sid) <= 255),
+    title text NOT NULL CONSTRAINT detections_title_at_most_64_kb CHECK (octet_length(title) <= 65536),
+    description text CONSTRAINT detections_description_at_most_1_mb CHECK (octet_length(description) <= 1048576),
     severity halo_itsm.severity NOT NULL,
     status text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'closed')),
     integration_id integer REFERENCES halo_itsm.integrations (id),

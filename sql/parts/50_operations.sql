@@ -79,7 +79,7 @@ RETURNS text LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_worker_problem
 -- One row per integration (and one for items that name none): the health of delivery;
 -- and a row when no background worker serves this database.
 CREATE VIEW halo_itsm.status AS
-WITH q AS (
+WITH g AS (
     -- items that name no integration go to the single enabled one, as in _claim()
     SELECT coalesce(o.integration_id,
                     (SELECT min(i.id) FROM halo_itsm.integrations i WHERE i.enabled HAVING count(*) = 1))
@@ -88,13 +88,20 @@ WITH q AS (
            count(*) FILTER (WHERE o.state = 'in_flight') AS in_flight,
            count(*) FILTER (WHERE o.state = 'dead') AS dead,
            now() - min(o.created_at) FILTER (WHERE o.state IN ('pending', 'in_flight')) AS oldest_pending_age,
-           (array_agg(o.last_error ORDER BY o.id DESC) FILTER (WHERE o.state = 'pending' AND o.last_error IS NOT NULL))[1] AS pending_error,
-           -- the newest dead item and its reason, named in problem
-           (array_agg('outbox item ' || o.id || ': ' || coalesce(o.last_error, 'no error recorded') ORDER BY o.id DESC)
-                FILTER (WHERE o.state = 'dead'))[1] AS dead_error
+           -- the newest item of each kind only (its text is read below, by id): an array of
+           -- every dead item's error would hold them all in memory
+           max(o.id) FILTER (WHERE o.state = 'pending' AND o.last_error IS NOT NULL) AS pending_error_id,
+           max(o.id) FILTER (WHERE o.state = 'dead') AS dead_id
       FROM halo_itsm.outbox o
      WHERE o.state <> 'done'     -- = pending, in_flight or dead: reads outbox_open
      GROUP BY 1
+), q AS (
+    SELECT g.*,
+           (SELECT x.last_error FROM halo_itsm.outbox x WHERE x.id = g.pending_error_id) AS pending_error,
+           -- the newest dead item and its reason, named in problem
+           (SELECT 'outbox item ' || x.id || ': ' || coalesce(x.last_error, 'no error recorded')
+              FROM halo_itsm.outbox x WHERE x.id = g.dead_id) AS dead_error
+      FROM g
 ), enabled AS (
     SELECT count(*) AS n FROM halo_itsm.integrations WHERE enabled
 )

@@ -58,3 +58,24 @@ def test_an_item_whose_ticket_cannot_be_built_is_dead_and_the_worker_delivers_th
     wait_until(lambda: states()["CF-BAD-1"][:2] == ("done", "created"), timeout=30,
                msg="the retried item is delivered (%r)" % (states(),))
     assert worker_pid() == pid
+
+
+@timeout(60)
+def test_a_long_error_is_cut():
+    # recording the created ticket fails with a 5,000-byte message: last_error keeps 1,000
+    (iid,) = connect_integrations(1, prefix="longerr")
+    q("CREATE FUNCTION halo_itsm.test_refuse_long() RETURNS trigger LANGUAGE plpgsql AS $$"
+      " BEGIN RAISE EXCEPTION '%', repeat('x', 5000) USING ERRCODE = 'check_violation'; END $$")
+    q("CREATE TRIGGER test_refuse_long BEFORE INSERT ON halo_itsm.tickets"
+      " FOR EACH ROW EXECUTE FUNCTION halo_itsm.test_refuse_long()")
+    try:
+        q("INSERT INTO halo_itsm.cases (sid, title, severity) VALUES ('LE-1', 'long error', 'low')")
+        wait_until(lambda: states().get("LE-1", ("pending",))[0] == "dead", timeout=30,
+                   msg="the item is dead (%r)" % (states(),))
+    finally:
+        q("DROP TRIGGER test_refuse_long ON halo_itsm.tickets")
+        q("DROP FUNCTION halo_itsm.test_refuse_long()")
+    error = states()["LE-1"][2]
+    hid = max(t["id"] for t in __import__("test_delivery").MOCK.tickets())
+    assert error == ("halo_itsm: Halo ticket %d was created, but recording it failed: %s..."
+                     % (hid, "x" * 1000)), error[:200]

@@ -255,15 +255,16 @@ def test_lookup_gives_up_after_50_confirmations_without_a_second_ticket():
     assert [t["id"] for t in mock_tickets_by_sid()["MANY-1"]] == [ours]
 
 
-# Long, short and non-ASCII sids: the lookup URL is built without a length limit (Halo
-# documents none for third_party_id_string, so halo_itsm imposes none). A 310-character sid
-# with characters that URL escaping triples, a 255-character one, a 1-character one and a
-# non-ASCII one (each character 6 bytes once escaped) go through a lost answer and the
-# lookup that finds the ticket, with title templates with and without {{sid}}.
-LONG_SID = "SOC:2026:" + ":".join("%04d" % i for i in range(60))  # 9 + 60*5 - 1 = 308
+# Long, short and non-ASCII sids: the lookup URL is built without a length limit. Halo
+# documents none for third_party_id_string; halo_itsm allows sids of up to 255 bytes (the
+# constraint cases_sid_at_most_255_bytes). A 250-character sid with characters that URL
+# escaping triples, a 255-character one, a 1-character one and a non-ASCII one (each
+# character 6 bytes once escaped) go through a lost answer and the lookup that finds the
+# ticket, with title templates with and without {{sid}}.
+LONG_SID = "SOC:2026:" + ":".join("%04d" % i for i in range(48))  # 9 + 48*5 - 1 = 248
 LONG_SID += ":x"
 SID_255 = "S" + "-0123456789abcdef" * 14 + "x" * 16
-NON_ASCII_SID = "CASE-\u00e9\u00fc\u00df-" + "\u6f22\u5b57" * 90 + "-\U0001f600"
+NON_ASCII_SID = "CASE-\u00e9\u00fc\u00df-" + "\u6f22\u5b57" * 39 + "-\U0001f600"
 
 
 def _sid_found_after_lost_answer(sid, honour_filter, template=None, decoys_after=0):
@@ -309,14 +310,14 @@ def _sid_found_after_lost_answer(sid, honour_filter, template=None, decoys_after
 
 
 @timeout(60)
-def test_310_character_sid_found_after_lost_answer():
-    assert len(LONG_SID) == 310
+def test_250_character_sid_found_after_lost_answer():
+    assert len(LONG_SID) == 250
     t, mine, _ = _sid_found_after_lost_answer(LONG_SID, honour_filter=True)
     assert t[2:] == [("GET", "/api/Tickets"), ("GET", "/api/Tickets/%d" % mine["id"])]
 
 
 @timeout(60)
-def test_310_character_sid_found_when_halo_ignores_the_filter():
+def test_250_character_sid_found_when_halo_ignores_the_filter():
     t, mine, _ = _sid_found_after_lost_answer(LONG_SID, honour_filter=False)
     # four tickets, newest first: ours is the first candidate
     assert t[2:] == [("GET", "/api/Tickets"), ("GET", "/api/Tickets/%d" % mine["id"])]
@@ -324,7 +325,7 @@ def test_310_character_sid_found_when_halo_ignores_the_filter():
 
 @timeout(60)
 def test_non_ascii_sid_found_after_lost_answer():
-    assert len(NON_ASCII_SID.encode("utf-8")) > 500
+    assert 250 < len(NON_ASCII_SID.encode("utf-8")) <= 255
     _sid_found_after_lost_answer(NON_ASCII_SID, honour_filter=True)
 
 

@@ -226,3 +226,17 @@ CREATE TRIGGER wrong AFTER INSERT ON pg_temp.misuse
     FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._case_enqueue();
 CALL pg_temp.try($$INSERT INTO pg_temp.misuse VALUES (1, NULL)$$);
 SELECT count(*) AS outbox_rows FROM halo_itsm.outbox WHERE kind = 'case';
+
+-- Size limits, checked at insert with a constraint named for the limit (23514).
+CALL pg_temp.try($$INSERT INTO halo_itsm.cases (sid, title, severity) VALUES (repeat('s', 256), 't', 'low')$$);
+CALL pg_temp.try($$INSERT INTO halo_itsm.cases (sid, title, severity) VALUES (repeat('é', 128), 't', 'low')$$);
+CALL pg_temp.try($$INSERT INTO halo_itsm.cases (sid, title, severity) VALUES ('SZ-1', repeat('t', 65537), 'low')$$);
+CALL pg_temp.try($$INSERT INTO halo_itsm.cases (sid, title, severity, description) VALUES ('SZ-1', 't', 'low', repeat('d', 1048577))$$);
+CALL pg_temp.try($$INSERT INTO halo_itsm.detections (sid, title, severity) VALUES (repeat('s', 256), 't', 'low')$$);
+CALL pg_temp.try($$INSERT INTO halo_itsm.detections (sid, title, severity, description) VALUES ('SZ-1', repeat('t', 65537), 'low', repeat('d', 1048577))$$);
+-- exactly at the limits: accepted
+INSERT INTO halo_itsm.cases (sid, title, severity, description)
+VALUES (repeat('s', 255), repeat('t', 65536), 'low', repeat('d', 1048576));
+SELECT octet_length(sid) AS sid_bytes, octet_length(title) AS title_bytes, octet_length(description) AS description_bytes
+  FROM halo_itsm.cases WHERE sid = repeat('s', 255);
+DELETE FROM halo_itsm.cases WHERE sid = repeat('s', 255);
