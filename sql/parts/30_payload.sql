@@ -125,7 +125,9 @@ CREATE TRIGGER enqueue_ticket AFTER INSERT ON halo_itsm.cases
 -- deleted (or truncated) cases, detections and integrations go with them, except the
 -- unfinished items of a deleted integration whose case or detection named none
 -- (bound_at_claim): those are unbound again and wait for the next single enabled
--- integration, as fresh items (one in flight may have reached Halo: maybe_sent).
+-- integration, as fresh items (one in flight may have reached Halo: maybe_sent, and waits
+-- two request timeouts). TRUNCATE of integrations needs CASCADE (cases and detections refer
+-- to it), which truncates cases and detections too: no item is left to unbind then.
 CREATE FUNCTION halo_itsm._cascade_delete()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -148,7 +150,13 @@ BEGIN
            SET integration_id = NULL, bound_at_claim = false,
                state = CASE WHEN o.state = 'dead' THEN 'dead' ELSE 'pending' END::halo_itsm.outbox_state,
                attempts = CASE WHEN o.state = 'dead' THEN o.attempts ELSE 0 END,
-               next_attempt_at = CASE WHEN o.state = 'dead' THEN o.next_attempt_at ELSE now() END,
+               -- one in flight may still be on the wire: a lookup by the next integration
+               -- must not race the first create (2 request timeouts; 30 s each by default)
+               next_attempt_at = CASE WHEN o.state = 'dead' THEN o.next_attempt_at
+                                      WHEN o.state = 'in_flight' THEN
+                                          now() + 2 * coalesce(nullif(current_setting('halo_itsm.request_timeout', true), '')::interval,
+                                                               interval '30 s')
+                                      ELSE now() END,
                maybe_sent = o.maybe_sent OR o.state = 'in_flight',
                claimed_by = NULL, claim_token = NULL,
                -- a dead item keeps the reason it died

@@ -421,6 +421,7 @@ def test_integration_deleted_mid_delivery_keeps_a_case_that_named_none():
     add_cases([("UNBOUND-1", "Named no integration", "high")])
     wait_until(lambda: creates(), timeout=10, interval=0.02, msg="the create sent")
     q("DELETE FROM halo_itsm.integrations")
+    deleted_at = time.time()
     row = outbox("UNBOUND-1")
     assert (row["state"], row["maybe_sent"], row["attempts"]) == ("pending", True, 0), row
     assert q1("SELECT integration_id FROM halo_itsm.outbox") is None
@@ -440,6 +441,10 @@ def test_integration_deleted_mid_delivery_keeps_a_case_that_named_none():
     row = outbox("UNBOUND-1")
     assert (row["state"], row["result"], row["attempts"]) == ("done", "found", 1), row
     assert len(creates()) == 1
+    # the request of the deleted integration may still have been on the wire: the lookup
+    # waited two request timeouts (3 s each here) after the delete
+    lookups = MOCK.requests(path="/api/Tickets", method="GET")
+    assert lookups and lookups[-1]["received_at"] - deleted_at >= 5.9, (lookups, deleted_at)
     assert q("SELECT integration_id, pending, in_flight, dead, problem FROM halo_itsm.status") == [
         (iid, 0, 0, 0, "ok")]
 

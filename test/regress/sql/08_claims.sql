@@ -104,7 +104,16 @@ SELECT halo_itsm._record(c.outbox_id, 'dead', NULL, 400, 'halo_itsm: Halo answer
 INSERT INTO halo_itsm.outbox (kind, integration_id, halo_ticket_id) VALUES ('sync', 1, 77);
 SELECT * FROM pg_temp.queue ORDER BY id;
 SELECT * FROM pg_temp.health ORDER BY integration_id NULLS LAST;
+BEGIN;
 DELETE FROM halo_itsm.integrations WHERE id = 1;
+-- U-1 was in flight: its request may still be on the wire, so it waits two request
+-- timeouts before the next integration looks it up; the others are due at once
+SELECT c.sid, o.next_attempt_at > now() AS waits,
+       o.next_attempt_at = now() + 2 * current_setting('halo_itsm.request_timeout')::interval AS two_timeouts
+  FROM halo_itsm.outbox o JOIN halo_itsm.cases c ON c.id = o.case_id WHERE o.state <> 'dead' ORDER BY c.sid;
+COMMIT;
+UPDATE halo_itsm.outbox o SET next_attempt_at = now() FROM halo_itsm.cases c
+ WHERE c.id = o.case_id AND c.sid = 'U-1';  -- as if the wait had passed
 -- U-1..U-3 are unbound again (U-1, in flight, may have reached Halo: looked up first;
 -- U-2 starts afresh; U-3 stays dead for retry()); the sync went with its integration
 SELECT * FROM pg_temp.queue ORDER BY id;
@@ -179,3 +188,30 @@ SELECT halo_itsm._record(c.outbox_id, 'created', 9600, 201, NULL, 0, false, c.cl
   FROM pg_temp.claims c WHERE c.round = 4 AND c.sid = 'DS-1 renamed';
 SELECT * FROM pg_temp.links ORDER BY sid;
 CALL pg_temp.try($$UPDATE halo_itsm.detections SET sid = 'DS-1 again' WHERE sid = 'DS-1 renamed'$$);
+
+-- ---------------------------------------------------------------------------
+-- A ticket id Halo gives that is already linked elsewhere: the item is dead, with why.
+-- ---------------------------------------------------------------------------
+\i test/regress/empty.sql
+TRUNCATE pg_temp.claims;
+SELECT halo_itsm.connect('https://acme.halopsa.com', 'cid', 'secret') AS id;
+SELECT halo_itsm.configure(1, 'Security>Incident');
+INSERT INTO halo_itsm.cases (sid, title, severity) VALUES ('L-1', 'First', 'high'), ('L-2', 'Second', 'high');
+CALL pg_temp.claim(1);
+SELECT halo_itsm._record(c.outbox_id, 'created', 9700, 201, NULL, 0, false, c.claim_token)
+  FROM pg_temp.claims c WHERE c.sid = 'L-1';
+-- Halo answers L-2's lookup with L-1's ticket (it matched the wrong third_party_id_string)
+SELECT halo_itsm._record(c.outbox_id, 'found', 9700, 200, NULL, 0, false, c.claim_token)
+  FROM pg_temp.claims c WHERE c.sid = 'L-2';
+SELECT * FROM pg_temp.links ORDER BY sid;
+SELECT sid, state, result, last_error FROM pg_temp.queue ORDER BY id;
+SELECT * FROM pg_temp.health ORDER BY integration_id NULLS LAST;
+-- the same ticket recorded again for the case it is linked to is fine (done)
+INSERT INTO halo_itsm.cases (sid, title, severity) VALUES ('L-3', 'Third', 'low');
+CALL pg_temp.claim(2);
+INSERT INTO halo_itsm.tickets (integration_id, halo_ticket_id, case_id, linked_by)
+SELECT 1, 9800, c.id, 'created' FROM halo_itsm.cases c WHERE c.sid = 'L-3';
+SELECT halo_itsm._record(c.outbox_id, 'found', 9800, 200, NULL, 0, false, c.claim_token)
+  FROM pg_temp.claims c WHERE c.sid = 'L-3';
+-- (done, nothing new linked)
+SELECT sid, state, result, last_error FROM pg_temp.queue WHERE sid = 'L-3';
