@@ -65,6 +65,7 @@
 #include "utils/timestamp.h"
 
 #include "halo_itsm.h"
+#include "hi_answer.h"
 #include "hi_signature.h"
 
 #define ERRCODE_HI_UNKNOWN_KEY			MAKE_SQLSTATE('W','H','0','0','1')
@@ -646,6 +647,8 @@ ParsePayload(const char *body, int len)
 				 errmsg("halo_itsm: the webhook body is not valid UTF-8 text"),
 				 errhint("The receiver must pass the raw request body, byte for byte.")));
 	text = pnstrdup(body, len);
+	/* as for Halo's answers to the worker: \u0000 and lone surrogates become U+FFFD */
+	hi_json_scrub_escapes(text, strlen(text));
 	text = pg_any_to_server(text, len, PG_UTF8);
 
 	memset(&sem, 0, sizeof(sem));

@@ -452,9 +452,8 @@ def _cases():
         ("body: overlong UTF-8", _raw(b'{"id": "bad-\xc0\xaf", "object_id": 1}'), "WH008"),
         ("body: UTF-8 encoded surrogate", _raw(b'{"id": "bad-\xed\xa0\x80", "object_id": 1}'), "WH008"),
         ("body: NUL byte", _raw(b'{"id": "bad-\x00", "object_id": 1}'), "WH008"),
-        ("body: lone surrogate escape", _raw(b'{"id": "bad-\\ud800", "object_id": 1}'), "WH008"),
-        ("body: \\u0000 escape", _resigned(lambda b: b.replace(b"Closing note", b"\\u0000losing note")),
-         "WH008"),
+        # \u0000 and lone surrogate escapes are not refused: they become U+FFFD
+        # (test_escapes_jsonb_cannot_store_become_fffd_and_the_closure_applies)
         ("body: JSON cut short", _resigned(lambda b: b[:-1]), "WH008"),
         ("body: trailing garbage", _resigned(lambda b: b + b"x"), "WH008"),
         ("body: two JSON objects", _resigned(lambda b: b + b), "WH008"),
@@ -600,6 +599,23 @@ def test_replay_is_a_duplicate():
         assert _changed(before, _snapshot(cur)) == []
     assert q("SELECT delivery_id, outcome FROM halo_itsm.webhook_deliveries WHERE delivery_id = %s",
              p["id"]) == [(p["id"], "case_closed")]
+
+
+def test_escapes_jsonb_cannot_store_become_fffd_and_the_closure_applies():
+    """A signed delivery whose note holds \\u0000 or a lone surrogate escape is accepted,
+    as Halo's answers to the worker are: each such escape becomes U+FFFD, and the closure
+    in the same delivery applies (refusing it would lose the closure at every retry)."""
+    with db("halo").cursor() as cur:
+        for esc in (b"\\u0000", b"\\ud800", b"\\udfff"):
+            q("UPDATE halo_itsm.cases SET status = 'open', closed_at = NULL WHERE sid = 'ABUSE-1'")
+            d = _resigned(lambda b: b.replace(b"Closing note", esc + b"losing note"))(_valid(closing=True))
+            p = json.loads(d["body"])
+            got = _ingest(cur, d)
+            assert (got["outcome"], got["closed"], got["delivery_id"]) == ("case_closed", True, p["id"]), \
+                (esc, got)
+            assert q1("SELECT status FROM halo_itsm.cases WHERE sid = 'ABUSE-1'") == "closed"
+            assert q1("SELECT body FROM halo_itsm.timeline WHERE halo_action_id = %s",
+                      p["action"]["id"]) == "\ufffd" + p["action"]["note"][1:], esc
 
 
 # --- random mutations: the model ------------------------------------------------------------
