@@ -107,7 +107,8 @@ halo_itsm_secret_from_file(PG_FUNCTION_ARGS)
 				 errmsg("halo_itsm: the path of the secret file must be absolute, not \"%s\"", path),
 				 errhint("Pass the absolute path of a file on the database server, e.g. '/etc/halo_itsm/client_secret'.")));
 
-	fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);
+	/* O_NONBLOCK: opening a FIFO would otherwise wait for a writer, uncancellable; it is refused below */
+	fd = OpenTransientFile(path, O_RDONLY | O_NONBLOCK | PG_BINARY);
 	if (fd < 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),

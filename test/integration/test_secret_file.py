@@ -12,12 +12,13 @@ import os
 import pwd
 import shutil
 import tempfile
+import time
 
 import psycopg2
 
 from halo_test import (MOCK_PORT, PGHOST, PGPORT, PGUSER, RUN_DIR, db, ensure_extension,
                        expect_error, fresh_integration, log_mark, q, q1, remember_secret,
-                       server_log)
+                       server_log, timeout)
 
 DB = "halo_manual"
 MONITOR = "hi_test_monitor_role"
@@ -125,6 +126,19 @@ def _bad(sqlstate, path, message, role=None):
     assert message in e.diag.message_primary, e.diag.message_primary
     assert e.diag.message_hint, "no hint: %s" % e.diag.message_primary
     return e
+
+
+@timeout(20)
+def test_a_fifo_is_refused_at_once():
+    # opening a FIFO for reading waits for a writer (and cannot be cancelled): the file is
+    # opened without waiting and refused as not a regular file, within a second
+    fresh_integration(DB)
+    fifo = os.path.join(STATE["dir"], "fifo")
+    os.mkfifo(fifo)
+    _server_owned(fifo, 0o600)
+    started = time.monotonic()
+    _bad("42809", fifo, "is not a regular file")
+    assert time.monotonic() - started < 1.0
 
 
 def test_unsafe_files_and_callers_are_refused():
