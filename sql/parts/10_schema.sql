@@ -37,7 +37,9 @@ CREATE TABLE halo_itsm.integrations (
     last_success_at timestamptz,
     last_error text,
     last_error_at timestamptz,
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    -- extra ticket fields merged into every ticket, set with configure_ticket_fields()
+    extra_ticket_fields jsonb NOT NULL DEFAULT '{}'
 );
 COMMENT ON TABLE halo_itsm.integrations IS
     'One row per connected Halo instance: where it is, how tickets look. Secrets live in integration_secrets.';

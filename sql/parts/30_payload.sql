@@ -20,11 +20,13 @@ RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
            END
 $$;
 
--- The ticket object for a case or detection row under an integration.
+-- The ticket object for a case or detection row under an integration: the integration's
+-- extra fields, then the fields the extension owns (which win; configure_ticket_fields()
+-- refuses them anyway).
 CREATE FUNCTION halo_itsm._build_payload(i halo_itsm.integrations, kind text, sid text, title text,
                                          description text, severity halo_itsm.severity)
 RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT jsonb_strip_nulls(jsonb_build_object(
+    SELECT coalesce(i.extra_ticket_fields, '{}') OPERATOR(pg_catalog.||) jsonb_strip_nulls(jsonb_build_object(
         'summary', halo_itsm.render_template(
                        CASE WHEN kind = 'case' THEN i.case_title_template ELSE i.detection_title_template END,
                        sid, title, severity::text),
