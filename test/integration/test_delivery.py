@@ -3,6 +3,7 @@ HTTP: the exact ticket JSON, token caching and renewal, retries, dead items and 
 the status view, and the wake-up at commit. Helpers shared with test_delivery_faults and
 test_deliver_manual live here too (run.py runs a module's own test_* functions only).
 """
+import json
 import socket
 import time
 import urllib.parse
@@ -222,6 +223,22 @@ def test_ticket_json_with_custom_ids_and_no_team_or_client():
                                    tickettype_id=7, priority_id=11 + n)
         assert "team" not in payload and "client_id" not in payload
         check_delivered(sid, payload)
+
+
+@timeout(60)
+def test_extra_ticket_fields():
+    """configure_ticket_fields(): the fields are in the exact JSON Halo receives (the mock
+    checks each ticket field against Halo's Faults schema), next to the owned ones."""
+    iid = fresh_integration(team="SOC")
+    extra = {"impact": 2, "urgency": 3, "site_id": 18, "user_id": 41,
+             "customfields": [{"id": 7, "value": "SOC"}], "dont_do_rules": True}
+    q("SELECT halo_itsm.configure_ticket_fields(%s, %s::jsonb)", iid, json.dumps(extra))
+    add_cases([("XF-1", "Mandatory fields", "high", "Impact and urgency set")])
+    wait_states({"done": 1})
+    payload = dict(extra, **expected_payload("XF-1", "Mandatory fields", "high",
+                                             "Impact and urgency set", team="SOC"))
+    assert len(payload) == 13, payload  # 6 extra + 7 owned (no client_id)
+    check_delivered("XF-1", payload)
 
 
 @timeout(60)
