@@ -6,22 +6,9 @@
  * Plain C99 + libc, no PostgreSQL headers.
  */
 #include "hi_answer.h"
+#include "hi_hex.h"
 
-static int	HexValue(char c);
 static long ReadHex4(const char *s, size_t len, size_t at);
-
-/* The value of one hex digit, or -1. */
-static int
-HexValue(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
 
 /* The code unit of "\uXXXX" starting at s[at] (the backslash), or -1 when there is none. */
 static long
@@ -34,7 +21,7 @@ ReadHex4(const char *s, size_t len, size_t at)
 		return -1;
 	for (i = 2; i < 6; i++)
 	{
-		int			h = HexValue(s[at + i]);
+		int			h = hi_hex_value(s[at + i]);
 
 		if (h < 0)
 			return -1;

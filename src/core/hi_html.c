@@ -7,6 +7,7 @@
  *
  * Plain C99 + libc, no PostgreSQL headers.
  */
+#include "hi_hex.h"
 #include "hi_html.h"
 
 #include <string.h>
@@ -35,7 +36,6 @@ static size_t SkipSpace(const char *s, size_t n, size_t k);
 static size_t BreakTagLen(const char *s, size_t n, size_t i);
 static size_t TagEnd(const char *s, size_t n, size_t i);
 static size_t StripTags(const char *s, size_t n, char *out);
-static int	HexValue(char c);
 static size_t NumericRefLen(const char *s, size_t n, size_t i, unsigned long *cp, int *valid);
 static size_t DecodeRefs(char *buf, size_t n, int flags);
 static int	IsTrim(char c);
@@ -179,19 +179,6 @@ StripTags(const char *s, size_t n, char *out)
 	return o;
 }
 
-/* The value of a hex digit, -1 for any other byte. */
-static int
-HexValue(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /*
  * Length of the numeric reference at s[i] == '&' (&#N; or &#xH; with 1 to 8
  * digits), 0 when there is none.  Sets *cp and *valid (a code point that
@@ -215,7 +202,7 @@ NumericRefLen(const char *s, size_t n, size_t i, unsigned long *cp, int *valid)
 		k++;
 	}
 	start = k;
-	while (k < n && k - start <= 8 && HexValue(s[k]) >= 0)
+	while (k < n && k - start <= 8 && hi_hex_value(s[k]) >= 0)
 	{
 		if (s[k] > '9')
 			decimal = 0;
@@ -227,7 +214,7 @@ NumericRefLen(const char *s, size_t n, size_t i, unsigned long *cp, int *valid)
 	if (!hex && !decimal)
 		return 0;
 	for (d = start; d < k; d++)
-		v = v * (hex ? 16 : 10) + (unsigned long) HexValue(s[d]);
+		v = v * (hex ? 16 : 10) + (unsigned long) hi_hex_value(s[d]);
 	*cp = v;
 	*valid = v >= 1 && v <= 0x10FFFF && !(v >= 0xD800 && v <= 0xDFFF);
 	return k + 1 - i;
