@@ -5,14 +5,16 @@
 
 MODULE_big = halo_itsm
 EXTENSION = halo_itsm
-# The install script is generated from sql/parts/, one file per responsibility.
+# The install script is generated from sql/{common,outbound,inbound}/, one file per
+# responsibility, concatenated in the order of their numbered names.
 HI_INSTALL_SQL = sql/halo_itsm--1.0.sql
-SQL_PARTS = $(sort $(wildcard sql/parts/*.sql))
+SQL_ROOMS = common outbound inbound
+SQL_PARTS = $(foreach n,$(sort $(notdir $(wildcard $(SQL_ROOMS:%=sql/%/*.sql)))),$(wildcard $(SQL_ROOMS:%=sql/%/$(n))))
 DATA_built = $(HI_INSTALL_SQL)
 
 CORE_OBJS = src/core/hi_template.o src/core/hi_signature.o src/core/hi_backoff.o src/core/hi_html.o \
 	src/core/hi_answer.o
-PG_OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
+PG_OBJS = $(patsubst %.c,%.o,$(wildcard src/common/*.c src/outbound/*.c src/inbound/*.c))
 OBJS = $(CORE_OBJS) $(PG_OBJS)
 
 PG_CPPFLAGS = -Isrc/include -Isrc/core $(shell curl-config --cflags)

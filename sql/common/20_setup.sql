@@ -1,11 +1,11 @@
 /*
  * 20_setup.sql: C helpers and the functions that set up an integration (connect,
  * configure, configure_ids, set_credentials, set_enabled).
- * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/parts/).
+ * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
  */
 
 -- ---------------------------------------------------------------------------
--- C helpers (src/sqlfuncs.c, src/shmem.c).
+-- C helpers (src/common/sqlfuncs.c, src/common/shmem.c).
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION halo_itsm._check_template(template text, field text)
 RETURNS void LANGUAGE C STRICT IMMUTABLE AS 'MODULE_PATHNAME', 'halo_itsm_check_template';

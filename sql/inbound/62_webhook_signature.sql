@@ -1,9 +1,9 @@
 /*
  * 62_webhook_signature.sql: the per-integration signature scheme of Halo's webhooks
  * (configure_webhook_signature()), the kept rejected deliveries (rejected_webhooks) and
- * their diagnosis (diagnose_webhook()). Verification itself is src/webhook.c; the layouts
- * are src/core/hi_signature.c's; the kept deliveries live in shared memory (src/rejected.c).
- * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/parts/).
+ * their diagnosis (diagnose_webhook()). Verification itself is src/inbound/webhook.c; the layouts
+ * are src/core/hi_signature.c's; the kept deliveries live in shared memory (src/inbound/rejected.c).
+ * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
  */
 
 -- The signing settings of an integration; no row means the defaults (today's scheme).
@@ -148,7 +148,7 @@ $$;
 COMMENT ON FUNCTION halo_itsm.configure_webhook_signature(integer, text, text[], text, text, text, text) IS
     'Sets how Halo signs this integration''s webhooks (signature header, signed headers in order, digest base64|hex, prefix, timestamp header or ''none'', canonical layout); NULL keeps a value. halo_itsm.diagnose_webhook() finds the settings from a rejected delivery.';
 
--- The rejected deliveries kept in shared memory (src/rejected.c), this database's only.
+-- The rejected deliveries kept in shared memory (src/inbound/rejected.c), this database's only.
 CREATE FUNCTION halo_itsm._rejected_webhooks()
 RETURNS TABLE (id bigint, integration_id integer, received_at timestamptz, sqlstate text, reason text,
                headers jsonb, body bytea)

@@ -1,7 +1,7 @@
 /*
  * 30_payload.sql: the ticket payload (ticket_payload and its parts) and the triggers that
  * write the outbox in the inserting transaction.
- * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/parts/).
+ * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
  */
 
 -- ---------------------------------------------------------------------------
@@ -110,7 +110,7 @@ COMMENT ON FUNCTION halo_itsm.ticket_payload(text, text) IS
 CREATE FUNCTION halo_itsm._restoring()
 RETURNS boolean LANGUAGE C STABLE AS 'MODULE_PATHNAME', 'halo_itsm_restoring';
 
--- Queues a ticket for a new case and wakes the worker at commit (src/enqueue.c). In C, as
+-- Queues a ticket for a new case and wakes the worker at commit (src/outbound/enqueue.c). In C, as
 -- it runs in every inserting transaction: it writes the outbox row as this function's
 -- owner (the extension owner) with one kept plan whose names are all qualified, and is
 -- therefore not SECURITY DEFINER (whose SET search_path would cost a GUC save and restore

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * diagnose.c
  *	  halo_itsm.diagnose_webhook(rejected_id): takes a kept rejected
- *	  delivery (src/rejected.c) and the integration's webhook secrets
+ *	  delivery (src/inbound/rejected.c) and the integration's webhook secrets
  *	  (current and previous), tries every candidate signing scheme of
  *	  shared/webhook-signature.md (signature header, digest encoding and
  *	  prefix as found in the delivery; signed headers and their order;

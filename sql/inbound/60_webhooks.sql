@@ -1,9 +1,9 @@
 /*
  * 60_webhooks.sql: Halo's side of the story: webhook settings and secret rotation,
- * ingest_webhook() (verification in C, src/webhook.c), applying a ticket's state and
+ * ingest_webhook() (verification in C, src/inbound/webhook.c), applying a ticket's state and
  * notes to the linked case or detection (shared by webhooks and API syncs), queueing
  * syncs, reconcile(), and timeline helpers.
- * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/parts/).
+ * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
  *
  * Rules (docs/webhooks.md explains them to users):
  * - A ticket whose status_id is in the integration's closed_status_ids, or whose
@@ -21,7 +21,7 @@
  * - A payload without the ticket object or without actions queues a sync of the ticket
  *   (GET /api/Tickets/{id} and GET /api/Actions), which the worker or deliver() performs
  *   and _apply_sync() applies by the same rules.
- * SQLSTATEs of class WH are the webhook rejections (table in src/webhook.c and
+ * SQLSTATEs of class WH are the webhook rejections (table in src/inbound/webhook.c and
  * docs/webhooks.md); WH011 is raised here (and WH008 for a batch element that is not an
  * object). A verified event that names no ticket is accepted as 'ignored' (WH010 is no
  * longer raised: Halo would count the 400 towards disabling the webhook).
@@ -322,7 +322,7 @@ BEGIN
     v_actions := CASE WHEN jsonb_typeof(actions -> 'actions') = 'array' THEN actions -> 'actions'
                       WHEN jsonb_typeof(actions) = 'array' THEN actions
                       ELSE '[]' END;
-    -- An error here is not swallowed: the caller (src/store.c) rolls back this item's
+    -- An error here is not swallowed: the caller (src/outbound/store.c) rolls back this item's
     -- subtransaction and records the item dead with the error, which the status view shows.
     v_result := halo_itsm._apply_ticket(o.integration_id, o.halo_ticket_id,
                                         CASE WHEN jsonb_typeof(ticket) = 'object' THEN ticket END,

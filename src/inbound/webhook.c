@@ -543,7 +543,7 @@ VerifySignature(HiSecrets *s, const unsigned char *canon, size_t canon_len, cons
 }
 
 /*
- * Keeps a rejected delivery for diagnosis (src/rejected.c): the headers as
+ * Keeps a rejected delivery for diagnosis (src/inbound/rejected.c): the headers as
  * JSON text, and the body when it was read (not for WH002).
  */
 static void
