@@ -169,6 +169,49 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
+-- _record of a ticket created or found when its link was not inserted: fine (false) when
+-- this very link exists (recorded before); otherwise the ticket is linked to another case
+-- or detection, or this one has another ticket, and the item must not look done while its
+-- case has no ticket of its own: it is dead with the reason, and true is returned.
+CREATE FUNCTION halo_itsm._record_unlinked(o halo_itsm.outbox, outcome text, ticket_id bigint,
+                                           http_status integer)
+RETURNS boolean LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    error text;
+BEGIN
+    IF EXISTS (SELECT 1 FROM halo_itsm.tickets t
+                WHERE t.integration_id = o.integration_id AND t.halo_ticket_id = ticket_id
+                  AND t.case_id IS NOT DISTINCT FROM o.case_id
+                  AND t.detection_id IS NOT DISTINCT FROM o.detection_id) THEN
+        RETURN false;
+    END IF;
+    SELECT format('halo_itsm: Halo ticket %s was %s, but %s', ticket_id, outcome,
+                  coalesce((SELECT format('it is already linked to %s "%s"',
+                                          CASE WHEN t.case_id IS NOT NULL THEN 'case' ELSE 'detection' END,
+                                          coalesce(c.sid, d.sid))
+                              FROM halo_itsm.tickets t
+                              LEFT JOIN halo_itsm.cases c ON c.id = t.case_id
+                              LEFT JOIN halo_itsm.detections d ON d.id = t.detection_id
+                             WHERE t.integration_id = o.integration_id
+                               AND t.halo_ticket_id = ticket_id),
+                           (SELECT format('this %s is already linked to Halo ticket %s',
+                                          o.kind, t.halo_ticket_id)
+                              FROM halo_itsm.tickets t
+                             WHERE t.case_id = o.case_id OR t.detection_id = o.detection_id
+                             LIMIT 1),
+                           'it could not be linked'))
+           || '; check both in Halo, then link the right one' INTO error;
+    UPDATE halo_itsm.outbox x
+       SET state = 'dead', finished_at = now(), claimed_by = NULL, last_http_status = http_status,
+           halo_ticket_id = ticket_id, last_error = error, maybe_sent = false
+     WHERE x.id = o.id;
+    UPDATE halo_itsm.integrations i SET last_error = error, last_error_at = now()
+     WHERE i.id = o.integration_id;
+    RETURN true;
+END
+$$;
+
 -- Records the outcome of one delivery attempt, on the row that still holds its claim.
 CREATE FUNCTION halo_itsm._record(outbox_id bigint, outcome text, halo_ticket_id bigint,
                                   http_status integer, error text, retry_in_ms bigint,
@@ -193,37 +236,10 @@ BEGIN
         INSERT INTO halo_itsm.tickets (integration_id, halo_ticket_id, case_id, detection_id, linked_by)
         VALUES (o.integration_id, _record.halo_ticket_id, o.case_id, o.detection_id, outcome)
         ON CONFLICT DO NOTHING;
-        -- Nothing inserted: fine when this very link exists (recorded before); otherwise the
-        -- ticket is linked to another case or detection, or this one has another ticket,
-        -- and the item must not look done while its case has no ticket of its own.
-        IF NOT FOUND AND NOT EXISTS (
-               SELECT 1 FROM halo_itsm.tickets t
-                WHERE t.integration_id = o.integration_id AND t.halo_ticket_id = _record.halo_ticket_id
-                  AND t.case_id IS NOT DISTINCT FROM o.case_id
-                  AND t.detection_id IS NOT DISTINCT FROM o.detection_id) THEN
-            SELECT format('halo_itsm: Halo ticket %s was %s, but %s', _record.halo_ticket_id, outcome,
-                          coalesce((SELECT format('it is already linked to %s "%s"',
-                                                  CASE WHEN t.case_id IS NOT NULL THEN 'case' ELSE 'detection' END,
-                                                  coalesce(c.sid, d.sid))
-                                      FROM halo_itsm.tickets t
-                                      LEFT JOIN halo_itsm.cases c ON c.id = t.case_id
-                                      LEFT JOIN halo_itsm.detections d ON d.id = t.detection_id
-                                     WHERE t.integration_id = o.integration_id
-                                       AND t.halo_ticket_id = _record.halo_ticket_id),
-                                   (SELECT format('this %s is already linked to Halo ticket %s',
-                                                  o.kind, t.halo_ticket_id)
-                                      FROM halo_itsm.tickets t
-                                     WHERE t.case_id = o.case_id OR t.detection_id = o.detection_id
-                                     LIMIT 1),
-                                   'it could not be linked'))
-                   || '; check both in Halo, then link the right one' INTO error;
-            UPDATE halo_itsm.outbox x
-               SET state = 'dead', finished_at = now(), claimed_by = NULL, last_http_status = http_status,
-                   halo_ticket_id = _record.halo_ticket_id, last_error = error, maybe_sent = false
-             WHERE x.id = o.id;
-            UPDATE halo_itsm.integrations i SET last_error = error, last_error_at = now()
-             WHERE i.id = o.integration_id;
-            RETURN;
+        IF NOT FOUND THEN
+            IF halo_itsm._record_unlinked(o, outcome, _record.halo_ticket_id, http_status) THEN
+                RETURN;
+            END IF;
         END IF;
         UPDATE halo_itsm.outbox x
            SET state = 'done', finished_at = now(), claimed_by = NULL, last_http_status = http_status,
