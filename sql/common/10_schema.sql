@@ -107,8 +107,12 @@ COMMENT ON COLUMN halo_itsm.tickets.linked_by IS
 -- ---------------------------------------------------------------------------
 -- The outbox: work for the background worker (or deliver()).
 -- ---------------------------------------------------------------------------
--- Enums rather than CHECK constraints: a table's CHECK constraints are read from the catalog
--- and compiled again by every statement that writes it (one per inserted case, here).
+-- Enums rather than CHECK constraints for the outbox's kind and state: a table's CHECK
+-- constraints are read from the catalog and compiled again by every statement that writes
+-- it, and the case trigger writes the outbox in a statement of its own for every inserted
+-- case. cases and detections keep their CHECK constraints (status, sizes): they are
+-- checked in the platform's own INSERT, a statement that runs anyway, and a size limit
+-- needs a CHECK.
 CREATE TYPE halo_itsm.outbox_kind AS ENUM ('case', 'detection', 'sync');
 CREATE TYPE halo_itsm.outbox_state AS ENUM ('pending', 'in_flight', 'done', 'dead');
 
@@ -153,6 +157,7 @@ CREATE UNIQUE INDEX outbox_one_per_case ON halo_itsm.outbox (case_id) WHERE kind
 CREATE UNIQUE INDEX outbox_one_per_detection ON halo_itsm.outbox (detection_id) WHERE kind = 'detection';
 CREATE UNIQUE INDEX outbox_one_sync_pending ON halo_itsm.outbox (integration_id, halo_ticket_id)
     WHERE kind = 'sync' AND state <> 'done' AND state <> 'dead';  -- pending or in flight; no array to compile
+-- (the inserts of syncs rely on it with ON CONFLICT DO NOTHING: _queue_sync, reconcile)
 COMMENT ON TABLE halo_itsm.outbox IS
     'Work for the delivery worker. No foreign keys: their checks would lock the new case row in every inserting transaction; triggers on cases, detections and integrations delete the rows of what is deleted (halo_itsm._cascade_delete).';
 

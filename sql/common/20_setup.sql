@@ -124,6 +124,14 @@ BEGIN
 END
 $$;
 
+-- The one home of the rule for rows that name no integration: they go to the single
+-- enabled integration. One row with its id, or no row when none or several are enabled
+-- (such rows wait). Used by _resolve_integration (ticket_payload), _claim and the status
+-- view. A view, not a function: the status view's readers may not execute functions or
+-- read integrations, and a view inside a view is read with the outer view owner's rights.
+CREATE VIEW halo_itsm._single_enabled_integration AS
+    SELECT min(i.id) AS id FROM halo_itsm.integrations i WHERE i.enabled HAVING count(*) = 1;
+
 -- Saves the ticket behaviour form of an integration.
 CREATE FUNCTION halo_itsm.configure(integration integer, category text, team text DEFAULT NULL,
                                     client integer DEFAULT NULL,

@@ -89,8 +89,9 @@ SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO halo_itsm.outbox (kind, integration_id, halo_ticket_id)
     VALUES ('sync', _queue_sync.integration, _queue_sync.halo_ticket_id)
-    ON CONFLICT (integration_id, halo_ticket_id) WHERE kind = 'sync' AND state <> 'done' AND state <> 'dead'
-    DO NOTHING;
+    -- a sync row can only conflict in outbox_one_sync_pending (10_schema.sql), the one
+    -- home of "one pending sync per ticket": no conflict target repeats its predicate
+    ON CONFLICT DO NOTHING;
     IF FOUND THEN
         PERFORM halo_itsm._wake_worker_at_commit();
     END IF;
@@ -449,8 +450,7 @@ BEGIN
         ), ins AS (
             INSERT INTO halo_itsm.outbox (kind, integration_id, halo_ticket_id)
             SELECT 'sync', i.id, due.halo_ticket_id FROM due
-            ON CONFLICT (integration_id, halo_ticket_id) WHERE kind = 'sync' AND state <> 'done' AND state <> 'dead'
-            DO NOTHING
+            ON CONFLICT DO NOTHING     -- outbox_one_sync_pending, as in _queue_sync
             RETURNING 1
         )
         SELECT count(*) INTO n FROM ins;

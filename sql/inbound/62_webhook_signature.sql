@@ -40,6 +40,61 @@ BEGIN
 END
 $$;
 
+-- configure_webhook_signature(): the signed header names, checked (at most 16, each a
+-- valid name, none twice) and lower-cased, in the order given.
+CREATE FUNCTION halo_itsm._check_signed_headers(signed_headers text[])
+RETURNS text[] LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_names text[] := '{}';
+    h text;
+BEGIN
+    IF array_ndims(signed_headers) > 1 OR cardinality(signed_headers) > 16 THEN
+        RAISE EXCEPTION 'halo_itsm: signed_headers must be a list of at most 16 header names'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass them in the order Halo signs them, e.g. ARRAY[''content-length'', ''content-type'', ''host'', ''x-halo-date''].';
+    END IF;
+    FOREACH h IN ARRAY signed_headers LOOP
+        h := halo_itsm._check_header_name('an element of signed_headers', h);
+        IF h = ANY (v_names) THEN
+            RAISE EXCEPTION 'halo_itsm: signed_headers names % twice', quote_literal(h)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Name each signed header once, in the order Halo signs them.';
+        END IF;
+        v_names := v_names || h;
+    END LOOP;
+    RETURN v_names;
+END
+$$;
+
+-- configure_webhook_signature(): refuses a scheme whose settings contradict each other.
+CREATE FUNCTION halo_itsm._check_signature_combination(s halo_itsm.webhook_signatures)
+RETURNS void LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF s.signature_header = ANY (s.signed_headers) THEN
+        RAISE EXCEPTION 'halo_itsm: the signature header % cannot be one of the signed headers', quote_literal(s.signature_header)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Halo signs the other headers and sends the digest in the signature header.';
+    END IF;
+    IF s.layout = 'body' AND cardinality(s.signed_headers) > 0 THEN
+        RAISE EXCEPTION 'halo_itsm: the layout ''body'' signs no headers, but signed_headers is %', s.signed_headers
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass signed_headers => ''{}'' and timestamp_header => ''none'' with layout => ''body''.';
+    END IF;
+    IF s.layout <> 'body' AND cardinality(s.signed_headers) = 0 THEN
+        RAISE EXCEPTION 'halo_itsm: the layout % needs at least one signed header', quote_literal(s.layout)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the headers Halo signs, or layout => ''body'' when Halo signs the body alone.';
+    END IF;
+    IF s.timestamp_header IS NOT NULL AND NOT (s.timestamp_header = ANY (s.signed_headers)) THEN
+        RAISE EXCEPTION 'halo_itsm: the timestamp header % is not one of the signed headers', quote_literal(s.timestamp_header)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'An unsigned date proves nothing: add it to signed_headers, or pass timestamp_header => ''none''.';
+    END IF;
+END
+$$;
+
 -- Sets how Halo signs the integration's webhooks; NULL keeps a value. Returns the settings.
 CREATE FUNCTION halo_itsm.configure_webhook_signature(integration integer,
                                                       signature_header text DEFAULT NULL,
@@ -52,8 +107,6 @@ RETURNS jsonb LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     s halo_itsm.webhook_signatures;
-    v_names text[] := '{}';
-    h text;
 BEGIN
     PERFORM halo_itsm._integration(integration);
     SELECT * INTO s FROM halo_itsm.webhook_signatures w WHERE w.integration_id = integration;
@@ -66,21 +119,7 @@ BEGIN
         s.signature_header := halo_itsm._check_header_name('signature_header', signature_header);
     END IF;
     IF signed_headers IS NOT NULL THEN
-        IF array_ndims(signed_headers) > 1 OR cardinality(signed_headers) > 16 THEN
-            RAISE EXCEPTION 'halo_itsm: signed_headers must be a list of at most 16 header names'
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Pass them in the order Halo signs them, e.g. ARRAY[''content-length'', ''content-type'', ''host'', ''x-halo-date''].';
-        END IF;
-        FOREACH h IN ARRAY signed_headers LOOP
-            h := halo_itsm._check_header_name('an element of signed_headers', h);
-            IF h = ANY (v_names) THEN
-                RAISE EXCEPTION 'halo_itsm: signed_headers names % twice', quote_literal(h)
-                    USING ERRCODE = 'invalid_parameter_value',
-                          HINT = 'Name each signed header once, in the order Halo signs them.';
-            END IF;
-            v_names := v_names || h;
-        END LOOP;
-        s.signed_headers := v_names;
+        s.signed_headers := halo_itsm._check_signed_headers(signed_headers);
     END IF;
     IF digest IS NOT NULL THEN
         IF lower(digest) NOT IN ('base64', 'hex') THEN
@@ -112,27 +151,7 @@ BEGIN
         s.layout := layout;
     END IF;
 
-    -- the combination
-    IF s.signature_header = ANY (s.signed_headers) THEN
-        RAISE EXCEPTION 'halo_itsm: the signature header % cannot be one of the signed headers', quote_literal(s.signature_header)
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Halo signs the other headers and sends the digest in the signature header.';
-    END IF;
-    IF s.layout = 'body' AND cardinality(s.signed_headers) > 0 THEN
-        RAISE EXCEPTION 'halo_itsm: the layout ''body'' signs no headers, but signed_headers is %', s.signed_headers
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Pass signed_headers => ''{}'' and timestamp_header => ''none'' with layout => ''body''.';
-    END IF;
-    IF s.layout <> 'body' AND cardinality(s.signed_headers) = 0 THEN
-        RAISE EXCEPTION 'halo_itsm: the layout % needs at least one signed header', quote_literal(s.layout)
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Pass the headers Halo signs, or layout => ''body'' when Halo signs the body alone.';
-    END IF;
-    IF s.timestamp_header IS NOT NULL AND NOT (s.timestamp_header = ANY (s.signed_headers)) THEN
-        RAISE EXCEPTION 'halo_itsm: the timestamp header % is not one of the signed headers', quote_literal(s.timestamp_header)
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'An unsigned date proves nothing: add it to signed_headers, or pass timestamp_header => ''none''.';
-    END IF;
+    PERFORM halo_itsm._check_signature_combination(s);
 
     INSERT INTO halo_itsm.webhook_signatures AS w
     VALUES (s.*)

@@ -48,20 +48,19 @@ CREATE FUNCTION halo_itsm._resolve_integration(integration_id integer)
 RETURNS halo_itsm.integrations LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    r halo_itsm.integrations;
-    n integer;
+    v_single integer;
 BEGIN
     IF integration_id IS NOT NULL THEN
         RETURN halo_itsm._integration(integration_id);
     END IF;
-    SELECT count(*) INTO n FROM halo_itsm.integrations WHERE enabled;
-    IF n <> 1 THEN
-        RAISE EXCEPTION 'halo_itsm: the row names no integration and % enabled integrations exist', n
+    SELECT s.id INTO v_single FROM halo_itsm._single_enabled_integration s;
+    IF v_single IS NULL THEN
+        RAISE EXCEPTION 'halo_itsm: the row names no integration and % enabled integrations exist',
+                        (SELECT count(*) FROM halo_itsm.integrations i WHERE i.enabled)
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Set integration_id on the row, or keep exactly one integration enabled.';
     END IF;
-    SELECT * INTO r FROM halo_itsm.integrations WHERE enabled;
-    RETURN r;
+    RETURN halo_itsm._integration(v_single);
 END
 $$;
 

@@ -28,12 +28,74 @@ SET search_path = pg_catalog, pg_temp AS $$
     SELECT count(*)::integer FROM r
 $$;
 
+-- _claim, step 1 with a single enabled integration: the ids of up to n due items, its own
+-- and those that name none, oldest first, locked.
+CREATE FUNCTION halo_itsm._claim_due_single(single integer, n integer)
+RETURNS bigint[] LANGUAGE plpgsql
+-- one generic plan per statement, made once per session (see _claim)
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    v_ids bigint[];
+BEGIN
+    SELECT array_agg(u.id) INTO v_ids
+      FROM (SELECT a.id, a.next_attempt_at
+              FROM (SELECT o.id, o.next_attempt_at FROM halo_itsm.outbox o
+                     WHERE o.integration_id = single AND o.state = 'pending'
+                       AND o.next_attempt_at <= now()
+                     ORDER BY o.next_attempt_at, o.id
+                     LIMIT n
+                     FOR UPDATE SKIP LOCKED) a
+            UNION ALL
+            SELECT b.id, b.next_attempt_at
+              FROM (SELECT o.id, o.next_attempt_at FROM halo_itsm.outbox o
+                     WHERE o.integration_id IS NULL AND o.state = 'pending'
+                       AND o.next_attempt_at <= now()
+                     -- integration_id first: the planner then reads outbox_open in order
+                     -- (for IS NULL it would otherwise sort every such item)
+                     ORDER BY o.integration_id, o.next_attempt_at, o.id
+                     LIMIT n
+                     FOR UPDATE SKIP LOCKED) b
+             ORDER BY 2, 1
+             LIMIT n) u;
+    RETURN v_ids;
+END
+$$;
+
+-- _claim, step 1 otherwise: the ids of up to per_integration due items of each enabled,
+-- configured integration not excluded, at most max_items in all, locked.
+CREATE FUNCTION halo_itsm._claim_due_each(exclude_integrations integer[], per_integration integer,
+                                          max_items integer)
+RETURNS bigint[] LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    v_ids bigint[];
+BEGIN
+    SELECT array_agg(p.id) INTO v_ids
+      FROM (SELECT x.id
+              FROM halo_itsm.integrations i
+             CROSS JOIN LATERAL (
+                   SELECT o.id FROM halo_itsm.outbox o
+                    WHERE o.integration_id = i.id AND o.state = 'pending' AND o.next_attempt_at <= now()
+                    ORDER BY o.next_attempt_at, o.id
+                    LIMIT per_integration
+                    FOR UPDATE SKIP LOCKED) x
+             WHERE i.enabled AND i.configured_at IS NOT NULL AND i.id <> ALL (exclude_integrations)
+             LIMIT max_items) p;
+    RETURN v_ids;
+END
+$$;
+
 -- Claims due items (at most per_integration per integration), skipping busy integrations.
--- Items that name no integration go to the single enabled one, when there is exactly one:
--- they are bound to it as they are claimed (not all at once: a backlog of such items
--- would be rewritten by every claim), and remember it (bound_at_claim), so that deleting
--- that integration puts them back instead of deleting them (_cascade_delete).
--- Every claim gets a new claim_token, which the outcome must bring back (_record).
+-- Items that name no integration go to the single enabled one, when there is exactly one
+-- (_single_enabled_integration): they are bound to it as they are claimed (not all at
+-- once: a backlog of such items would be rewritten by every claim), and remember it
+-- (bound_at_claim), so that deleting that integration puts them back instead of deleting
+-- them (_cascade_delete). Every claim gets a new claim_token, which the outcome must bring
+-- back (_record). Step 1 picks and locks the due items (_claim_due_single or
+-- _claim_due_each); step 2 marks them in flight and returns them with their integration,
+-- credentials and ticket payload.
 CREATE FUNCTION halo_itsm._claim(max_items integer, per_integration integer DEFAULT 1,
                                  exclude_integrations integer[] DEFAULT '{}')
 RETURNS TABLE (outbox_id bigint, kind text, integration_id integer, instance_url text, tenant text,
@@ -48,46 +110,12 @@ DECLARE
     v_single integer;
     v_ids bigint[];
 BEGIN
-    SELECT min(i.id) INTO v_single FROM halo_itsm.integrations i WHERE i.enabled HAVING count(*) = 1;
-
-    IF v_single IS NOT NULL THEN
-        -- one enabled integration: its own items and those that name none, oldest first
-        IF v_single = ANY (exclude_integrations) OR NOT EXISTS (
-               SELECT 1 FROM halo_itsm.integrations i WHERE i.id = v_single AND i.configured_at IS NOT NULL) THEN
-            RETURN;
-        END IF;
-        SELECT array_agg(u.id) INTO v_ids
-          FROM (SELECT a.id, a.next_attempt_at
-                  FROM (SELECT o.id, o.next_attempt_at FROM halo_itsm.outbox o
-                         WHERE o.integration_id = v_single AND o.state = 'pending'
-                           AND o.next_attempt_at <= now()
-                         ORDER BY o.next_attempt_at, o.id
-                         LIMIT least(per_integration, max_items)
-                         FOR UPDATE SKIP LOCKED) a
-                UNION ALL
-                SELECT b.id, b.next_attempt_at
-                  FROM (SELECT o.id, o.next_attempt_at FROM halo_itsm.outbox o
-                         WHERE o.integration_id IS NULL AND o.state = 'pending'
-                           AND o.next_attempt_at <= now()
-                         -- integration_id first: the planner then reads outbox_open in order
-                         -- (for IS NULL it would otherwise sort every such item)
-                         ORDER BY o.integration_id, o.next_attempt_at, o.id
-                         LIMIT least(per_integration, max_items)
-                         FOR UPDATE SKIP LOCKED) b
-                 ORDER BY 2, 1
-                 LIMIT least(per_integration, max_items)) u;
-    ELSE
-        SELECT array_agg(p.id) INTO v_ids
-          FROM (SELECT x.id
-                  FROM halo_itsm.integrations i
-                 CROSS JOIN LATERAL (
-                       SELECT o.id FROM halo_itsm.outbox o
-                        WHERE o.integration_id = i.id AND o.state = 'pending' AND o.next_attempt_at <= now()
-                        ORDER BY o.next_attempt_at, o.id
-                        LIMIT per_integration
-                        FOR UPDATE SKIP LOCKED) x
-                 WHERE i.enabled AND i.configured_at IS NOT NULL AND i.id <> ALL (exclude_integrations)
-                 LIMIT max_items) p;
+    SELECT s.id INTO v_single FROM halo_itsm._single_enabled_integration s;
+    IF v_single IS NULL THEN
+        v_ids := halo_itsm._claim_due_each(exclude_integrations, per_integration, max_items);
+    ELSIF v_single <> ALL (exclude_integrations) AND EXISTS (
+              SELECT 1 FROM halo_itsm.integrations i WHERE i.id = v_single AND i.configured_at IS NOT NULL) THEN
+        v_ids := halo_itsm._claim_due_single(v_single, least(per_integration, max_items));
     END IF;
     IF v_ids IS NULL THEN
         RETURN;
@@ -141,6 +169,49 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
+-- _record of a ticket created or found when its link was not inserted: fine (false) when
+-- this very link exists (recorded before); otherwise the ticket is linked to another case
+-- or detection, or this one has another ticket, and the item must not look done while its
+-- case has no ticket of its own: it is dead with the reason, and true is returned.
+CREATE FUNCTION halo_itsm._record_unlinked(o halo_itsm.outbox, outcome text, ticket_id bigint,
+                                           http_status integer)
+RETURNS boolean LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    error text;
+BEGIN
+    IF EXISTS (SELECT 1 FROM halo_itsm.tickets t
+                WHERE t.integration_id = o.integration_id AND t.halo_ticket_id = ticket_id
+                  AND t.case_id IS NOT DISTINCT FROM o.case_id
+                  AND t.detection_id IS NOT DISTINCT FROM o.detection_id) THEN
+        RETURN false;
+    END IF;
+    SELECT format('halo_itsm: Halo ticket %s was %s, but %s', ticket_id, outcome,
+                  coalesce((SELECT format('it is already linked to %s "%s"',
+                                          CASE WHEN t.case_id IS NOT NULL THEN 'case' ELSE 'detection' END,
+                                          coalesce(c.sid, d.sid))
+                              FROM halo_itsm.tickets t
+                              LEFT JOIN halo_itsm.cases c ON c.id = t.case_id
+                              LEFT JOIN halo_itsm.detections d ON d.id = t.detection_id
+                             WHERE t.integration_id = o.integration_id
+                               AND t.halo_ticket_id = ticket_id),
+                           (SELECT format('this %s is already linked to Halo ticket %s',
+                                          o.kind, t.halo_ticket_id)
+                              FROM halo_itsm.tickets t
+                             WHERE t.case_id = o.case_id OR t.detection_id = o.detection_id
+                             LIMIT 1),
+                           'it could not be linked'))
+           || '; check both in Halo, then link the right one' INTO error;
+    UPDATE halo_itsm.outbox x
+       SET state = 'dead', finished_at = now(), claimed_by = NULL, last_http_status = http_status,
+           halo_ticket_id = ticket_id, last_error = error, maybe_sent = false
+     WHERE x.id = o.id;
+    UPDATE halo_itsm.integrations i SET last_error = error, last_error_at = now()
+     WHERE i.id = o.integration_id;
+    RETURN true;
+END
+$$;
+
 -- Records the outcome of one delivery attempt, on the row that still holds its claim.
 CREATE FUNCTION halo_itsm._record(outbox_id bigint, outcome text, halo_ticket_id bigint,
                                   http_status integer, error text, retry_in_ms bigint,
@@ -165,37 +236,10 @@ BEGIN
         INSERT INTO halo_itsm.tickets (integration_id, halo_ticket_id, case_id, detection_id, linked_by)
         VALUES (o.integration_id, _record.halo_ticket_id, o.case_id, o.detection_id, outcome)
         ON CONFLICT DO NOTHING;
-        -- Nothing inserted: fine when this very link exists (recorded before); otherwise the
-        -- ticket is linked to another case or detection, or this one has another ticket,
-        -- and the item must not look done while its case has no ticket of its own.
-        IF NOT FOUND AND NOT EXISTS (
-               SELECT 1 FROM halo_itsm.tickets t
-                WHERE t.integration_id = o.integration_id AND t.halo_ticket_id = _record.halo_ticket_id
-                  AND t.case_id IS NOT DISTINCT FROM o.case_id
-                  AND t.detection_id IS NOT DISTINCT FROM o.detection_id) THEN
-            SELECT format('halo_itsm: Halo ticket %s was %s, but %s', _record.halo_ticket_id, outcome,
-                          coalesce((SELECT format('it is already linked to %s "%s"',
-                                                  CASE WHEN t.case_id IS NOT NULL THEN 'case' ELSE 'detection' END,
-                                                  coalesce(c.sid, d.sid))
-                                      FROM halo_itsm.tickets t
-                                      LEFT JOIN halo_itsm.cases c ON c.id = t.case_id
-                                      LEFT JOIN halo_itsm.detections d ON d.id = t.detection_id
-                                     WHERE t.integration_id = o.integration_id
-                                       AND t.halo_ticket_id = _record.halo_ticket_id),
-                                   (SELECT format('this %s is already linked to Halo ticket %s',
-                                                  o.kind, t.halo_ticket_id)
-                                      FROM halo_itsm.tickets t
-                                     WHERE t.case_id = o.case_id OR t.detection_id = o.detection_id
-                                     LIMIT 1),
-                                   'it could not be linked'))
-                   || '; check both in Halo, then link the right one' INTO error;
-            UPDATE halo_itsm.outbox x
-               SET state = 'dead', finished_at = now(), claimed_by = NULL, last_http_status = http_status,
-                   halo_ticket_id = _record.halo_ticket_id, last_error = error, maybe_sent = false
-             WHERE x.id = o.id;
-            UPDATE halo_itsm.integrations i SET last_error = error, last_error_at = now()
-             WHERE i.id = o.integration_id;
-            RETURN;
+        IF NOT FOUND THEN
+            IF halo_itsm._record_unlinked(o, outcome, _record.halo_ticket_id, http_status) THEN
+                RETURN;
+            END IF;
         END IF;
         UPDATE halo_itsm.outbox x
            SET state = 'done', finished_at = now(), claimed_by = NULL, last_http_status = http_status,

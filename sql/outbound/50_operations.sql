@@ -81,9 +81,7 @@ RETURNS text LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_worker_problem
 CREATE VIEW halo_itsm.status AS
 WITH g AS (
     -- items that name no integration go to the single enabled one, as in _claim()
-    SELECT coalesce(o.integration_id,
-                    (SELECT min(i.id) FROM halo_itsm.integrations i WHERE i.enabled HAVING count(*) = 1))
-               AS integration_id,
+    SELECT coalesce(o.integration_id, (SELECT s.id FROM halo_itsm._single_enabled_integration s)) AS integration_id,
            count(*) FILTER (WHERE o.state = 'pending') AS pending,
            count(*) FILTER (WHERE o.state = 'in_flight') AS in_flight,
            count(*) FILTER (WHERE o.state = 'dead') AS dead,

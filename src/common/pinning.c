@@ -16,6 +16,7 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "utils/guc.h"
 
 #include "halo_itsm.h"
@@ -57,21 +58,27 @@ hi_pin_worker_session(void)
 
 /*
  * Sets search_path to the pinned one until hi_pin_end(returned level); an
- * error in between restores it with the (sub)transaction.
+ * error in between restores it with the (sub)transaction. When it is the
+ * pinned one already (the worker's session, a function whose SET clause
+ * pins it, such as ingest_webhook()), nothing is set: -1 is returned.
  */
 int
 hi_pin_begin(void)
 {
-	int			level = NewGUCNestLevel();
+	int			level;
 
+	if (namespace_search_path != NULL && strcmp(namespace_search_path, HI_PINNED_SEARCH_PATH) == 0)
+		return -1;
+	level = NewGUCNestLevel();
 	(void) set_config_option("search_path", HI_PINNED_SEARCH_PATH, PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	return level;
 }
 
-/* Restores the search_path that hi_pin_begin() replaced. */
+/* Restores the search_path that hi_pin_begin() replaced (if it replaced it). */
 void
 hi_pin_end(int level)
 {
-	AtEOXact_GUC(true, level);
+	if (level >= 0)
+		AtEOXact_GUC(true, level);
 }

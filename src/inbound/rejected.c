@@ -59,6 +59,8 @@ static HiRejectedRing *ring = NULL;
 
 PG_FUNCTION_INFO_V1(halo_itsm_rejected_webhooks);
 
+static bool CopyIfShown(int i, HiRejectedSlot *out, TimestampTz now);
+
 /* Asks for the ring's shared memory and its lock (from the shmem_request_hook). */
 void
 hi_rejected_shmem_request(void)

@@ -1,23 +1,8 @@
--- common.sql: included (\i) by the regress tests: empty every halo_itsm table (empty.sql) and
--- define pg_temp.try(cmd), which reports ok or the SQLSTATE, message and hint of an error.
-\set SHOW_CONTEXT never
-\ir empty.sql
-
--- try(cmd): runs cmd; reports "ok" or the error's SQLSTATE, message and hint as a NOTICE.
-CREATE PROCEDURE pg_temp.try(cmd text) LANGUAGE plpgsql AS $$
-DECLARE
-    st text;
-    msg text;
-    hint text;
-BEGIN
-    EXECUTE cmd;
-    RAISE NOTICE 'ok';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
-    IF hint = '' THEN
-        RAISE NOTICE '%: %', st, msg;
-    ELSE
-        RAISE NOTICE '%: %', st, msg USING HINT = hint;
-    END IF;
-END
-$$;
+-- common.sql: the preamble of every regress test (\ir test/regress/common.sql: pg_regress
+-- feeds each test to psql on its standard input, so a test's own \ir paths are relative
+-- to the directory make runs in; those of an included file, to that file's directory).
+-- Every test starts from a freshly created extension.
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS halo_itsm CASCADE;
+CREATE EXTENSION halo_itsm;
+RESET client_min_messages;

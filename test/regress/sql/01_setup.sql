@@ -1,9 +1,8 @@
 --
 -- 01_setup: CREATE EXTENSION halo_itsm; what it installs, and who may use it.
--- The later files rely only on the extension existing (each empties the tables first).
+-- Every file starts from a freshly created extension (test/regress/common.sql).
 --
-\set SHOW_CONTEXT never
-CREATE EXTENSION halo_itsm;
+\ir test/regress/common.sql
 
 SELECT extname, extversion, extnamespace::regnamespace AS schema, extrelocatable
   FROM pg_extension WHERE extname = 'halo_itsm';

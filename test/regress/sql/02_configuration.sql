@@ -3,7 +3,8 @@
 -- message and hint of every error), URL normalisation, defaults, generated webhook key
 -- and secret.
 --
-\i test/regress/common.sql
+\ir test/regress/common.sql
+\ir test/regress/try.sql
 
 -- ---------------------------------------------------------------------------
 -- connect(): required arguments.

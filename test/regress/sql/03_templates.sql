@@ -4,7 +4,8 @@
 -- characters and non-ASCII text copied byte for byte; invalid templates rejected by
 -- render_template() and configure() with the allowed variables in the hint.
 --
-\i test/regress/common.sql
+\ir test/regress/common.sql
+\ir test/regress/try.sql
 
 -- ---------------------------------------------------------------------------
 -- Each variable, several times, in any order, next to literal text.

@@ -4,7 +4,8 @@
 -- and client, details text, third_party_id_string; and its errors (unknown kind or sid,
 -- integration not configured, none or several enabled integrations).
 --
-\i test/regress/common.sql
+\ir test/regress/common.sql
+\ir test/regress/try.sql
 
 -- ---------------------------------------------------------------------------
 -- Errors before any integration exists.

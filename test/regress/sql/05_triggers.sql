@@ -4,7 +4,8 @@
 -- then explains); for detections only with standalone_detection_tickets, only when
 -- closed and not part of a case, and only once ever.
 --
-\i test/regress/common.sql
+\ir test/regress/common.sql
+\ir test/regress/try.sql
 
 -- The outbox, without the columns that hold times.
 CREATE VIEW pg_temp.queue AS
@@ -76,7 +77,7 @@ SELECT * FROM pg_temp.health ORDER BY integration_id NULLS LAST;
 -- ---------------------------------------------------------------------------
 -- Detections: no ticket unless an integration wants standalone detection tickets.
 -- ---------------------------------------------------------------------------
-\i test/regress/empty.sql
+\ir test/regress/empty.sql
 SELECT halo_itsm.connect('https://acme.halopsa.com', 'cid', 'secret') AS id;
 SELECT halo_itsm.configure(1, 'Security>Incident');
 INSERT INTO halo_itsm.detections (sid, title, severity, status) VALUES ('D-1', 'Closed at once', 'high', 'closed');
@@ -168,7 +169,7 @@ SELECT d.sid, d.integration_id AS row_integration, o.integration_id AS outbox_in
 -- deleting or truncating cases, detections or integrations removes their rows, as
 -- ON DELETE CASCADE did (_cascade_delete()).
 -- ---------------------------------------------------------------------------
-\i test/regress/empty.sql
+\ir test/regress/empty.sql
 SELECT halo_itsm.connect('https://acme.halopsa.com', 'cid', 'secret') AS id;
 SELECT halo_itsm.connect('https://other.halopsa.com', 'cid2', 'secret2', name => 'other') AS id;
 SELECT halo_itsm.configure(1, 'Security>Incident', standalone_detection_tickets => true);

@@ -5,7 +5,8 @@
 -- delivery or claim functions. Roles are cluster-wide: the ones made here are dropped at
 -- the end.
 --
-\i test/regress/common.sql
+\ir test/regress/common.sql
+\ir test/regress/try.sql
 
 -- Roles left over from an interrupted run are removed first.
 DO $$

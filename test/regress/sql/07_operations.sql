@@ -4,7 +4,8 @@
 -- block or a function, max_items <= 0) and check_connection() of an unknown integration.
 -- No worker runs in this database, and no test here reaches out to Halo.
 --
-\i test/regress/common.sql
+\ir test/regress/common.sql
+\ir test/regress/try.sql
 
 -- The outbox, without the columns that hold times.
 CREATE VIEW pg_temp.queue AS

@@ -5,7 +5,8 @@
 -- bound at claim time puts them back, unbound; a sid changes only while nothing can have
 -- reached Halo. This session claims and records as the worker would (its own pid).
 --
-\i test/regress/common.sql
+\ir test/regress/common.sql
+\ir test/regress/try.sql
 
 -- The outbox, without the columns that hold times or random tokens.
 CREATE VIEW pg_temp.queue AS
@@ -89,7 +90,7 @@ SELECT sid, status FROM halo_itsm.cases WHERE sid = 'NEW-1';
 -- ---------------------------------------------------------------------------
 -- Deleting an integration: items that named none wait, unbound, for the next one.
 -- ---------------------------------------------------------------------------
-\i test/regress/empty.sql
+\ir test/regress/empty.sql
 TRUNCATE pg_temp.claims;
 SELECT halo_itsm.connect('https://acme.halopsa.com', 'cid', 'secret') AS id;
 SELECT halo_itsm.configure(1, 'Security>Incident');
@@ -139,7 +140,7 @@ CALL pg_temp.try($$DELETE FROM halo_itsm.integrations WHERE id = 2$$);
 -- ---------------------------------------------------------------------------
 -- A sid changes only while nothing can have reached Halo.
 -- ---------------------------------------------------------------------------
-\i test/regress/empty.sql
+\ir test/regress/empty.sql
 TRUNCATE pg_temp.claims;
 SELECT halo_itsm.connect('https://acme.halopsa.com', 'cid', 'secret') AS id;
 SELECT halo_itsm.configure(1, 'Security>Incident', standalone_detection_tickets => true);
@@ -192,7 +193,7 @@ CALL pg_temp.try($$UPDATE halo_itsm.detections SET sid = 'DS-1 again' WHERE sid 
 -- ---------------------------------------------------------------------------
 -- A ticket id Halo gives that is already linked elsewhere: the item is dead, with why.
 -- ---------------------------------------------------------------------------
-\i test/regress/empty.sql
+\ir test/regress/empty.sql
 TRUNCATE pg_temp.claims;
 SELECT halo_itsm.connect('https://acme.halopsa.com', 'cid', 'secret') AS id;
 SELECT halo_itsm.configure(1, 'Security>Incident');

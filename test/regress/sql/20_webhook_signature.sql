@@ -1,10 +1,7 @@
 -- 20_webhook_signature: halo_itsm.webhook_signature() reproduces the golden vector of
 -- webhook-signature.md and builds the canonical string exactly (names in any case,
 -- values trimmed, content-length defaulting to the body's length).
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS halo_itsm CASCADE;
-CREATE EXTENSION halo_itsm;
-RESET client_min_messages;
+\ir test/regress/common.sql
 
 \set golden_body '{"id":"5b0c2f4e-8d1a-4c1e-9a57-2f1f0d3e6b11","event":"Ticket Updated by Agent","object_id":4242,"ticket":{"id":4242,"status_id":9,"hasbeenclosed":true}}'
 \set golden_secret 'hX3v9Qw2Lk8Zp4Rt7Yb1Nc6Md0Fg5Sj2'

@@ -1,10 +1,7 @@
 -- 21_webhook_verify: ingest_webhook() verifies before it parses or stores anything.
 -- Every rejection has its own SQLSTATE (class WH), a halo_itsm: message and a hint,
 -- never shows the secret, and changes nothing.
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS halo_itsm CASCADE;
-CREATE EXTENSION halo_itsm;
-RESET client_min_messages;
+\ir test/regress/common.sql
 SET halo_itsm.allow_http = on;
 SET halo_itsm.allow_private_addresses = on;
 SET halo_itsm.webhook_base_url = 'https://soc.example.com/halo/';

@@ -1,10 +1,7 @@
 -- 22_webhook_ingest: what a verified delivery does: closing cases, notes on the
 -- timeline, deduplication (delivery id, action id), unknown tickets, payloads without
 -- detail queueing syncs, _apply_sync() and reconcile().
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS halo_itsm CASCADE;
-CREATE EXTENSION halo_itsm;
-RESET client_min_messages;
+\ir test/regress/common.sql
 SET halo_itsm.allow_http = on;
 SET halo_itsm.allow_private_addresses = on;
 SET halo_itsm.webhook_base_url = 'https://soc.example.com/halo/';

@@ -1,8 +1,7 @@
 -- 23_webhook_rotation: webhook_settings(), rotate_webhook_secret() with the previous
 -- secret inside and outside its grace period, and who may do what (timeline privileges).
+\ir test/regress/common.sql
 SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS halo_itsm CASCADE;
-CREATE EXTENSION halo_itsm;
 DROP ROLE IF EXISTS regress_halo_receiver;
 DROP ROLE IF EXISTS regress_halo_analyst;
 RESET client_min_messages;

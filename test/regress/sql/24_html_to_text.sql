@@ -4,10 +4,7 @@
 -- documented changes: a reference is decoded once (&#38;#65; is "&#65;", not "A"),
 -- "&#1a;" (hex digits without the x) stays as text instead of vanishing, and there is
 -- no limit of 1,000 distinct numeric references.
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS halo_itsm CASCADE;
-CREATE EXTENSION halo_itsm;
-RESET client_min_messages;
+\ir test/regress/common.sql
 
 -- a C function, immutable, parallel safe and strict
 SELECT p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'c') AS is_c,

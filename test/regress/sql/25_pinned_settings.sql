@@ -4,10 +4,7 @@
 -- note dated 2020, and a deliver()-like session applies a sync, both stored at their 2020
 -- times (not at now()). Each part runs in a new session, before the extension's PL/pgSQL
 -- helpers are compiled in it.
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS halo_itsm CASCADE;
-CREATE EXTENSION halo_itsm;
-RESET client_min_messages;
+\ir test/regress/common.sql
 SET halo_itsm.allow_http = on;
 SET halo_itsm.allow_private_addresses = on;
 SELECT halo_itsm.connect('http://127.0.0.1:9', 'client', 'client-secret') AS integration;

@@ -2,10 +2,7 @@
 -- (SQLSTATE 22023, halo_itsm: message, hint) and keeps a value given as NULL;
 -- webhook_layouts() lists the layouts. Verification under a configured scheme is
 -- test/integration/test_webhook_signing.py's (the mock signs).
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS halo_itsm CASCADE;
-CREATE EXTENSION halo_itsm;
-RESET client_min_messages;
+\ir test/regress/common.sql
 SET halo_itsm.allow_http = on;
 SET halo_itsm.allow_private_addresses = on;
 SELECT halo_itsm.connect('http://127.0.0.1:9', 'client', 'client-secret') AS integration;

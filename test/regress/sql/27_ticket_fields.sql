@@ -3,10 +3,7 @@
 -- object: SQLSTATE, halo_itsm: message, hint), stores a good object, and ticket_payload()
 -- shows the fields merged into the ticket. What Halo receives is
 -- test/integration/test_delivery.py's (test_extra_ticket_fields).
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS halo_itsm CASCADE;
-CREATE EXTENSION halo_itsm;
-RESET client_min_messages;
+\ir test/regress/common.sql
 SET halo_itsm.allow_http = on;
 SET halo_itsm.allow_private_addresses = on;
 SELECT halo_itsm.connect('http://127.0.0.1:9', 'client', 'client-secret') AS integration;
