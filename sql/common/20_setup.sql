@@ -42,6 +42,7 @@ DECLARE
     v_url text;
     v_id integer;
 BEGIN
+    PERFORM halo_itsm._refuse_on_standby('connect()');
     IF instance_url IS NULL OR client_id IS NULL OR client_secret IS NULL
        OR btrim(instance_url) = '' OR btrim(client_id) = '' OR client_secret = '' THEN
         RAISE EXCEPTION 'halo_itsm: instance_url, client_id and client_secret are required'
@@ -77,6 +78,7 @@ RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET log_min_error_statement = 'panic' AS $$
 BEGIN
+    PERFORM halo_itsm._refuse_on_standby('set_credentials()');
     PERFORM halo_itsm._integration(integration);
     IF client_id IS NULL OR btrim(client_id) = '' OR client_secret IS NULL OR client_secret = '' THEN
         RAISE EXCEPTION 'halo_itsm: client_id and client_secret are required'
@@ -103,6 +105,7 @@ CREATE FUNCTION halo_itsm.set_credentials_from_file(integration integer, client_
 RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM halo_itsm._refuse_on_standby('set_credentials_from_file()');
     PERFORM halo_itsm.set_credentials(integration, client_id, halo_itsm.secret_from_file(secret_file));
 END
 $$;
@@ -133,6 +136,7 @@ CREATE FUNCTION halo_itsm.configure(integration integer, category text, team tex
 RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM halo_itsm._refuse_on_standby('configure()');
     PERFORM halo_itsm._integration(integration);
     IF category IS NULL OR btrim(category) = '' THEN
         RAISE EXCEPTION 'halo_itsm: a category is required'
@@ -180,6 +184,7 @@ CREATE FUNCTION halo_itsm.configure_ids(integration integer, tickettype_id integ
 RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM halo_itsm._refuse_on_standby('configure_ids()');
     PERFORM halo_itsm._integration(integration);
     IF least(tickettype_id, priority_critical, priority_high, priority_medium, priority_low, priority_info) <= 0 THEN
         RAISE EXCEPTION 'halo_itsm: Halo ids are positive integers'
@@ -210,6 +215,7 @@ CREATE FUNCTION halo_itsm.set_enabled(integration integer, enabled boolean)
 RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM halo_itsm._refuse_on_standby('set_enabled()');
     PERFORM halo_itsm._integration(integration);
     UPDATE halo_itsm.integrations i SET enabled = coalesce(set_enabled.enabled, false) WHERE i.id = integration;
 END

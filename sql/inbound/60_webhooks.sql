@@ -388,6 +388,7 @@ SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_new text := halo_itsm._random_secret(32);
 BEGIN
+    PERFORM halo_itsm._refuse_on_standby('rotate_webhook_secret()');
     PERFORM halo_itsm._integration(integration);
     IF grace IS NULL OR grace < interval '0' THEN
         RAISE EXCEPTION 'halo_itsm: the grace period must be zero or positive'
@@ -414,12 +415,14 @@ CREATE PROCEDURE halo_itsm.reconcile(max_tickets integer DEFAULT NULL, INOUT que
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_budget integer := coalesce(nullif(current_setting('halo_itsm.request_budget', true), ''), '250')::integer;
-    v_window interval := coalesce(nullif(current_setting('halo_itsm.request_budget_window', true), ''), '300s')::interval;
+    -- the settings as the C code reads them (one source; no default repeated here)
+    v_budget integer := (halo_itsm._request_budget()).budget;
+    v_window interval := (halo_itsm._request_budget()).budget_window;
     v_room integer;
     n integer;
     i record;
 BEGIN
+    PERFORM halo_itsm._refuse_on_standby('reconcile()');
     IF max_tickets < 0 THEN
         RAISE EXCEPTION 'halo_itsm: max_tickets must be zero or positive, not %', max_tickets
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass NULL to let the request budget decide.';

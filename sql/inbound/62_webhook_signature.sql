@@ -55,6 +55,7 @@ DECLARE
     v_names text[] := '{}';
     h text;
 BEGIN
+    PERFORM halo_itsm._refuse_on_standby('configure_webhook_signature()');
     PERFORM halo_itsm._integration(integration);
     SELECT * INTO s FROM halo_itsm.webhook_signatures w WHERE w.integration_id = integration;
     IF NOT FOUND THEN

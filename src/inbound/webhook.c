@@ -799,6 +799,7 @@ IngestWebhook(FunctionCallInfo fcinfo)
 	Jsonb	   *payload;
 	volatile Datum result = (Datum) 0;
 
+	hi_refuse_on_standby("ingest_webhook()");
 	SPI_connect();
 	LoadSecrets(key, &secrets);
 

@@ -282,7 +282,8 @@ hi_item_start_step(HiItem *item)
 		item->step = HI_STEP_TOKEN;
 	}
 
-	wait_ms = hi_budget_wait_ms(in, now);
+	/* counted now, by every process's shared budget, if it is to be sent */
+	wait_ms = hi_budget_spend(in, now);
 	if (wait_ms > 0)
 	{
 		item->retry_in_ms = wait_ms;
@@ -361,7 +362,6 @@ hi_item_start_step(HiItem *item)
 	}
 	MemoryContextSwitchTo(old);
 	req->owner = item;
-	hi_budget_note(in, now);
 	if (curl_multi_add_handle(multi, req->easy) == CURLM_OK)
 	{
 		req->prev = NULL;
