@@ -54,8 +54,7 @@ DECLARE
     s halo_itsm.webhook_signatures;
     v_names text[] := '{}';
     h text;
-BEGIN
-    PERFORM halo_itsm._refuse_on_standby('configure_webhook_signature()');
+BEGIN PERFORM halo_itsm._refuse_on_standby('configure_webhook_signature()');  -- 25006 on a hot standby
     PERFORM halo_itsm._integration(integration);
     SELECT * INTO s FROM halo_itsm.webhook_signatures w WHERE w.integration_id = integration;
     IF NOT FOUND THEN

@@ -14,8 +14,7 @@ RETURNS integer LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n integer;
-BEGIN
-    PERFORM halo_itsm._refuse_on_standby('retry()');
+BEGIN PERFORM halo_itsm._refuse_on_standby('retry()');  -- 25006 on a hot standby
     -- One sync per ticket brings everything: a dead sync whose ticket has another sync
     -- queued, or a newer dead one, is superseded instead of revived.
     UPDATE halo_itsm.outbox o
@@ -53,8 +52,7 @@ DECLARE
     v_tolerance text := coalesce(nullif(btrim(current_setting('halo_itsm.webhook_tolerance', true)), ''), '300');
     n integer;
     m integer;
-BEGIN
-    PERFORM halo_itsm._refuse_on_standby('purge()');
+BEGIN PERFORM halo_itsm._refuse_on_standby('purge()');  -- 25006 on a hot standby
     IF older_than IS NULL OR older_than < interval '0' THEN
         RAISE EXCEPTION 'halo_itsm: older_than must be zero or positive'
             USING ERRCODE = 'invalid_parameter_value',
