@@ -54,9 +54,7 @@
 typedef struct LauncherState
 {
 	BackgroundWorkerHandle *handle; /* the running delivery worker, or NULL */
-	char		dbname[NAMEDATALEN];	/* where it was started, and as whom */
-	char		rolename[NAMEDATALEN];
-	TimestampTz started_at;
+	TimestampTz started_at;		/* when the running worker was started */
 	bool		stopping;		/* we asked it to stop: start again at once */
 	int			quick_exits;	/* exits in a row, each soon after its start */
 	TimestampTz next_check;		/* when to look (and start) next */
@@ -251,14 +249,19 @@ StartDeliveryWorker(Oid dboid, Oid roleoid)
 
 /*
  * Reads the configuration files again; says once when both names of the
- * database setting are set to different values; stops a running worker
- * whose database or role the settings no longer name.
+ * database setting are set to different values. When the database or the
+ * role changed, stops a running worker and starts (or looks) again at
+ * once, with no backoff.
  */
 static void
 ReloadSettings(LauncherState *st)
 {
+	char		dbname[NAMEDATALEN];
+	char		rolename[NAMEDATALEN];
 	char	   *conflict;
 
+	strlcpy(dbname, hi_worker_database(NULL), NAMEDATALEN);
+	strlcpy(rolename, hi_worker_role ? hi_worker_role : "", NAMEDATALEN);
 	ProcessConfigFile(PGC_SIGHUP);
 	conflict = hi_database_conflict();
 	if (conflict != NULL &&
@@ -271,17 +274,20 @@ ReloadSettings(LauncherState *st)
 		pfree(st->conflict_logged);
 	st->conflict_logged = conflict;
 
-	if (st->handle != NULL &&
-		(strcmp(st->dbname, hi_worker_database(NULL)) != 0 ||
-		 strcmp(st->rolename, hi_worker_role ? hi_worker_role : "") != 0))
-	{
+	if (strcmp(dbname, hi_worker_database(NULL)) == 0 &&
+		strcmp(rolename, hi_worker_role ? hi_worker_role : "") == 0)
+		return;
+	if (st->handle != NULL)
 		ereport(LOG,
-				(errmsg("halo_itsm: the delivery worker's database or role changed (now \"%s\"%s%s): restarting it",
+				(errmsg("halo_itsm: the delivery worker's database or role changed (now database \"%s\"%s%s%s): restarting it",
 						hi_worker_database(NULL),
-						hi_worker_role && hi_worker_role[0] ? " as " : "",
-						hi_worker_role ? hi_worker_role : "")));
-		StopWorker(st);
-	}
+						hi_worker_role && hi_worker_role[0] ? ", role \"" : "",
+						hi_worker_role ? hi_worker_role : "",
+						hi_worker_role && hi_worker_role[0] ? "\"" : "")));
+	StopWorker(st);
+	st->quick_exits = 0;
+	st->next_check = 0;
+	hi_shmem_set_backoff(0, 0);
 }
 
 /* Asks the running worker to stop; it is started again at once when it has. */
@@ -387,11 +393,7 @@ TryStart(LauncherState *st)
 							 RECHECK_MS / 1000)));
 		st->no_slot_logged = st->handle == NULL;
 		if (st->handle != NULL)
-		{
-			strlcpy(st->dbname, hi_worker_database(NULL), NAMEDATALEN);
-			strlcpy(st->rolename, hi_worker_role ? hi_worker_role : "", NAMEDATALEN);
 			st->started_at = GetCurrentTimestamp();
-		}
 	}
 	if (st->restart_ticket != 0)
 		hi_shmem_restart_done(st->restart_ticket, st->handle != NULL);

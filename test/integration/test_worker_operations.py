@@ -167,3 +167,27 @@ def test_restart_backoff_doubles_up_to_the_cap_and_shows():
     wait_until(lambda: q1("SELECT usename FROM pg_stat_activity WHERE backend_type = %s",
                           WORKER_TYPE, db="postgres") == "postgres", timeout=10)
     assert q("SELECT quick_exits, next_start_at FROM halo_itsm.worker_status") == [(0, None)]
+
+
+@timeout(90)
+def test_the_default_database_is_not_silent():
+    """database_name's default, postgres, rarely has the extension: the worker says so once
+    in the log with what to set, and the status view of halo says what to set."""
+    mark = log_mark()
+    set_system({"halo_itsm.database_name": "postgres"})
+    wait_until(lambda: (_worker() or (0, None))[1] == "postgres", timeout=20,
+               msg="the worker in postgres")
+    said = ('WARNING:  halo_itsm: the extension is not installed in database "postgres"'
+            ' (halo_itsm.database_name): the delivery worker waits for it')
+    hint = ('HINT:  Run CREATE EXTENSION halo_itsm in database "postgres", or set'
+            ' halo_itsm.database_name to the database where it is installed and SELECT'
+            ' pg_reload_conf().')
+    wait_until(lambda: said in server_log(mark), timeout=15, msg=said)
+    assert hint in server_log(mark)
+    assert q1("SELECT state FROM halo_itsm.worker_status") == "waiting for CREATE EXTENSION"
+    assert q("SELECT problem FROM halo_itsm.status WHERE pending IS NULL") == [
+        ("no background worker serves this database (halo_itsm.database_name = 'postgres');"
+         " set halo_itsm.database_name = 'halo', SELECT pg_reload_conf() and SELECT"
+         " halo_itsm.restart_worker()",)]
+    _back_to_halo()
+    assert server_log(mark).count(said) == 1
