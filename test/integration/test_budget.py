@@ -6,7 +6,7 @@ the window has moved; other integrations are not held up by a spent budget.
 import threading
 import time
 
-from halo_test import (Mock, MOCK_PORT, db, ensure_extension, fresh_integration, q, q1, reset_system, set_system,
+from halo_test import (Mock, MOCK_PORT, clean_halo_tables, db, ensure_extension, fresh_integration, q, q1, reset_system, set_system,
                        timeout, wait_until)
 
 MOCK = Mock()
@@ -87,6 +87,7 @@ def _deliver(dbname):
 def test_budget_holds_across_deliver_calls():
     """Before, each CALL deliver() started with an empty budget: three calls sent three
     times the budget. The budget is in shared memory now, per integration."""
+    clean_halo_tables("halo")       # the worker's leftovers of the tests above send nothing
     iid = fresh_integration("halo_manual")
     set_system({"halo_itsm.request_budget": "3", "halo_itsm.request_budget_window": "30s"})
     for sid in ("D-1", "D-2", "D-3", "D-4", "D-5"):

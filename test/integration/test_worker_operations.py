@@ -55,6 +55,14 @@ def teardown_module():
 
 @timeout(120)
 def test_restart_worker_moves_the_worker_to_a_changed_database():
+    try:
+        _moves_the_worker()
+    finally:
+        if (_worker() or (0, None))[1] != "halo":
+            _back_to_halo()
+
+
+def _moves_the_worker():
     iid = fresh_integration("halo_manual")
     q("CREATE EXTENSION IF NOT EXISTS pg_cron")
     old_pid, old_db = _worker()
@@ -81,9 +89,11 @@ def test_restart_worker_moves_the_worker_to_a_changed_database():
     assert [(r[0], r[1]) for r in rows] == [(iid, "background worker (pid %d)" % new_pid)]
     assert abs((rows[0][2] - started).total_seconds()) < 2, (rows, started)
     assert q("SELECT problem FROM halo_itsm.status WHERE pending IS NULL", db="halo_manual") == []
+    wait_until(lambda: q1("SELECT state FROM halo_itsm.worker_status") == "running", timeout=10,
+               msg="the worker's first round")
     ws = q("SELECT database_name, worker_pid, worker_database, state, quick_exits, serves_here"
            " FROM halo_itsm.worker_status", db="halo_manual")
-    assert ws == [("halo_manual", new_pid, "halo_manual", "running", 0, True)]
+    assert ws == [("halo_manual", new_pid, "halo_manual", "running", 0, True)], ws
 
     # halo now has no worker: the exact row, and each integration says what to set ...
     halo_iid = fresh_integration("halo")
