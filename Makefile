@@ -17,7 +17,7 @@ SQL_PARTS = $(foreach n,$(sort $(notdir $(wildcard $(SQL_ROOMS:%=sql/%/*.sql))))
 DATA_built = $(HI_INSTALL_SQL)
 
 CORE_OBJS = src/core/hi_template.o src/core/hi_signature.o src/core/hi_backoff.o src/core/hi_html.o \
-	src/core/hi_answer.o
+	src/core/hi_answer.o src/core/hi_budget.o
 PG_OBJS = $(patsubst %.c,%.o,$(wildcard src/common/*.c src/outbound/*.c src/inbound/*.c))
 OBJS = $(CORE_OBJS) $(PG_OBJS)
 

@@ -8,14 +8,11 @@
  *	  (database, integration); without it, in this process only (then each
  *	  CALL deliver() starts afresh, as the README says).
  *
- *	  Each slot counts requests in BUCKETS buckets of window/BUCKETS, plus
- *	  one: the buckets a window ending now can touch. A request is allowed
- *	  when their sum is below the budget. The sum covers at least the last
- *	  window, so no window of that length ever holds more requests than the
- *	  budget; the price is a wait of at most one bucket longer than an exact
- *	  sliding window. A slot with nothing in its window is free again; when
- *	  every slot is in use, an integration without one waits for one (said
- *	  in the log).
+ *	  Each slot counts requests in a ring of buckets (src/core/hi_budget.c,
+ *	  unit-tested): no window of the budget's length ever holds more
+ *	  requests than the budget. A slot with nothing left in any window is
+ *	  free again; when every slot is in use, an integration without one
+ *	  waits for one (said in the log).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -32,9 +29,8 @@
 #include "utils/timestamp.h"
 
 #include "halo_itsm.h"
+#include "hi_budget.h"
 
-#define BUCKETS 64
-#define RING (BUCKETS + 1)
 #define LOCAL_SLOTS 64
 #define FULL_WARNING_REPEAT_US (60 * USECS_PER_SEC)
 
@@ -43,10 +39,7 @@ typedef struct BudgetSlot
 {
 	Oid			dbid;			/* InvalidOid: never used */
 	int			integration_id;
-	int			window_s;		/* the window the buckets were cut for */
-	int64		last_bucket;	/* absolute number of the newest bucket counted */
-	TimestampTz last_used;		/* the newest request counted */
-	int32		counts[RING];	/* indexed by absolute bucket number % RING */
+	HiBudgetRing ring;
 } BudgetSlot;
 
 /* The table of slots, in shared memory or (without preloading) in this process. */
@@ -62,10 +55,7 @@ static BudgetTable *local_table = NULL;
 
 static Size TableSize(int nslots);
 static BudgetTable *Table(void);
-static int64 BucketWidth(void);
-static void Advance(BudgetSlot *slot, int64 bucket);
-static int	Sum(BudgetSlot *slot);
-static long WaitFor(BudgetSlot *slot, int64 bucket, int64 width, TimestampTz now);
+static int64 WindowUs(void);
 static BudgetSlot *FindSlot(BudgetTable *t, int integration_id, TimestampTz now, bool claim,
 							long *wait_ms);
 static void SayFull(BudgetTable *t, int integration_id);
@@ -111,71 +101,28 @@ Table(void)
 	if (shared_table != NULL)
 		return shared_table;
 	if (local_table == NULL)
+	{
 		local_table = MemoryContextAllocZero(TopMemoryContext, TableSize(LOCAL_SLOTS));
-	local_table->nslots = LOCAL_SLOTS;
+		local_table->nslots = LOCAL_SLOTS;
+	}
 	return local_table;
 }
 
-/* Microseconds per bucket: the window in BUCKETS parts, rounded up. */
+/* The budget window in force, in microseconds. */
 static int64
-BucketWidth(void)
+WindowUs(void)
 {
-	return ((int64) hi_request_budget_window_s * USECS_PER_SEC + BUCKETS - 1) / BUCKETS;
-}
-
-/* Moves the slot on to bucket, emptying the buckets that left the window. */
-static void
-Advance(BudgetSlot *slot, int64 bucket)
-{
-	int64		b;
-
-	if (bucket <= slot->last_bucket)
-		return;
-	if (bucket - slot->last_bucket >= RING)
-		memset(slot->counts, 0, sizeof(slot->counts));
-	else
-		for (b = slot->last_bucket + 1; b <= bucket; b++)
-			slot->counts[b % RING] = 0;
-	slot->last_bucket = bucket;
-}
-
-/* Requests counted in the buckets a window ending in the newest bucket touches. */
-static int
-Sum(BudgetSlot *slot)
-{
-	int			i,
-				sum = 0;
-
-	for (i = 0; i < RING; i++)
-		sum += slot->counts[i];
-	return sum;
-}
-
-/* Milliseconds until the sum falls below the budget, the oldest buckets leaving first. */
-static long
-WaitFor(BudgetSlot *slot, int64 bucket, int64 width, TimestampTz now)
-{
-	int			sum = Sum(slot);
-	int64		k;
-
-	for (k = bucket - BUCKETS; k <= bucket; k++)
-	{
-		sum -= slot->counts[k % RING];
-		if (sum < hi_request_budget)
-			return (long) (((k + RING) * width - now) / 1000) + 1;
-	}
-	return (long) (RING * width / 1000) + 1;
+	return (int64) hi_request_budget_window_s * USECS_PER_SEC;
 }
 
 /*
  * The slot of the integration in this database; with claim, a free one
- * (never used, or with nothing in its window) is taken for it. NULL when
- * there is none: *wait_ms says when a slot frees up.
+ * (never used, or with nothing left in any window) is taken for it. NULL
+ * when there is none: *wait_ms says when a slot frees up (0: one is free).
  */
 static BudgetSlot *
 FindSlot(BudgetTable *t, int integration_id, TimestampTz now, bool claim, long *wait_ms)
 {
-	TimestampTz window = (TimestampTz) hi_request_budget_window_s * USECS_PER_SEC + BucketWidth();
 	BudgetSlot *free_slot = NULL;
 	TimestampTz oldest = 0;
 	int			i;
@@ -187,23 +134,22 @@ FindSlot(BudgetTable *t, int integration_id, TimestampTz now, bool claim, long *
 
 		if (slot->dbid == MyDatabaseId && slot->integration_id == integration_id)
 			return slot;
-		if (free_slot == NULL && (slot->dbid == InvalidOid || slot->last_used <= now - window))
+		if (free_slot == NULL && (slot->dbid == InvalidOid || hi_budget_ring_idle(&slot->ring, now)))
 			free_slot = slot;
-		if (oldest == 0 || slot->last_used < oldest)
-			oldest = slot->last_used;
+		if (oldest == 0 || slot->ring.last_used < oldest)
+			oldest = slot->ring.last_used;
 	}
 	if (free_slot == NULL)
 	{
-		*wait_ms = (long) ((oldest + window - now) / 1000) + 1;
+		/* the least recently used slot is idle first: a window and a bucket after its last request */
+		*wait_ms = (long) ((oldest + WindowUs() + WindowUs() / HI_BUDGET_BUCKETS - now) / 1000) + 2;
 		return NULL;
 	}
 	if (!claim)
 		return NULL;
-	memset(free_slot, 0, sizeof(BudgetSlot));
 	free_slot->dbid = MyDatabaseId;
 	free_slot->integration_id = integration_id;
-	free_slot->window_s = hi_request_budget_window_s;
-	free_slot->last_bucket = now / BucketWidth();
+	hi_budget_ring_reset(&free_slot->ring, WindowUs(), now);
 	return free_slot;
 }
 
@@ -228,9 +174,8 @@ SayFull(BudgetTable *t, int integration_id)
 static long
 TakeLocked(BudgetTable *t, int integration_id, TimestampTz now, bool take)
 {
-	int64		width = BucketWidth();
-	int64		bucket = now / width;
 	long		wait_ms;
+	int64		wait_us;
 	BudgetSlot *slot = FindSlot(t, integration_id, now, take, &wait_ms);
 
 	if (slot == NULL)
@@ -239,22 +184,8 @@ TakeLocked(BudgetTable *t, int integration_id, TimestampTz now, bool take)
 			SayFull(t, integration_id);
 		return wait_ms;
 	}
-	if (slot->window_s != hi_request_budget_window_s)
-	{
-		/* the window changed (SIGHUP): its buckets mean nothing now, start afresh */
-		memset(slot->counts, 0, sizeof(slot->counts));
-		slot->window_s = hi_request_budget_window_s;
-		slot->last_bucket = bucket;
-	}
-	Advance(slot, bucket);
-	if (Sum(slot) >= hi_request_budget)
-		return WaitFor(slot, bucket, width, now);
-	if (take)
-	{
-		slot->counts[bucket % RING]++;
-		slot->last_used = now;
-	}
-	return 0;
+	wait_us = hi_budget_ring_take(&slot->ring, hi_request_budget, WindowUs(), now, take);
+	return wait_us == 0 ? 0 : (long) (wait_us / 1000) + 1;
 }
 
 /*
@@ -292,16 +223,13 @@ hi_budget_used(int integration_id, TimestampTz now)
 	for (i = 0; i < t->nslots; i++)
 	{
 		BudgetSlot *slot = &t->slots[i];
-		int64		bucket = now / BucketWidth();
-		int64		b;
 
-		if (slot->dbid != MyDatabaseId || slot->integration_id != integration_id ||
-			slot->window_s != hi_request_budget_window_s)
-			continue;
-		/* read only: count the buckets still in the window without moving the slot on */
-		for (b = Max(bucket - BUCKETS, slot->last_bucket - BUCKETS); b <= slot->last_bucket; b++)
-			used += slot->counts[b % RING];
-		break;
+		if (slot->dbid == MyDatabaseId && slot->integration_id == integration_id)
+		{
+			if (slot->ring.window_us == WindowUs())
+				used = hi_budget_ring_used(&slot->ring, now);
+			break;
+		}
 	}
 	if (t->lock)
 		LWLockRelease(t->lock);
