@@ -73,6 +73,7 @@ static void StopWorker(LauncherState *st);
 static void TakeRestartRequest(LauncherState *st);
 static void NoteWorkerExit(LauncherState *st);
 static void TryStart(LauncherState *st);
+static void NoteHealthy(LauncherState *st);
 static long NextTimeout(LauncherState *st);
 static void LauncherExit(int code, Datum arg);
 
@@ -350,8 +351,6 @@ NoteWorkerExit(LauncherState *st)
 		hi_shmem_set_backoff(st->quick_exits, 0);
 		return;
 	}
-	if (now - st->started_at >= HEALTHY_US)
-		st->quick_exits = 0;
 	for (i = 0; i < st->quick_exits && delay_ms < hi_worker_restart_delay_max_ms; i++)
 		delay_ms *= 2;
 	delay_ms = Min(delay_ms, (int64) hi_worker_restart_delay_max_ms);
@@ -399,6 +398,17 @@ TryStart(LauncherState *st)
 		hi_shmem_restart_done(st->restart_ticket, st->handle != NULL);
 	st->restart_ticket = 0;
 	st->next_check = GetCurrentTimestamp() + (TimestampTz) RECHECK_MS * 1000;
+}
+
+/* A worker that has run for a healthy while ends the backoff (shown as no quick exits). */
+static void
+NoteHealthy(LauncherState *st)
+{
+	if (st->handle == NULL || st->quick_exits == 0 ||
+		GetCurrentTimestamp() - st->started_at < HEALTHY_US)
+		return;
+	st->quick_exits = 0;
+	hi_shmem_set_backoff(0, 0);
 }
 
 /* How long to sleep before the next turn of the launcher's loop. */
@@ -450,6 +460,7 @@ halo_itsm_launcher_main(Datum arg)
 
 		if (st.handle != NULL && GetBackgroundWorkerPid(st.handle, &pid) == BGWH_STOPPED)
 			NoteWorkerExit(&st);
+		NoteHealthy(&st);
 
 		/* a delivery worker of an earlier launcher must be gone first */
 		if (st.handle == NULL && GetCurrentTimestamp() >= st.next_check &&
