@@ -274,6 +274,7 @@ ReloadSettings(LauncherState *st)
 	if (st->conflict_logged)
 		pfree(st->conflict_logged);
 	st->conflict_logged = conflict;
+	hi_shmem_set_settings();
 
 	if (strcmp(dbname, hi_worker_database(NULL)) == 0 &&
 		strcmp(rolename, hi_worker_role ? hi_worker_role : "") == 0)
@@ -443,6 +444,7 @@ halo_itsm_launcher_main(Datum arg)
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	pgstat_report_appname("halo_itsm launcher");
 	hi_shmem_set_launcher(true);
+	hi_shmem_set_settings();
 	before_shmem_exit(LauncherExit, (Datum) 0);
 	/* a request made while no launcher ran is acted on now, as one made just now */
 

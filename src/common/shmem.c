@@ -44,6 +44,9 @@ typedef struct HaloShared
 	uint32		restart_requested;	/* restart_worker() calls so far */
 	uint32		restart_done;	/* the last request the launcher acted on */
 	bool		restart_result; /* whether that started a worker */
+	char		database[NAMEDATALEN];	/* the launcher's settings in force */
+	char		database_setting[32];
+	char		role[NAMEDATALEN];
 } HaloShared;
 
 static HaloShared *hi_shared = NULL;
@@ -102,6 +105,9 @@ hi_shmem_startup(void)
 		hi_shared->restart_requested = 0;
 		hi_shared->restart_done = 0;
 		hi_shared->restart_result = false;
+		hi_shared->database[0] = '\0';
+		hi_shared->database_setting[0] = '\0';
+		hi_shared->role[0] = '\0';
 	}
 	hi_rejected_shmem_startup();
 	hi_budget_shmem_startup();
@@ -147,6 +153,26 @@ hi_shmem_set_backoff(int quick_exits, TimestampTz next_start_at)
 	SpinLockRelease(&hi_shared->mutex);
 }
 
+/*
+ * The launcher publishes the database and role settings it reads (a
+ * session may not have reloaded yet, and restart_worker() makes the
+ * launcher read the files without a reload), for the status view.
+ */
+void
+hi_shmem_set_settings(void)
+{
+	const char *setting;
+	const char *db = hi_worker_database(&setting);
+
+	if (hi_shared == NULL)
+		return;
+	SpinLockAcquire(&hi_shared->mutex);
+	strlcpy(hi_shared->database, db, NAMEDATALEN);
+	strlcpy(hi_shared->database_setting, setting, sizeof(hi_shared->database_setting));
+	strlcpy(hi_shared->role, hi_worker_role ? hi_worker_role : "", NAMEDATALEN);
+	SpinLockRelease(&hi_shared->mutex);
+}
+
 /* A copy of what the launcher and the worker published; false without preloading. */
 bool
 hi_shmem_worker_info(HiWorkerInfo *info)
@@ -162,7 +188,19 @@ hi_shmem_worker_info(HiWorkerInfo *info)
 	info->launcher_pid = hi_shared->launcher_pid;
 	info->quick_exits = hi_shared->quick_exits;
 	info->next_start_at = hi_shared->next_start_at;
+	memcpy(info->database, hi_shared->database, NAMEDATALEN);
+	memcpy(info->database_setting, hi_shared->database_setting, sizeof(info->database_setting));
+	memcpy(info->role, hi_shared->role, NAMEDATALEN);
 	SpinLockRelease(&hi_shared->mutex);
+	if (info->launcher_pid == 0 || info->database[0] == '\0')
+	{
+		/* no launcher: what this session's settings say */
+		const char *setting;
+
+		strlcpy(info->database, hi_worker_database(&setting), NAMEDATALEN);
+		strlcpy(info->database_setting, setting, sizeof(info->database_setting));
+		strlcpy(info->role, hi_worker_role ? hi_worker_role : "", NAMEDATALEN);
+	}
 	return true;
 }
 

@@ -116,8 +116,8 @@ halo_itsm_worker_status(PG_FUNCTION_ARGS)
 		elog(ERROR, "halo_itsm: _worker_status() must return a record");
 	tupdesc = BlessTupleDesc(tupdesc);
 	memset(nulls, 0, sizeof(nulls));
-	values[0] = CStringGetTextDatum(hi_worker_database(NULL));
-	values[1] = CStringGetTextDatum(hi_worker_role ? hi_worker_role : "");
+	values[0] = CStringGetTextDatum(info.database);
+	values[1] = CStringGetTextDatum(info.role);
 	values[2] = BoolGetDatum(preloaded);
 	values[3] = Int32GetDatum((int32) info.worker_pid);
 	nulls[3] = info.worker_pid == 0;
@@ -154,14 +154,15 @@ Datum
 halo_itsm_worker_problem(PG_FUNCTION_ARGS)
 {
 	char	   *here = get_database_name(MyDatabaseId);
-	const char *setting;
-	const char *wanted = hi_worker_database(&setting);
 	HiWorkerInfo info;
+	bool		preloaded = hi_shmem_worker_info(&info);
+	const char *setting = info.database_setting;
+	const char *wanted = info.database;
 	const char *why = "";
 
 	if (here == NULL)
 		PG_RETURN_NULL();
-	if (!hi_shmem_worker_info(&info))
+	if (!preloaded)
 		PG_RETURN_TEXT_P(cstring_to_text(psprintf(
 			"no background worker serves this database (halo_itsm is not in shared_preload_libraries); "
 			"add it there, set halo_itsm.database_name = %s and restart, or deliver with CALL halo_itsm.deliver()",
@@ -183,7 +184,7 @@ halo_itsm_worker_problem(PG_FUNCTION_ARGS)
 		PG_RETURN_TEXT_P(cstring_to_text(psprintf(
 			"no background worker runs: halo_itsm.worker_role = %s names a role that does not exist or cannot log in; "
 			"create it with LOGIN and the README's grants, or reset halo_itsm.worker_role, then SELECT halo_itsm.restart_worker()",
-			quote_literal_cstr(hi_worker_role))));
+			quote_literal_cstr(info.role))));
 	if (info.launcher_pid == 0)
 		PG_RETURN_TEXT_P(cstring_to_text(
 			"no background worker runs: the halo_itsm launcher is not running (on a hot standby it starts at promotion)"));

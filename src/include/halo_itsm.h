@@ -62,6 +62,9 @@ typedef struct HiWorkerInfo
 	pid_t		launcher_pid;	/* 0: no launcher runs */
 	int			quick_exits;	/* worker exits in a row soon after starting */
 	TimestampTz next_start_at;	/* when the launcher starts it again (0: not waiting) */
+	char		database[NAMEDATALEN];	/* the launcher's database setting in force */
+	char		database_setting[32];	/* which name decided it */
+	char		role[NAMEDATALEN];	/* the launcher's worker_role in force */
 } HiWorkerInfo;
 
 /* shared memory and wake-up at commit (shmem.c) */
@@ -74,6 +77,7 @@ extern pid_t hi_shmem_worker_pid(void);
 extern void hi_shmem_set_serve_state(HiServeState state);
 extern void hi_shmem_set_launcher(bool running);
 extern void hi_shmem_set_backoff(int quick_exits, TimestampTz next_start_at);
+extern void hi_shmem_set_settings(void);
 extern bool hi_shmem_worker_info(HiWorkerInfo *info);
 extern uint32 hi_shmem_request_restart(void);
 extern uint32 hi_shmem_restart_pending(void);
