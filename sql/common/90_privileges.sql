@@ -26,6 +26,6 @@ GRANT EXECUTE ON FUNCTION halo_itsm._refuse_on_standby(text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION halo_itsm.restart_worker() TO PUBLIC;
 
 -- Webhooks: the signature calculator is harmless; ingest_webhook (SECURITY DEFINER) is
--- granted by the administrator to the receiver's role only (see docs/webhooks.md);
+-- granted by the administrator to the receiver's role only (README, "Webhooks", "Privileges");
 -- everything else (settings, rotation, reconcile, the timeline) stays with the owner.
 GRANT EXECUTE ON FUNCTION halo_itsm.webhook_signature(text, jsonb, bytea) TO PUBLIC;

@@ -30,6 +30,8 @@
 
 #include "halo_itsm.h"
 #include "hi_engine.h"
+#include "hi_instance.h"
+#include "hi_spi.h"
 #include "hi_store.h"
 
 #define RECOVER_INTERVAL_US (10 * USECS_PER_SEC)
@@ -139,7 +141,7 @@ WorkerRound(bool claim, bool recover, bool *ready, bool *saturated, bool *failed
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	SPI_connect();
+	hi_spi_connect(0);
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "halo_itsm: recording and claiming");
 
@@ -174,13 +176,7 @@ WorkerRound(bool claim, bool recover, bool *ready, bool *saturated, bool *failed
 	pgstat_report_activity(STATE_IDLE, NULL);
 
 	/* only now, with no transaction open, do the requests start */
-	while (claimed)
-	{
-		item = claimed;
-		claimed = item->next;
-		item->next = NULL;
-		hi_engine_submit(item);
-	}
+	hi_engine_submit_all(claimed);
 	return n;
 }
 
@@ -219,7 +215,7 @@ ReloadIfAsked(WorkerLoop *loop)
 		return;
 	ConfigReloadPending = false;
 	ProcessConfigFile(PGC_SIGHUP);
-	hi_engine_forget_tokens();
+	hi_instances_forget_tokens();
 	/* poll now: the next poll was timed with the old poll_interval */
 	loop->next_poll = 0;
 }
