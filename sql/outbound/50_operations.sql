@@ -246,7 +246,7 @@ DECLARE
               format('SELECT halo_itsm.purge(%L::interval)', keep_finished)],
         ARRAY['halo_itsm_reconcile', reconcile_schedule, 'CALL halo_itsm.reconcile()']];
     k integer;
-BEGIN
+BEGIN PERFORM halo_itsm._refuse_on_standby('schedule_jobs()');  -- 25006 on a hot standby
     IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
         RAISE EXCEPTION 'halo_itsm: pg_cron is not installed in this database'
             USING ERRCODE = 'object_not_in_prerequisite_state',

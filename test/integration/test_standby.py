@@ -35,6 +35,7 @@ WRITERS = [
     ("retry()", "SELECT halo_itsm.retry()"),
     ("purge()", "SELECT halo_itsm.purge()"),
     ("deliver()", "CALL halo_itsm.deliver()"),
+    ("schedule_jobs()", "SELECT halo_itsm.schedule_jobs()"),
     ("ingest_webhook()", "SELECT halo_itsm.ingest_webhook('k', '{}', '\\x7b7d')"),
 ]
 
