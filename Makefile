@@ -23,7 +23,7 @@ HI_UPDATE_SQL = $(patsubst sql/updates/%.sql,sql/halo_itsm--%.sql,$(wildcard sql
 DATA_built = $(HI_INSTALL_SQL) $(HI_UPDATE_SQL)
 
 CORE_OBJS = src/core/hi_template.o src/core/hi_signature.o src/core/hi_backoff.o src/core/hi_html.o \
-	src/core/hi_answer.o
+	src/core/hi_answer.o src/core/hi_budget.o
 PG_OBJS = $(patsubst %.c,%.o,$(wildcard src/common/*.c src/outbound/*.c src/inbound/*.c))
 OBJS = $(CORE_OBJS) $(PG_OBJS)
 

@@ -41,7 +41,7 @@ SET log_min_error_statement = 'panic' AS $$
 DECLARE
     v_url text;
     v_id integer;
-BEGIN
+BEGIN PERFORM halo_itsm._refuse_on_standby('connect()');  -- 25006 on a hot standby
     IF instance_url IS NULL OR client_id IS NULL OR client_secret IS NULL
        OR btrim(instance_url) = '' OR btrim(client_id) = '' OR client_secret = '' THEN
         RAISE EXCEPTION 'halo_itsm: instance_url, client_id and client_secret are required'
@@ -76,7 +76,7 @@ CREATE FUNCTION halo_itsm.set_credentials(integration integer, client_id text, c
 RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET log_min_error_statement = 'panic' AS $$
-BEGIN
+BEGIN PERFORM halo_itsm._refuse_on_standby('set_credentials()');  -- 25006 on a hot standby
     PERFORM halo_itsm._integration(integration);
     IF client_id IS NULL OR btrim(client_id) = '' OR client_secret IS NULL OR client_secret = '' THEN
         RAISE EXCEPTION 'halo_itsm: client_id and client_secret are required'
@@ -102,7 +102,7 @@ COMMENT ON FUNCTION halo_itsm.secret_from_file(text) IS
 CREATE FUNCTION halo_itsm.set_credentials_from_file(integration integer, client_id text, secret_file text)
 RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
+BEGIN PERFORM halo_itsm._refuse_on_standby('set_credentials_from_file()');  -- 25006 on a hot standby
     PERFORM halo_itsm.set_credentials(integration, client_id, halo_itsm.secret_from_file(secret_file));
 END
 $$;
@@ -140,7 +140,7 @@ CREATE FUNCTION halo_itsm.configure(integration integer, category text, team tex
                                     detection_title_template text DEFAULT '{{sid}}: {{title}}')
 RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
+BEGIN PERFORM halo_itsm._refuse_on_standby('configure()');  -- 25006 on a hot standby
     PERFORM halo_itsm._integration(integration);
     IF category IS NULL OR btrim(category) = '' THEN
         RAISE EXCEPTION 'halo_itsm: a category is required'
@@ -187,7 +187,7 @@ CREATE FUNCTION halo_itsm.configure_ids(integration integer, tickettype_id integ
                                         closed_status_ids integer[] DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
+BEGIN PERFORM halo_itsm._refuse_on_standby('configure_ids()');  -- 25006 on a hot standby
     PERFORM halo_itsm._integration(integration);
     IF least(tickettype_id, priority_critical, priority_high, priority_medium, priority_low, priority_info) <= 0 THEN
         RAISE EXCEPTION 'halo_itsm: Halo ids are positive integers'
@@ -217,7 +217,7 @@ $$;
 CREATE FUNCTION halo_itsm.set_enabled(integration integer, enabled boolean)
 RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
+BEGIN PERFORM halo_itsm._refuse_on_standby('set_enabled()');  -- 25006 on a hot standby
     PERFORM halo_itsm._integration(integration);
     UPDATE halo_itsm.integrations i SET enabled = coalesce(set_enabled.enabled, false) WHERE i.id = integration;
 END

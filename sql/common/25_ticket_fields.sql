@@ -864,7 +864,7 @@ DECLARE
     v_type text;
     v_near text;
     v_ok boolean;
-BEGIN
+BEGIN PERFORM halo_itsm._refuse_on_standby('configure_ticket_fields()');  -- 25006 on a hot standby
     PERFORM halo_itsm._integration(integration);
     IF fields IS NULL THEN
         RAISE EXCEPTION 'halo_itsm: the extra ticket fields must not be NULL'

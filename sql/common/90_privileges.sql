@@ -16,6 +16,14 @@ GRANT EXECUTE ON FUNCTION halo_itsm.render_template(text, text, text, text) TO P
 GRANT EXECUTE ON FUNCTION halo_itsm.priority_id(halo_itsm.integrations, halo_itsm.severity) TO PUBLIC;
 -- the status view calls it (with the reader's rights): it reveals only halo_itsm.database
 GRANT EXECUTE ON FUNCTION halo_itsm._worker_problem() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION halo_itsm._worker_status() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION halo_itsm._deliver_jobs() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION halo_itsm._budget_used(integer) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION halo_itsm._request_budget() TO PUBLIC;
+-- every entry point that writes calls it first (with the caller's rights)
+GRANT EXECUTE ON FUNCTION halo_itsm._refuse_on_standby(text) TO PUBLIC;
+-- it checks itself that the caller is the extension's owner or a superuser, and says so
+GRANT EXECUTE ON FUNCTION halo_itsm.restart_worker() TO PUBLIC;
 
 -- Webhooks: the signature calculator is harmless; ingest_webhook (SECURITY DEFINER) is
 -- granted by the administrator to the receiver's role only (README, "Webhooks", "Privileges");

@@ -388,7 +388,7 @@ RETURNS text LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_new text := halo_itsm._random_secret(32);
-BEGIN
+BEGIN PERFORM halo_itsm._refuse_on_standby('rotate_webhook_secret()');  -- 25006 on a hot standby
     PERFORM halo_itsm._integration(integration);
     IF grace IS NULL OR grace < interval '0' THEN
         RAISE EXCEPTION 'halo_itsm: the grace period must be zero or positive'
@@ -415,12 +415,12 @@ CREATE PROCEDURE halo_itsm.reconcile(max_tickets integer DEFAULT NULL, INOUT que
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_budget integer := coalesce(nullif(current_setting('halo_itsm.request_budget', true), ''), '250')::integer;
-    v_window interval := coalesce(nullif(current_setting('halo_itsm.request_budget_window', true), ''), '300s')::interval;
+    v_budget integer := (halo_itsm._request_budget()).budget;  -- the C settings: one source
+    v_window interval := (halo_itsm._request_budget()).budget_window;
     v_room integer;
     n integer;
     i record;
-BEGIN
+BEGIN PERFORM halo_itsm._refuse_on_standby('reconcile()');  -- 25006 on a hot standby
     IF max_tickets < 0 THEN
         RAISE EXCEPTION 'halo_itsm: max_tickets must be zero or positive, not %', max_tickets
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass NULL to let the request budget decide.';

@@ -107,7 +107,7 @@ RETURNS jsonb LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     s halo_itsm.webhook_signatures;
-BEGIN
+BEGIN PERFORM halo_itsm._refuse_on_standby('configure_webhook_signature()');  -- 25006 on a hot standby
     PERFORM halo_itsm._integration(integration);
     SELECT * INTO s FROM halo_itsm.webhook_signatures w WHERE w.integration_id = integration;
     IF NOT FOUND THEN

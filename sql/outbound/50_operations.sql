@@ -14,7 +14,7 @@ RETURNS integer LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n integer;
-BEGIN
+BEGIN PERFORM halo_itsm._refuse_on_standby('retry()');  -- 25006 on a hot standby
     -- One sync per ticket brings everything: a dead sync whose ticket has another sync
     -- queued, or a newer dead one, is superseded instead of revived.
     UPDATE halo_itsm.outbox o
@@ -52,7 +52,7 @@ DECLARE
     v_tolerance text := coalesce(nullif(btrim(current_setting('halo_itsm.webhook_tolerance', true)), ''), '300');
     n integer;
     m integer;
-BEGIN
+BEGIN PERFORM halo_itsm._refuse_on_standby('purge()');  -- 25006 on a hot standby
     IF older_than IS NULL OR older_than < interval '0' THEN
         RAISE EXCEPTION 'halo_itsm: older_than must be zero or positive'
             USING ERRCODE = 'invalid_parameter_value',
@@ -76,8 +76,58 @@ COMMENT ON FUNCTION halo_itsm.purge(interval) IS
 CREATE FUNCTION halo_itsm._worker_problem()
 RETURNS text LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_worker_problem';
 
--- One row per integration (and one for items that name none): the health of delivery;
--- and a row when no background worker serves this database.
+-- What the launcher and the delivery worker published in shared memory (one row).
+CREATE FUNCTION halo_itsm._worker_status(OUT database_name text, OUT worker_role text, OUT preloaded boolean,
+                                         OUT worker_pid integer, OUT worker_database text,
+                                         OUT worker_started_at timestamptz, OUT state text,
+                                         OUT quick_exits integer, OUT next_start_at timestamptz,
+                                         OUT serves_here boolean)
+RETURNS record LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_worker_status';
+
+-- The pg_cron job that calls deliver() in this database, when pg_cron lives here and the
+-- reader may see it (read only; nothing when the cron schema is absent); since its first
+-- recorded run.
+CREATE FUNCTION halo_itsm._deliver_jobs()
+RETURNS TABLE (jobid bigint, jobname text, since timestamptz) LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_runs boolean := to_regclass('cron.job_run_details') IS NOT NULL
+                      AND has_table_privilege('cron.job_run_details', 'SELECT');
+BEGIN
+    IF to_regclass('cron.job') IS NULL OR NOT has_table_privilege('cron.job', 'SELECT') THEN
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'SELECT j.jobid, j.jobname::text, %s
+           FROM cron.job j
+          WHERE j.active AND j.database OPERATOR(pg_catalog.=) current_database()
+            AND j.command OPERATOR(pg_catalog.~*) %L
+          ORDER BY j.jobid LIMIT 1',
+        CASE WHEN v_runs
+             THEN '(SELECT min(d.start_time) FROM cron.job_run_details d WHERE d.jobid OPERATOR(pg_catalog.=) j.jobid)'
+             ELSE 'NULL::timestamptz' END,
+        '\mhalo_itsm\s*\.\s*deliver\s*\(');
+END
+$$;
+
+-- The request budget settings in force (the C settings: one source for C and SQL).
+CREATE FUNCTION halo_itsm._request_budget(OUT budget integer, OUT budget_window interval, OUT shared boolean)
+RETURNS record LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_request_budget';
+
+-- Requests the integration sent within the current budget window (every process counted
+-- when halo_itsm is preloaded); NULL when there is no budget.
+CREATE FUNCTION halo_itsm._budget_used(integration integer)
+RETURNS integer LANGUAGE C VOLATILE STRICT AS 'MODULE_PATHNAME', 'halo_itsm_budget_used';
+
+-- Makes the launcher read its settings again and restart the delivery worker (owner only).
+CREATE FUNCTION halo_itsm.restart_worker()
+RETURNS boolean LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_restart_worker';
+COMMENT ON FUNCTION halo_itsm.restart_worker() IS
+    'Makes the launcher read halo_itsm.database_name and halo_itsm.worker_role again and restart the delivery worker there at once; true when a worker was started. For the extension''s owner and superusers.';
+
+-- One row per integration (and one for items that name none): the health of delivery,
+-- who delivers (the worker or a pg_cron job calling deliver()) and since when; and a row
+-- when no background worker serves this database.
 CREATE VIEW halo_itsm.status AS
 WITH g AS (
     -- items that name no integration go to the single enabled one, as in _claim()
@@ -102,6 +152,16 @@ WITH g AS (
       FROM g
 ), enabled AS (
     SELECT count(*) AS n FROM halo_itsm.integrations WHERE enabled
+), served AS (
+    -- the worker when it runs here, else a pg_cron job calling deliver(), else what to set
+    SELECT CASE WHEN w.serves_here THEN 'background worker (pid ' || w.worker_pid || ')'
+                WHEN j.jobid IS NOT NULL THEN 'pg_cron job ' || j.jobid || ' (' || coalesce(j.jobname, 'unnamed') || ')'
+                ELSE 'nothing: set halo_itsm.database_name = ' || quote_literal(current_database())
+                     || ' (SELECT pg_reload_conf()), or SELECT halo_itsm.schedule_jobs() with pg_cron'
+           END AS served_by,
+           CASE WHEN w.serves_here THEN w.worker_started_at ELSE j.since END AS served_since
+      FROM halo_itsm._worker_status() w
+      LEFT JOIN halo_itsm._deliver_jobs() j ON true
 )
 SELECT i.id AS integration_id, i.name, i.enabled,
        coalesce(q.pending, 0) AS pending, coalesce(q.in_flight, 0) AS in_flight, coalesce(q.dead, 0) AS dead,
@@ -111,22 +171,32 @@ SELECT i.id AS integration_id, i.name, i.enabled,
             WHEN coalesce(q.dead, 0) > 0 THEN 'dead items: fix the cause, then SELECT halo_itsm.retry(' || i.id || '); newest: ' || q.dead_error
             WHEN q.pending_error IS NOT NULL THEN 'retrying: ' || q.pending_error
             ELSE 'ok'
-       END AS problem
+       END AS problem,
+       s.served_by, s.served_since, halo_itsm._budget_used(i.id) AS budget_used
   FROM halo_itsm.integrations i
   LEFT JOIN q ON q.integration_id = i.id
+  CROSS JOIN served s
 UNION ALL
 SELECT NULL, NULL, NULL, q.pending, q.in_flight, q.dead, q.oldest_pending_age, NULL, NULL, NULL,
        CASE WHEN e.n = 0 THEN 'no enabled integration: call halo_itsm.connect() and halo_itsm.configure()'
             ELSE e.n || ' enabled integrations and these rows name none: set integration_id on them'
-       END
+       END,
+       NULL, NULL, NULL
   FROM q CROSS JOIN enabled e
  WHERE q.integration_id IS NULL
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, w.problem
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, w.problem, NULL, NULL, NULL
   FROM halo_itsm._worker_problem() AS w(problem)
  WHERE w.problem IS NOT NULL;
 COMMENT ON VIEW halo_itsm.status IS
-    'Delivery health per integration: queue sizes, oldest pending item, last success and error, and what to do; a row when no background worker serves this database.';
+    'Delivery health per integration: queue sizes, oldest pending item, last success and error, what to do, who delivers (served_by: the worker or a pg_cron job) since when, and requests within the budget window; a row when no background worker serves this database.';
+
+-- Everything the launcher knows of the delivery worker: settings in force, pid, start,
+-- state and restart backoff.
+CREATE VIEW halo_itsm.worker_status AS
+SELECT * FROM halo_itsm._worker_status();
+COMMENT ON VIEW halo_itsm.worker_status IS
+    'The delivery worker as the launcher sees it: halo_itsm.database_name and worker_role in force, pid, database, start, state, and the restart backoff (quick_exits in a row, next_start_at).';
 
 -- ---------------------------------------------------------------------------
 -- Delivery in the calling session, connection checks, pg_cron jobs.
@@ -174,7 +244,7 @@ DECLARE
               format('SELECT halo_itsm.purge(%L::interval)', keep_finished)],
         ARRAY['halo_itsm_reconcile', reconcile_schedule, 'CALL halo_itsm.reconcile()']];
     k integer;
-BEGIN
+BEGIN PERFORM halo_itsm._refuse_on_standby('schedule_jobs()');  -- 25006 on a hot standby
     IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
         RAISE EXCEPTION 'halo_itsm: pg_cron is not installed in this database'
             USING ERRCODE = 'object_not_in_prerequisite_state',

@@ -11,8 +11,12 @@
 
 #include "halo_itsm.h"
 
-char	   *hi_database = NULL;
+char	   *hi_database_name = NULL;
+char	   *hi_database_old = NULL;
 char	   *hi_worker_role = NULL;
+int			hi_budget_slots = 64;
+int			hi_worker_restart_delay_ms = 5000;
+int			hi_worker_restart_delay_max_ms = 300000;
 bool		hi_allow_http = false;
 bool		hi_allow_private_addresses = false;
 char	   *hi_ca_file = NULL;
@@ -35,21 +39,41 @@ void
 hi_guc_init(void)
 {
 	/*
-	 * A PGC_POSTMASTER setting can only be defined while preloading (later it
-	 * is a FATAL error); without preloading there is no worker to place.
+	 * The database and the role are read by the launcher at every reload
+	 * (SIGHUP); a changed value restarts the delivery worker there.
 	 */
+	DefineCustomStringVariable("halo_itsm.database_name",
+							   "Database in which the halo_itsm background worker delivers tickets (empty: halo_itsm.database, else postgres).",
+							   "Named like cron.database_name and pg_net.database_name. The extension must be installed in this database; "
+							   "other databases can use CALL halo_itsm.deliver(). Wins over its old name halo_itsm.database.",
+							   &hi_database_name, "", PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("halo_itsm.database",
+							   "Old name of halo_itsm.database_name, still read when that is empty.",
+							   NULL, &hi_database_old, "", PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("halo_itsm.worker_role",
+							   "Role the halo_itsm background worker connects as (empty: the bootstrap superuser).",
+							   "A role with LOGIN and the rights listed in the README's Privileges section; read at reload, a change restarts the worker.",
+							   &hi_worker_role, "", PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("halo_itsm.worker_restart_delay",
+							"First pause before the launcher starts a delivery worker that exited; it doubles at each quick exit.",
+							"Back to this after the worker ran for a minute.",
+							&hi_worker_restart_delay_ms, 5000, 100, 3600000, PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("halo_itsm.worker_restart_delay_max",
+							"Longest pause before the launcher starts a delivery worker that keeps exiting.",
+							NULL, &hi_worker_restart_delay_max_ms, 300000, 100, 86400000, PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	/* a PGC_POSTMASTER setting can only be defined while preloading (later it is a FATAL error) */
 	if (process_shared_preload_libraries_in_progress)
-		DefineCustomStringVariable("halo_itsm.database",
-								   "Database in which the halo_itsm background worker delivers tickets.",
-								   "The extension must be installed in this database. Other databases can use CALL halo_itsm.deliver().",
-								   &hi_database, "postgres", PGC_POSTMASTER, 0,
-								   NULL, NULL, NULL);
-	if (process_shared_preload_libraries_in_progress)
-		DefineCustomStringVariable("halo_itsm.worker_role",
-								   "Role the halo_itsm background worker connects as (empty: the bootstrap superuser).",
-								   "A role with LOGIN and the rights listed in the README's Privileges section; it is used from the next server start.",
-								   &hi_worker_role, "", PGC_POSTMASTER, 0,
-								   NULL, NULL, NULL);
+		DefineCustomIntVariable("halo_itsm.budget_slots",
+								"Integrations whose request budget is kept in shared memory at once (across all databases).",
+								"An integration that has sent nothing within the budget window gives its slot up; when all are in use, "
+								"an integration without one waits for one to free up.",
+								&hi_budget_slots, 64, 1, 100000, PGC_POSTMASTER, 0,
+								NULL, NULL, NULL);
 	DefineCustomBoolVariable("halo_itsm.allow_http",
 							 "Allows http:// Halo instance URLs (for tests against a local mock only).",
 							 NULL, &hi_allow_http, false, PGC_SUSET, 0,
@@ -117,4 +141,42 @@ hi_guc_init(void)
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("halo_itsm");
+}
+
+/*
+ * The database the delivery worker serves: halo_itsm.database_name, else
+ * its old name halo_itsm.database, else postgres (as cron.database_name).
+ * *setting (when not NULL) gets the name of the setting that decided.
+ */
+const char *
+hi_worker_database(const char **setting)
+{
+	const char *name = "halo_itsm.database_name";
+	const char *value = "postgres";
+
+	if (hi_database_name != NULL && hi_database_name[0] != '\0')
+		value = hi_database_name;
+	else if (hi_database_old != NULL && hi_database_old[0] != '\0')
+	{
+		value = hi_database_old;
+		name = "halo_itsm.database";
+	}
+	if (setting)
+		*setting = name;
+	return value;
+}
+
+/*
+ * When both halo_itsm.database_name and its old name are set, to different
+ * values, a message saying which one is used (the new name); else NULL.
+ */
+char *
+hi_database_conflict(void)
+{
+	if (hi_database_name == NULL || hi_database_name[0] == '\0' ||
+		hi_database_old == NULL || hi_database_old[0] == '\0' ||
+		strcmp(hi_database_name, hi_database_old) == 0)
+		return NULL;
+	return psprintf("halo_itsm.database_name = '%s' and its old name halo_itsm.database = '%s' are both set: '%s' is used",
+					hi_database_name, hi_database_old, hi_database_name);
 }

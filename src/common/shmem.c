@@ -18,19 +18,35 @@
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/builtins.h"
+#include "utils/timestamp.h"
 
 #include "halo_itsm.h"
 
-/* What the worker publishes: its latch, so that committers can wake it. */
+/*
+ * What the worker publishes (its latch, so that committers can wake it, and
+ * since when it runs), what the launcher publishes (its latch, for
+ * restart_worker(), and its restart backoff), and the restart requests.
+ */
 typedef struct HaloShared
 {
 	slock_t		mutex;
 	Latch	   *worker_latch;	/* points into the PGPROC array, itself shared */
 	pid_t		worker_pid;
 	Oid			worker_db;		/* the database the worker delivers for */
+	TimestampTz worker_started_at;
 	bool		worker_saturated;	/* every integration busy: no wake needed */
 	HiServeState serve_state;	/* set by the launcher and the worker */
 	int			extension_state;	/* -1 not looked, 0 missing, 1 installed */
+	Latch	   *launcher_latch;
+	pid_t		launcher_pid;
+	int			quick_exits;	/* worker exits in a row, each soon after its start */
+	TimestampTz next_start_at;	/* when the launcher starts it again (0: not waiting) */
+	uint32		restart_requested;	/* restart_worker() calls so far */
+	uint32		restart_done;	/* the last request the launcher acted on */
+	bool		restart_result; /* whether that started a worker */
+	char		database[NAMEDATALEN];	/* the launcher's settings in force */
+	char		database_setting[32];
+	char		role[NAMEDATALEN];
 } HaloShared;
 
 static HaloShared *hi_shared = NULL;
@@ -43,7 +59,6 @@ static void WakeAtCommitCallback(XactEvent event, void *arg);
 
 PG_FUNCTION_INFO_V1(halo_itsm_wake_worker_at_commit);
 PG_FUNCTION_INFO_V1(halo_itsm_worker_running);
-PG_FUNCTION_INFO_V1(halo_itsm_worker_problem);
 
 /* Asks the postmaster for our shared memory (from the shmem_request_hook). */
 void
@@ -51,6 +66,7 @@ hi_shmem_request(void)
 {
 	RequestAddinShmemSpace(MAXALIGN(sizeof(HaloShared)));
 	hi_rejected_shmem_request();
+	hi_budget_shmem_request();
 }
 
 /* Installs the startup hook that creates the shared state. */
@@ -78,11 +94,23 @@ ShmemStartup(void)
 		hi_shared->worker_latch = NULL;
 		hi_shared->worker_pid = 0;
 		hi_shared->worker_db = InvalidOid;
+		hi_shared->worker_started_at = 0;
 		hi_shared->worker_saturated = false;
 		hi_shared->serve_state = HI_SERVE_UNKNOWN;
 		hi_shared->extension_state = -1;
+		hi_shared->launcher_latch = NULL;
+		hi_shared->launcher_pid = 0;
+		hi_shared->quick_exits = 0;
+		hi_shared->next_start_at = 0;
+		hi_shared->restart_requested = 0;
+		hi_shared->restart_done = 0;
+		hi_shared->restart_result = false;
+		hi_shared->database[0] = '\0';
+		hi_shared->database_setting[0] = '\0';
+		hi_shared->role[0] = '\0';
 	}
 	hi_rejected_shmem_startup();
+	hi_budget_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -96,8 +124,153 @@ hi_shmem_set_worker(bool running)
 	hi_shared->worker_latch = running ? &MyProc->procLatch : NULL;
 	hi_shared->worker_pid = running ? MyProcPid : 0;
 	hi_shared->worker_db = running ? MyDatabaseId : InvalidOid;
+	hi_shared->worker_started_at = running ? GetCurrentTimestamp() : 0;
 	hi_shared->worker_saturated = false;
 	SpinLockRelease(&hi_shared->mutex);
+}
+
+/* The launcher announces itself (running) or withdraws, for restart_worker(). */
+void
+hi_shmem_set_launcher(bool running)
+{
+	if (hi_shared == NULL)
+		return;
+	SpinLockAcquire(&hi_shared->mutex);
+	hi_shared->launcher_latch = running ? &MyProc->procLatch : NULL;
+	hi_shared->launcher_pid = running ? MyProcPid : 0;
+	SpinLockRelease(&hi_shared->mutex);
+}
+
+/* The launcher publishes its restart backoff: quick exits in a row and the next start. */
+void
+hi_shmem_set_backoff(int quick_exits, TimestampTz next_start_at)
+{
+	if (hi_shared == NULL)
+		return;
+	SpinLockAcquire(&hi_shared->mutex);
+	hi_shared->quick_exits = quick_exits;
+	hi_shared->next_start_at = next_start_at;
+	SpinLockRelease(&hi_shared->mutex);
+}
+
+/*
+ * The launcher publishes the database and role settings it reads (a
+ * session may not have reloaded yet, and restart_worker() makes the
+ * launcher read the files without a reload), for the status view.
+ */
+void
+hi_shmem_set_settings(void)
+{
+	const char *setting;
+	const char *db = hi_worker_database(&setting);
+
+	if (hi_shared == NULL)
+		return;
+	SpinLockAcquire(&hi_shared->mutex);
+	strlcpy(hi_shared->database, db, NAMEDATALEN);
+	strlcpy(hi_shared->database_setting, setting, sizeof(hi_shared->database_setting));
+	strlcpy(hi_shared->role, hi_worker_role ? hi_worker_role : "", NAMEDATALEN);
+	SpinLockRelease(&hi_shared->mutex);
+}
+
+/* A copy of what the launcher and the worker published; false without preloading. */
+bool
+hi_shmem_worker_info(HiWorkerInfo *info)
+{
+	memset(info, 0, sizeof(HiWorkerInfo));
+	if (hi_shared == NULL)
+		return false;
+	SpinLockAcquire(&hi_shared->mutex);
+	info->worker_pid = hi_shared->worker_pid;
+	info->worker_db = hi_shared->worker_db;
+	info->worker_started_at = hi_shared->worker_started_at;
+	info->serve_state = hi_shared->serve_state;
+	info->launcher_pid = hi_shared->launcher_pid;
+	info->quick_exits = hi_shared->quick_exits;
+	info->next_start_at = hi_shared->next_start_at;
+	memcpy(info->database, hi_shared->database, NAMEDATALEN);
+	memcpy(info->database_setting, hi_shared->database_setting, sizeof(info->database_setting));
+	memcpy(info->role, hi_shared->role, NAMEDATALEN);
+	SpinLockRelease(&hi_shared->mutex);
+	if (info->launcher_pid == 0 || info->database[0] == '\0')
+	{
+		/* no launcher: what this session's settings say */
+		const char *setting;
+
+		strlcpy(info->database, hi_worker_database(&setting), NAMEDATALEN);
+		strlcpy(info->database_setting, setting, sizeof(info->database_setting));
+		strlcpy(info->role, hi_worker_role ? hi_worker_role : "", NAMEDATALEN);
+	}
+	return true;
+}
+
+/*
+ * restart_worker(): asks the launcher to restart the delivery worker and
+ * wakes it; returns the request's number (0: no launcher runs).
+ */
+uint32
+hi_shmem_request_restart(void)
+{
+	uint32		ticket = 0;
+	Latch	   *latch = NULL;
+
+	if (hi_shared == NULL)
+		return 0;
+	SpinLockAcquire(&hi_shared->mutex);
+	if (hi_shared->launcher_pid != 0)
+	{
+		ticket = ++hi_shared->restart_requested;
+		if (ticket == 0)		/* 0 means "none": skip it when the counter wraps */
+			ticket = ++hi_shared->restart_requested;
+		latch = hi_shared->launcher_latch;
+	}
+	SpinLockRelease(&hi_shared->mutex);
+	if (latch != NULL)
+		SetLatch(latch);
+	return ticket;
+}
+
+/* The launcher: the newest restart request not acted on yet (0: none). */
+uint32
+hi_shmem_restart_pending(void)
+{
+	uint32		ticket = 0;
+
+	if (hi_shared == NULL)
+		return 0;
+	SpinLockAcquire(&hi_shared->mutex);
+	if (hi_shared->restart_requested != hi_shared->restart_done)
+		ticket = hi_shared->restart_requested;
+	SpinLockRelease(&hi_shared->mutex);
+	return ticket;
+}
+
+/* The launcher acted on the requests up to ticket: started a worker or not. */
+void
+hi_shmem_restart_done(uint32 ticket, bool started)
+{
+	if (hi_shared == NULL)
+		return;
+	SpinLockAcquire(&hi_shared->mutex);
+	hi_shared->restart_done = ticket;
+	hi_shared->restart_result = started;
+	SpinLockRelease(&hi_shared->mutex);
+}
+
+/* Whether the launcher acted on request ticket (and then, in *started, its result). */
+bool
+hi_shmem_restart_finished(uint32 ticket, bool *started)
+{
+	bool		done;
+
+	if (hi_shared == NULL)
+		return true;
+	SpinLockAcquire(&hi_shared->mutex);
+	/* acted on this one or a later one (counters wrap: compare the distance) */
+	done = (int32) (hi_shared->restart_done - ticket) >= 0;
+	*started = hi_shared->restart_result;
+	SpinLockRelease(&hi_shared->mutex);
+	return done;
 }
 
 /*
@@ -236,51 +409,4 @@ Datum
 halo_itsm_worker_running(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(hi_shmem_worker_running());
-}
-
-/*
- * SQL: _worker_problem() says why no background worker delivers for the
- * current database and what to set, for the status view; NULL when the
- * worker runs here.
- */
-Datum
-halo_itsm_worker_problem(PG_FUNCTION_ARGS)
-{
-	char	   *here = get_database_name(MyDatabaseId);
-	pid_t		pid;
-	Oid			dbid;
-	HiServeState state;
-	const char *why = "";
-
-	if (here == NULL)
-		PG_RETURN_NULL();
-	if (hi_shared == NULL)
-		PG_RETURN_TEXT_P(cstring_to_text(psprintf(
-			"no background worker serves this database (halo_itsm is not in shared_preload_libraries); "
-			"add it there, set halo_itsm.database = %s and restart, or deliver with CALL halo_itsm.deliver()",
-			quote_literal_cstr(here))));
-	SpinLockAcquire(&hi_shared->mutex);
-	pid = hi_shared->worker_pid;
-	dbid = hi_shared->worker_db;
-	state = hi_shared->serve_state;
-	SpinLockRelease(&hi_shared->mutex);
-	if (pid != 0 && dbid == MyDatabaseId)
-		PG_RETURN_NULL();
-	if (strcmp(hi_database, here) != 0)
-	{
-		if (state == HI_SERVE_NO_DATABASE)
-			why = ", which does not exist";
-		else if (state == HI_SERVE_NO_CONNECTIONS)
-			why = ", which does not allow connections";
-		PG_RETURN_TEXT_P(cstring_to_text(psprintf(
-			"no background worker serves this database (halo_itsm.database = %s%s); set halo_itsm.database = %s and restart",
-			quote_literal_cstr(hi_database), why, quote_literal_cstr(here))));
-	}
-	if (state == HI_SERVE_NO_ROLE)
-		PG_RETURN_TEXT_P(cstring_to_text(psprintf(
-			"no background worker runs: halo_itsm.worker_role = %s names a role that does not exist or cannot log in; "
-			"create it with LOGIN and the README's grants, or reset halo_itsm.worker_role, and restart",
-			quote_literal_cstr(hi_worker_role))));
-	PG_RETURN_TEXT_P(cstring_to_text(
-		"the background worker of this database is not running: it starts again within seconds; if this stays, see the server log"));
 }

@@ -826,6 +826,7 @@ IngestWebhook(FunctionCallInfo fcinfo)
 	HiSecrets	secrets;
 	volatile Datum result = (Datum) 0;
 
+	hi_refuse_on_standby("ingest_webhook()");
 	hi_spi_connect(0);
 	LoadSecrets(key, &secrets);
 

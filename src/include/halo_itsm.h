@@ -13,8 +13,12 @@
 #include "executor/spi.h"
 
 /* settings (guc.c) */
-extern char *hi_database;
+extern char *hi_database_name;
+extern char *hi_database_old;
 extern char *hi_worker_role;
+extern int	hi_budget_slots;
+extern int	hi_worker_restart_delay_ms;
+extern int	hi_worker_restart_delay_max_ms;
 extern bool hi_allow_http;
 extern bool hi_allow_private_addresses;
 extern char *hi_ca_file;
@@ -33,6 +37,8 @@ extern int	hi_webhook_max_body;
 extern int	hi_webhook_tolerance_s;
 
 extern void hi_guc_init(void);
+extern const char *hi_worker_database(const char **setting);
+extern char *hi_database_conflict(void);
 
 /* Whether and how a delivery worker serves halo_itsm.database (shared memory). */
 typedef enum HiServeState
@@ -46,6 +52,21 @@ typedef enum HiServeState
 	HI_SERVE_RUNNING			/* the worker runs and delivers */
 } HiServeState;
 
+/* What the launcher and the worker publish in shared memory, copied out. */
+typedef struct HiWorkerInfo
+{
+	pid_t		worker_pid;		/* 0: no delivery worker runs */
+	Oid			worker_db;
+	TimestampTz worker_started_at;
+	HiServeState serve_state;
+	pid_t		launcher_pid;	/* 0: no launcher runs */
+	int			quick_exits;	/* worker exits in a row soon after starting */
+	TimestampTz next_start_at;	/* when the launcher starts it again (0: not waiting) */
+	char		database[NAMEDATALEN];	/* the launcher's database setting in force */
+	char		database_setting[32];	/* which name decided it */
+	char		role[NAMEDATALEN];	/* the launcher's worker_role in force */
+} HiWorkerInfo;
+
 /* shared memory and wake-up at commit (shmem.c) */
 extern void hi_shmem_request(void);
 extern void hi_shmem_init(void);
@@ -54,6 +75,23 @@ extern void hi_shmem_set_saturated(bool saturated);
 extern bool hi_shmem_worker_running(void);
 extern pid_t hi_shmem_worker_pid(void);
 extern void hi_shmem_set_serve_state(HiServeState state);
+extern void hi_shmem_set_launcher(bool running);
+extern void hi_shmem_set_backoff(int quick_exits, TimestampTz next_start_at);
+extern void hi_shmem_set_settings(void);
+extern bool hi_shmem_worker_info(HiWorkerInfo *info);
+extern uint32 hi_shmem_request_restart(void);
+extern uint32 hi_shmem_restart_pending(void);
+extern void hi_shmem_restart_done(uint32 ticket, bool started);
+extern bool hi_shmem_restart_finished(uint32 ticket, bool *started);
+
+/* the request budget shared by every process, per integration (budget.c) */
+extern void hi_budget_shmem_request(void);
+extern void hi_budget_shmem_startup(void);
+extern long hi_budget_take(int integration_id, TimestampTz now, bool take);
+extern int	hi_budget_used(int integration_id, TimestampTz now);
+
+/* refusing writes on a hot standby (standby.c) */
+extern void hi_refuse_on_standby(const char *entry_point);
 extern int	hi_shmem_swap_extension_state(int state);
 extern void hi_wake_worker_at_commit(void);
 

@@ -27,10 +27,6 @@ typedef struct HiInstance
 	HiItem	   *token_waiters;
 	int			active;			/* items started (in lanes) */
 	int			held;			/* items started or waiting to start */
-	TimestampTz *sent;			/* ring of request start times, for the budget */
-	int			sent_cap;
-	int			sent_head;
-	int			sent_n;
 } HiInstance;
 
 extern void hi_instances_init(MemoryContext cxt);
@@ -38,7 +34,7 @@ extern void hi_instances_reset(void);
 extern HiInstance *hi_instance_for(HiItem *item);
 extern void hi_instance_set_token(HiInstance *in, const char *token, TimestampTz expires);
 extern long hi_budget_wait_ms(HiInstance *in, TimestampTz now);
-extern void hi_budget_note(HiInstance *in, TimestampTz now);
+extern long hi_budget_spend(HiInstance *in, TimestampTz now);
 extern int	hi_instances_busy(int **ids);
 extern void hi_instances_forget_tokens(void);
 

@@ -114,6 +114,7 @@ halo_itsm_deliver(PG_FUNCTION_ARGS)
 		!castNode(CallContext, fcinfo->context)->atomic;
 	int			done;
 
+	hi_refuse_on_standby("deliver()");
 	if (!nonatomic)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TRANSACTION_TERMINATION),

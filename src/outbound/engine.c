@@ -311,7 +311,8 @@ StepMaySend(HiItem *item, TimestampTz now)
 		item->step = HI_STEP_TOKEN;
 	}
 
-	wait_ms = hi_budget_wait_ms(in, now);
+	/* counted now, by every process's shared budget, if it is to be sent */
+	wait_ms = hi_budget_spend(in, now);
 	if (wait_ms > 0)
 	{
 		item->retry_in_ms = wait_ms;
@@ -456,7 +457,6 @@ StartStep(HiItem *item)
 	item->token_fresh = false;
 	req = BuildStepRequest(item);
 	MemoryContextSwitchTo(old);
-	hi_budget_note(item->inst, now);
 	SendRequest(item, req);
 }
 

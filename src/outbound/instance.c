@@ -2,9 +2,9 @@
  * instance.c
  *	  The delivery engine's table of Halo integrations ("instances"): the
  *	  credentials of the latest claimed item, the cached OAuth2 token (dropped
- *	  when the credentials change), the lanes in use, and the request budget
- *	  (a ring of request start times per integration). Everything lives in
- *	  the engine's memory context and goes with it.
+ *	  when the credentials change) and the lanes in use. The request budget
+ *	  is asked of budget.c, shared by every process that sends. Everything
+ *	  lives in the engine's memory context and goes with it.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -124,42 +124,22 @@ hi_instances_busy(int **ids)
 	return n;
 }
 
-/* Milliseconds until the integration may send another request (0: now). */
+/* Milliseconds until the integration may send another request (0: now); counts nothing. */
 long
 hi_budget_wait_ms(HiInstance *in, TimestampTz now)
 {
-	TimestampTz window = (TimestampTz) hi_request_budget_window_s * USECS_PER_SEC;
-
-	if (hi_request_budget <= 0)
-		return 0;
-	if (in->sent_cap != hi_request_budget)
-	{
-		/* the budget changed (SIGHUP): start counting afresh */
-		if (in->sent)
-			pfree(in->sent);
-		in->sent = MemoryContextAlloc(instance_cxt, sizeof(TimestampTz) * hi_request_budget);
-		in->sent_cap = hi_request_budget;
-		in->sent_head = 0;
-		in->sent_n = 0;
-	}
-	while (in->sent_n > 0 && in->sent[in->sent_head] <= now - window)
-	{
-		in->sent_head = (in->sent_head + 1) % in->sent_cap;
-		in->sent_n--;
-	}
-	if (in->sent_n < in->sent_cap)
-		return 0;
-	return (long) ((in->sent[in->sent_head] + window - now) / 1000) + 1;
+	return hi_budget_take(in->id, now, false);
 }
 
-/* Counts a request against the integration's budget. */
-void
-hi_budget_note(HiInstance *in, TimestampTz now)
+/*
+ * Milliseconds until the integration may send another request; 0: now,
+ * and the request is counted against the budget every process shares
+ * (budget.c).
+ */
+long
+hi_budget_spend(HiInstance *in, TimestampTz now)
 {
-	if (hi_request_budget <= 0 || in->sent_cap == 0 || in->sent_n >= in->sent_cap)
-		return;
-	in->sent[(in->sent_head + in->sent_n) % in->sent_cap] = now;
-	in->sent_n++;
+	return hi_budget_take(in->id, now, true);
 }
 
 /* Forgets every cached token (credentials may have changed). */

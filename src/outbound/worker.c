@@ -1,18 +1,21 @@
 /*-------------------------------------------------------------------------
  * worker.c
  *	  The halo_itsm delivery worker, started by the launcher (launcher.c)
- *	  in halo_itsm.database. It loops: record the outcomes of finished
+ *	  in the database and as the role the launcher checked (halo_itsm.
+ *	  database_name, halo_itsm.worker_role). It loops: record the outcomes of finished
  *	  items and claim due items in one short transaction, then drive HTTP
  *	  with no transaction open, sleeping on its latch (set at commit by
  *	  transactions that queued work), curl's sockets and a poll timer for
  *	  due retries. While the extension is not installed it says so once and
  *	  waits. SIGHUP reloads the settings; SIGTERM ends it; the launcher
- *	  starts it again after it exits.
+ *	  starts it again after it exits. The loop's steps are named functions
+ *	  sharing one WorkerLoop: reload, poll timer, round, wait.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -36,14 +39,29 @@
 #define CLAIM_FAILURE_BACKOFF_US (10 * USECS_PER_SEC)
 #define CLAIM_FAILURE_REPEAT_US (300 * USECS_PER_SEC)
 
-static void hi_worker_exit(int code, Datum arg);
-static int	hi_worker_round(bool claim, bool recover, bool *ready, bool *saturated, bool *failed);
-static void hi_worker_claim_failed(ErrorData *edata);
-static void hi_worker_note_ready(bool ready);
+/* What one turn of the worker's loop leaves for the next. */
+typedef struct WorkerLoop
+{
+	bool		want_claim;		/* something may be due: claim at the next turn */
+	bool		saturated;		/* every integration busy: wakes need no claim */
+	TimestampTz next_poll;		/* when to look for due retries anyway */
+	TimestampTz next_recover;	/* when to look for orphaned in-flight items */
+	char	   *dbname;			/* the database served, for the log */
+} WorkerLoop;
+
+static void WorkerExit(int code, Datum arg);
+static void NoteReady(WorkerLoop *loop, bool ready);
+static void ClaimFailed(ErrorData *edata);
+static int	WorkerRound(bool claim, bool recover, bool *ready, bool *saturated, bool *failed);
+static void ConnectWorker(WorkerLoop *loop, Datum arg);
+static void ReloadIfAsked(WorkerLoop *loop);
+static bool PollDue(WorkerLoop *loop, TimestampTz now);
+static void RunRound(WorkerLoop *loop, TimestampTz now, bool have_finished);
+static void WaitForWork(WorkerLoop *loop);
 
 /* Withdraws the worker's latch from shared memory when it exits. */
 static void
-hi_worker_exit(int code, Datum arg)
+WorkerExit(int code, Datum arg)
 {
 	hi_shmem_set_worker(false);
 	hi_shmem_set_serve_state(HI_SERVE_STARTING);
@@ -56,10 +74,11 @@ hi_worker_exit(int code, Datum arg)
  * warning when it is missing, a line when it appears after that.
  */
 static void
-hi_worker_note_ready(bool ready)
+NoteReady(WorkerLoop *loop, bool ready)
 {
 	static int	last = -1;		/* -1: not looked yet */
 	int			prev;
+	const char *setting;
 
 	if (last == (int) ready)
 		return;
@@ -68,17 +87,18 @@ hi_worker_note_ready(bool ready)
 	prev = hi_shmem_swap_extension_state((int) ready);
 	if (prev == (int) ready)
 		return;
+	(void) hi_worker_database(&setting);
 	if (!ready)
 		ereport(WARNING,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("halo_itsm: the extension is not installed in database \"%s\" (halo_itsm.database): the delivery worker waits for it",
-						hi_database),
-				 errhint("Run CREATE EXTENSION halo_itsm in database \"%s\", or set halo_itsm.database to the database where it is installed and restart the server.",
-						 hi_database)));
+				 errmsg("halo_itsm: the extension is not installed in database \"%s\" (%s): the delivery worker waits for it",
+						loop->dbname, setting),
+				 errhint("Run CREATE EXTENSION halo_itsm in database \"%s\", or set halo_itsm.database_name to the database where it is installed and SELECT pg_reload_conf().",
+						 loop->dbname)));
 	else if (prev == 0)
 		ereport(LOG,
 				(errmsg("halo_itsm: the extension is installed in database \"%s\" now: the delivery worker delivers",
-						hi_database)));
+						loop->dbname)));
 }
 
 /*
@@ -86,7 +106,7 @@ hi_worker_note_ready(bool ready)
  * at most every CLAIM_FAILURE_REPEAT_US while it keeps failing the same way.
  */
 static void
-hi_worker_claim_failed(ErrorData *edata)
+ClaimFailed(ErrorData *edata)
 {
 	static char last[256] = "";
 	static TimestampTz last_at = 0;
@@ -113,7 +133,7 @@ hi_worker_claim_failed(ErrorData *edata)
  * because every integration is busy.
  */
 static int
-hi_worker_round(bool claim, bool recover, bool *ready, bool *saturated, bool *failed)
+WorkerRound(bool claim, bool recover, bool *ready, bool *saturated, bool *failed)
 {
 	HiItem	   *item;
 	HiItem	   *claimed = NULL;
@@ -142,7 +162,7 @@ hi_worker_round(bool claim, bool recover, bool *ready, bool *saturated, bool *fa
 
 			if (edata != NULL)
 			{
-				hi_worker_claim_failed(edata);
+				ClaimFailed(edata);
 				FreeErrorData(edata);
 				*failed = true;
 			}
@@ -160,109 +180,150 @@ hi_worker_round(bool claim, bool recover, bool *ready, bool *saturated, bool *fa
 	return n;
 }
 
+/*
+ * Connects to the database, as the role, that the launcher checked and
+ * passed (bgw_main_arg, bgw_extra), pins the session's settings and
+ * announces the worker in shared memory.
+ */
+static void
+ConnectWorker(WorkerLoop *loop, Datum arg)
+{
+	Oid			roleoid;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	memcpy(&roleoid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), roleoid, 0);
+	/* over the database's and role's settings: their owners must not redirect this session */
+	hi_pin_worker_session();
+	pgstat_report_appname("halo_itsm worker");
+
+	StartTransactionCommand();
+	loop->dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
+	CommitTransactionCommand();
+	hi_shmem_set_worker(true);
+	before_shmem_exit(WorkerExit, (Datum) 0);
+	ereport(LOG, (errmsg("halo_itsm: delivery worker started in database \"%s\"", loop->dbname)));
+}
+
+/* SIGHUP: reloads the settings, forgets tokens, and polls at once. */
+static void
+ReloadIfAsked(WorkerLoop *loop)
+{
+	if (!ConfigReloadPending)
+		return;
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+	hi_instances_forget_tokens();
+	/* poll now: the next poll was timed with the old poll_interval */
+	loop->next_poll = 0;
+}
+
+/*
+ * Whether this turn runs a round: at the poll timer, when items finished,
+ * or when work may be due and an integration has room. Work committed
+ * while every integration is busy can wait for the next finished item: a
+ * claim now could not give anything, and a storm of inserts would
+ * otherwise cost a claim each.
+ */
+static bool
+PollDue(WorkerLoop *loop, TimestampTz now)
+{
+	bool		have_finished;
+
+	if (now >= loop->next_poll)
+	{
+		loop->want_claim = true;
+		loop->saturated = false;
+		loop->next_poll = now + (TimestampTz) hi_poll_interval_ms * 1000;
+	}
+	have_finished = hi_engine_pop_finished_peek();
+	if (have_finished)
+		loop->saturated = false;	/* a lane or a waiting slot is free again */
+	return have_finished;
+}
+
+/* Records, recovers and claims in one round, and sets the flags for the next turn. */
+static void
+RunRound(WorkerLoop *loop, TimestampTz now, bool have_finished)
+{
+	bool		recover = now >= loop->next_recover;
+	bool		ready;
+	int			room = hi_engine_claim_room();
+
+	/* finished items freed lanes: refill them in the same transaction */
+	bool		claim = (loop->want_claim || have_finished) && room > 0;
+	bool		sat = false;
+	bool		failed;
+	int			n = WorkerRound(claim, recover, &ready, &sat, &failed);
+
+	if (recover)
+		loop->next_recover = now + RECOVER_INTERVAL_US;
+
+	/*
+	 * Claim again until a claim comes back empty: one claim gives an
+	 * integration at most one lane's worth, and an integration that got its
+	 * lane's items now takes the next ones to wait ready.
+	 */
+	loop->want_claim = claim && n > 0;
+	if (claim)
+		loop->saturated = sat;
+	hi_shmem_set_saturated(loop->saturated);
+	NoteReady(loop, ready);
+	if (failed)
+	{
+		/* back off: the next claim would most likely fail the same way */
+		loop->want_claim = false;
+		loop->saturated = false;
+		loop->next_poll = now + CLAIM_FAILURE_BACKOFF_US;
+	}
+	if (!ready)
+	{
+		loop->want_claim = false;
+		loop->next_poll = now + (TimestampTz) NOT_INSTALLED_SLEEP_MS * 1000;
+	}
+}
+
+/* Drives HTTP and sleeps until the poll timer, a finished item or a wake-up. */
+static void
+WaitForWork(WorkerLoop *loop)
+{
+	long		timeout_ms = (long) ((loop->next_poll - GetCurrentTimestamp()) / 1000);
+
+	if (loop->want_claim && !loop->saturated && hi_engine_claim_room() > 0)
+		timeout_ms = 0;
+	if (timeout_ms < 0)
+		timeout_ms = 0;
+	if (hi_engine_wait(timeout_ms))
+		loop->want_claim = true;
+}
+
 /* Entry point of the background worker. */
 void
 halo_itsm_worker_main(Datum arg)
 {
 	MemoryContext loop_cxt;
-	bool		want_claim = true;
-	bool		saturated = false;	/* every integration busy: wakes need no claim */
-	TimestampTz next_poll = 0;
-	TimestampTz next_recover = 0;
+	WorkerLoop	loop;
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(hi_database,
-										 hi_worker_role && hi_worker_role[0] ? hi_worker_role : NULL, 0);
-	/* over the database's and role's settings: their owners must not redirect this session */
-	hi_pin_worker_session();
-	pgstat_report_appname("halo_itsm worker");
-
-	hi_shmem_set_worker(true);
-	before_shmem_exit(hi_worker_exit, (Datum) 0);
-	ereport(LOG, (errmsg("halo_itsm: delivery worker started in database \"%s\"", hi_database)));
-
+	memset(&loop, 0, sizeof(loop));
+	loop.want_claim = true;
+	ConnectWorker(&loop, arg);
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "halo_itsm worker loop", ALLOCSET_DEFAULT_SIZES);
 	for (;;)
 	{
 		TimestampTz now = GetCurrentTimestamp();
-		long		timeout_ms;
-		bool		have_finished;
 		MemoryContext old;
+		bool		have_finished;
 
 		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-			hi_instances_forget_tokens();
-			/* poll now: the next poll was timed with the old poll_interval */
-			next_poll = 0;
-		}
-
+		ReloadIfAsked(&loop);
 		old = MemoryContextSwitchTo(loop_cxt);
-		if (now >= next_poll)
-		{
-			want_claim = true;
-			saturated = false;
-			next_poll = now + (TimestampTz) hi_poll_interval_ms * 1000;
-		}
-		have_finished = hi_engine_pop_finished_peek();
-		if (have_finished)
-			saturated = false;	/* a lane or a waiting slot is free again */
-
-		/*
-		 * Work committed while every integration is busy can wait for the
-		 * next finished item: a claim now could not give anything, and a
-		 * storm of inserts would otherwise cost a claim each.
-		 */
-		if (have_finished || (want_claim && !saturated && hi_engine_claim_room() > 0))
-		{
-			bool		recover = now >= next_recover;
-			bool		ready;
-			int			room = hi_engine_claim_room();
-
-			/* finished items freed lanes: refill them in the same transaction */
-			bool		claim = (want_claim || have_finished) && room > 0;
-			bool		sat = false;
-			bool		failed;
-			int			n = hi_worker_round(claim, recover, &ready, &sat, &failed);
-
-			if (recover)
-				next_recover = now + RECOVER_INTERVAL_US;
-			/*
-			 * Claim again until a claim comes back empty: one claim gives an
-			 * integration at most one lane's worth, and an integration that
-			 * got its lane's items now takes the next ones to wait ready.
-			 */
-			want_claim = claim && n > 0;
-			if (claim)
-				saturated = sat;
-			hi_shmem_set_saturated(saturated);
-			hi_worker_note_ready(ready);
-			if (failed)
-			{
-				/* back off: the next claim would most likely fail the same way */
-				want_claim = false;
-				saturated = false;
-				next_poll = now + CLAIM_FAILURE_BACKOFF_US;
-			}
-			if (!ready)
-			{
-				want_claim = false;
-				next_poll = now + (TimestampTz) NOT_INSTALLED_SLEEP_MS * 1000;
-			}
-		}
+		have_finished = PollDue(&loop, now);
+		if (have_finished || (loop.want_claim && !loop.saturated && hi_engine_claim_room() > 0))
+			RunRound(&loop, now, have_finished);
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(loop_cxt);
-
-		timeout_ms = (long) ((next_poll - GetCurrentTimestamp()) / 1000);
-		if (want_claim && !saturated && hi_engine_claim_room() > 0)
-			timeout_ms = 0;
-		if (timeout_ms < 0)
-			timeout_ms = 0;
-		if (hi_engine_wait(timeout_ms))
-			want_claim = true;
+		WaitForWork(&loop);
 	}
 }

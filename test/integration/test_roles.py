@@ -21,7 +21,14 @@ PUBLIC_FUNCTIONS = {"halo_itsm.render_template(text,text,text,text)",
                     "halo_itsm.priority_id(halo_itsm.integrations,halo_itsm.severity)",
                     "halo_itsm.webhook_signature(text,jsonb,bytea)",
                     # the status view calls it with the reader's rights (issue 9, item 13)
-                    "halo_itsm._worker_problem()"}
+                    "halo_itsm._worker_problem()",
+                    # and these (issue 12): who serves the database, the budget used
+                    "halo_itsm._worker_status()", "halo_itsm._deliver_jobs()",
+                    "halo_itsm._budget_used(integer)", "halo_itsm._request_budget()",
+                    # every writing entry point calls it first, with its caller's rights
+                    "halo_itsm._refuse_on_standby(text)",
+                    # it checks the caller itself: 42501 with a hint for non-owners
+                    "halo_itsm.restart_worker()"}
 # statements neither role may run; no real secret in them (a refused statement is logged)
 FORBIDDEN = [
     "SELECT * FROM halo_itsm.integration_secrets",

@@ -33,7 +33,8 @@ def test_status_names_the_database_the_worker_serves():
     # halo_manual has the extension and no worker: the row says what to set
     assert q(WORKER_ROW, db="halo_manual") == [
         (None, None, None, "no background worker serves this database (halo_itsm.database ="
-         " 'halo'); set halo_itsm.database = 'halo_manual' and restart")]
+         " 'halo'); set halo_itsm.database_name = 'halo_manual', SELECT pg_reload_conf() and"
+         " SELECT halo_itsm.restart_worker()")]
 
 
 def _count(text, since):
@@ -59,8 +60,8 @@ def test_missing_database_said_once_then_served_when_it_appears():
         assert q1_retry("SELECT halo_itsm._worker_running()") is False
         assert q(WORKER_ROW) == [
             (None, None, None, "no background worker serves this database (halo_itsm.database"
-             " = '%s', which does not exist); set halo_itsm.database = 'halo' and restart"
-             % MISSING)]
+             " = '%s', which does not exist); set halo_itsm.database_name = 'halo', SELECT"
+             " pg_reload_conf() and SELECT halo_itsm.restart_worker()" % MISSING)]
 
         # the database appears: the worker starts there, finds no extension, says so once
         mark2 = log_mark()

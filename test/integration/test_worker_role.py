@@ -84,7 +84,7 @@ def test_role_that_cannot_log_in_is_said_once_and_shown_in_status():
     assert q("SELECT problem FROM halo_itsm.status WHERE pending IS NULL") == [
         ("no background worker runs: halo_itsm.worker_role = '%s' names a role that does not"
          " exist or cannot log in; create it with LOGIN and the README's grants, or reset"
-         " halo_itsm.worker_role, and restart" % missing,)]
+         " halo_itsm.worker_role, then SELECT halo_itsm.restart_worker()" % missing,)]
     # the role appears: the worker starts as it, without a restart
     q("CREATE ROLE %s LOGIN" % missing, db="postgres")
     for grant in GRANTS:

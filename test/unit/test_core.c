@@ -16,6 +16,7 @@
 #include <openssl/evp.h>
 
 #include "hi_answer.h"
+#include "hi_budget.h"
 #include "hi_backoff.h"
 #include "hi_html.h"
 #include "hi_signature.h"
@@ -1031,6 +1032,94 @@ TestEncodings(void)
 			 "split: no digest refused", "%s", "accepted");
 }
 
+/*
+ * The request budget's ring (hi_budget.c): no window of the budget's length
+ * ever holds more than the budget, whatever the request times; a wait it
+ * gives is enough (a take after it succeeds) and at most a bucket longer
+ * than an exact sliding window needs; idle and used; a changed window.
+ */
+static void
+TestBudgetRing(void)
+{
+	HiBudgetRing r;
+	int64_t		window = 300 * 1000000LL;	/* 300 s, as Halo's */
+	int64_t		width = (window + HI_BUDGET_BUCKETS - 1) / HI_BUDGET_BUCKETS;
+	int64_t		now = 1000 * 1000000LL;
+	int64_t		sent[4000];
+	int			n = 0,
+				i,
+				j,
+				worst = 0,
+				bad_wait = 0,
+				late = 0;
+	unsigned	seed = 12345;
+
+	hi_budget_ring_reset(&r, window, now);
+	hi_check(hi_budget_ring_idle(&r, now), "budget: a new ring is idle", "not idle");
+	for (i = 0; i < 250 && hi_budget_ring_take(&r, 250, window, now, 1) == 0; i++)
+		;
+	hi_check(i == 250, "budget: 250 requests at once are allowed", "refused at %d", i);
+	hi_check(hi_budget_ring_used(&r, now) == 250, "budget: used counts 250", "used %d",
+			 hi_budget_ring_used(&r, now));
+	{
+		int64_t		wait = hi_budget_ring_take(&r, 250, window, now, 1);
+
+		hi_check(wait >= window - (now % width) && wait <= window + width,
+				 "budget: the 251st waits for the window to move on",
+				 "wait %lld us", (long long) wait);
+		hi_check(hi_budget_ring_take(&r, 250, window, now + wait, 1) == 0,
+				 "budget: after the wait it is allowed", "still refused");
+	}
+	hi_check(!hi_budget_ring_idle(&r, now + window) && hi_budget_ring_idle(&r, now + 3 * window),
+			 "budget: idle a window and a bucket after the last request", "idle wrong");
+
+	/* random arrivals, each sent as soon as the ring allows: never more than B in any window */
+	hi_budget_ring_reset(&r, 4 * 1000000LL, 0);
+	window = 4 * 1000000LL;
+	width = (window + HI_BUDGET_BUCKETS - 1) / HI_BUDGET_BUCKETS;
+	now = 1;
+	while (n < 4000)
+	{
+		int64_t		wait;
+
+		seed = seed * 1103515245u + 12345u;
+		now += (seed >> 16) % 40000;	/* 0 .. 40 ms apart */
+		wait = hi_budget_ring_take(&r, 7, window, now, 1);
+		if (wait > 0)
+		{
+			if (hi_budget_ring_take(&r, 7, window, now + wait, 0) != 0)
+				bad_wait++;
+			/* an exact sliding window would allow at sent[n-7] + window */
+			if (n >= 7 && now + wait > sent[n - 7] + window + width)
+				late++;
+			now += wait;
+			if (hi_budget_ring_take(&r, 7, window, now, 1) != 0)
+				bad_wait++;
+		}
+		sent[n++] = now;
+	}
+	for (i = 0; i < n; i++)
+	{
+		int			in = 0;
+
+		for (j = i; j < n && sent[j] < sent[i] + window; j++)
+			in++;
+		if (in > worst)
+			worst = in;
+	}
+	hi_check(worst == 7, "budget: 4000 random requests, never more than 7 in any 4 s",
+			 "worst window held %d", worst);
+	hi_check(bad_wait == 0, "budget: every wait given is enough", "%d waits too short", bad_wait);
+	hi_check(late == 0, "budget: no wait longer than a bucket past an exact sliding window",
+			 "%d late", late);
+
+	/* a changed window empties the ring; a budget of 0 refuses */
+	(void) hi_budget_ring_take(&r, 7, 2 * window, now, 1);
+	hi_check(hi_budget_ring_used(&r, now) == 1 && r.window_us == 2 * window,
+			 "budget: a changed window starts afresh", "used %d", hi_budget_ring_used(&r, now));
+	hi_check(hi_budget_ring_take(&r, 0, 2 * window, now, 1) > 0, "budget: 0 refuses", "allowed");
+}
+
 int
 main(void)
 {
@@ -1050,5 +1139,6 @@ main(void)
 	TestHtmlLinear();
 	TestJsonScrub();
 	TestToken();
+	TestBudgetRing();
 	return hi_test_summary();
 }
