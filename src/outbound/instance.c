@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  * instance.c
  *	  The delivery engine's table of Halo integrations ("instances"): the
- *	  credentials of the latest claimed item, the cached OAuth2 token (dropped
- *	  when the credentials change), the lanes in use, and the request budget
+ *	  credentials of the latest claimed item, the authorisation server in use
+ *	  and the cached OAuth2 token (both dropped when the credentials or
+ *	  settings change), the lanes in use, and the request budget
  *	  (a ring of request start times per integration). Everything lives in
  *	  the engine's memory context and goes with it.
  *-------------------------------------------------------------------------
@@ -15,6 +16,7 @@
 
 #include "halo_itsm.h"
 #include "hi_instance.h"
+#include "hi_token.h"
 
 static MemoryContext instance_cxt = NULL;
 static HTAB *instances = NULL;
@@ -79,9 +81,28 @@ hi_instance_for(HiItem *item)
 	changed |= hi_set_field(&in->tenant, item->tenant);
 	changed |= hi_set_field(&in->client_id, item->client_id);
 	changed |= hi_set_field(&in->client_secret, item->client_secret);
+	changed |= hi_set_field(&in->auth_url, item->auth_url);
+	changed |= hi_set_field(&in->scope, item->scope);
 	if (changed)
+	{
+		/* new credentials or settings: a new token, and discovery anew */
 		hi_set_field(&in->token, NULL);
+		hi_instance_set_auth(in, NULL, NULL, HI_AUTH_UNKNOWN);
+	}
 	return in;
+}
+
+/*
+ * Records the authorisation server in use (a configured one, the one
+ * discovered, or the default) and the tenant discovery named; NULL forgets
+ * it, so that the next token is preceded by discovery.
+ */
+void
+hi_instance_set_auth(HiInstance *in, const char *auth_base, const char *tenant, int source)
+{
+	hi_set_field(&in->auth_base, auth_base);
+	hi_set_field(&in->auth_tenant, tenant);
+	in->auth_source = auth_base ? source : HI_AUTH_UNKNOWN;
 }
 
 /* Stores a new token (or none, with NULL) and when to renew it. */
@@ -162,7 +183,7 @@ hi_budget_note(HiInstance *in, TimestampTz now)
 	in->sent_n++;
 }
 
-/* Forgets every cached token (credentials may have changed). */
+/* Forgets every cached token and authorisation server (credentials or settings may have changed). */
 void
 hi_engine_forget_tokens(void)
 {
@@ -173,5 +194,8 @@ hi_engine_forget_tokens(void)
 		return;
 	hash_seq_init(&seq, instances);
 	while ((in = hash_seq_search(&seq)) != NULL)
+	{
 		hi_set_field(&in->token, NULL);
+		hi_instance_set_auth(in, NULL, NULL, HI_AUTH_UNKNOWN);
+	}
 }

@@ -141,7 +141,8 @@ hi_store_claim(int max_items, HiItem **items)
 	values[2] = hi_busy_array(&nbusy);
 	plan = hi_prepare(&claim_plan,
 					  "SELECT outbox_id, kind, integration_id, instance_url, tenant, client_id, client_secret, "
-					  "sid, payload, maybe_sent, attempts, halo_ticket_id, claim_token, payload_error "
+					  "sid, payload, maybe_sent, attempts, halo_ticket_id, claim_token, payload_error, "
+					  "auth_url, scope "
 					  "FROM halo_itsm._claim($1, $2, $3)", 3, types);
 	hi_execute(plan, values, NULL, "claiming outbox items");
 
@@ -174,6 +175,8 @@ hi_store_claim(int max_items, HiItem **items)
 		if (!isnull)
 			memcpy(&item->claim_token, DatumGetUUIDP(d), sizeof(pg_uuid_t));
 		item->error = hi_col_text(tup, desc, 14, item->cxt);
+		item->auth_url = hi_col_text(tup, desc, 15, item->cxt);
+		item->scope = hi_col_text(tup, desc, 16, item->cxt);
 		if (item->error != NULL)
 		{
 			/* its ticket could not be built: recorded dead below, never sent */

@@ -30,7 +30,7 @@ def _stream(lifetime):
     wait_states({"done": n})
     took = time.monotonic() - start
     reqs = MOCK.requests()
-    tokens = [r for r in reqs if r["path"] == "/auth/token"]
+    tokens = [r for r in reqs if r["path"] == "/token"]
     api = [r for r in reqs if r["path"].startswith("/api/")]
     # (a 1 s token may expire on its way, answered 401 and renewed once: so no more
     # than one 401 per token, and n creates answered 200)
