@@ -1,12 +1,14 @@
 /*-------------------------------------------------------------------------
  * halo_itsm.c
  *	  Entry point of the halo_itsm extension: _PG_init delegates to each
- *	  part (settings, shared memory, the launcher of the background worker).
+ *	  part (settings, shared memory, the launcher of the background worker),
+ *	  and halo_itsm.library_version(), the version this library was built as.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "utils/builtins.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 
@@ -15,6 +17,8 @@
 PG_MODULE_MAGIC;
 
 void		_PG_init(void);
+
+PG_FUNCTION_INFO_V1(halo_itsm_library_version);
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 
@@ -38,4 +42,11 @@ _PG_init(void)
 	shmem_request_hook = hi_shmem_request_hook;
 	hi_shmem_init();
 	hi_launcher_register();
+}
+
+/* The extension version this library was built as (EXTVERSION in the Makefile). */
+Datum
+halo_itsm_library_version(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(HI_EXTVERSION));
 }
