@@ -599,6 +599,20 @@ hi_url_problem(const char *url, char **normalised, bool *invalid)
 	return problem;
 }
 
+/*
+ * Raises the error for a URL hi_url_problem() found unusable: what names
+ * the URL ("instance URL"), hint says what to pass.
+ */
+void
+hi_url_error(const char *what, const char *problem, bool invalid, const char *hint)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 invalid ? errmsg("halo_itsm: the %s is not a valid URL: %s", what, problem) :
+			 errmsg("halo_itsm: unusable %s: %s", what, problem),
+			 errhint("%s", hint)));
+}
+
 /* Validates and normalises a Halo instance URL; raises a clear error when it is unusable. */
 char *
 hi_check_instance_url(const char *url)
@@ -607,15 +621,9 @@ hi_check_instance_url(const char *url)
 	char	   *norm;
 	const char *problem = hi_url_problem(url, &norm, &invalid);
 
-	if (problem && invalid)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("halo_itsm: the instance URL is not a valid URL: %s", problem),
-				 errhint("Pass the address of your Halo instance, e.g. https://yourcompany.halopsa.com.")));
 	if (problem)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("halo_itsm: unusable instance URL: %s", problem),
-				 errhint("Pass the base address of your Halo instance, e.g. https://yourcompany.halopsa.com (no path to /api, no credentials).")));
+		hi_url_error("instance URL", problem, invalid, invalid ?
+					 "Pass the address of your Halo instance, e.g. https://yourcompany.halopsa.com." :
+					 "Pass the base address of your Halo instance, e.g. https://yourcompany.halopsa.com (no path to /api, no credentials).");
 	return norm;
 }

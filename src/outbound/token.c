@@ -72,11 +72,8 @@ hi_check_auth_url(const char *url)
 	const char *problem = hi_auth_url_problem(url, &norm, &invalid);
 
 	if (problem)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg(invalid ? "halo_itsm: the authorisation server URL is not a valid URL: %s" :
-						"halo_itsm: unusable authorisation server URL: %s", problem),
-				 errhint("Pass the Authorisation Server shown under the API application's API Details in Halo, e.g. https://yourcompany.halopsa.com/auth (no /token, no credentials), or '' to discover it.")));
+		hi_url_error("authorisation server URL", problem, invalid,
+					 "Pass the Authorisation Server shown under the API application's API Details in Halo, e.g. https://yourcompany.halopsa.com/auth (no /token, no credentials), or '' to discover it.");
 	return norm;
 }
 

@@ -13,16 +13,23 @@ port of the mock, as Halo's "API Details" name it).
   worker survives (same pid).
 """
 import json
-import time
+import os
+import subprocess
 import urllib.parse
 
-from halo_test import (MOCK_PORT, fresh_integration, q, q1, reset_system, set_system, timeout,
-                       wait_until, worker_pid)
+from halo_test import (MOCK_PORT, ROOT, RUN_DIR, ExtraMock, clean_halo_tables, db,
+                       ensure_extension, expect_error, fresh_integration, q, q1, reset_system,
+                       set_system, timeout, wait_until, worker_pid)
 from test_delivery import (MOCK, SCOPE, add_cases, check_delivered, expected_payload, outbox,
                            wait_states)
 
 INSTANCE = "http://127.0.0.1:%d" % MOCK_PORT
 GAVE_UP = " (gave up after 2 attempts; SELECT halo_itsm.retry() tries again)"
+
+
+def setup_module():
+    """The extension in halo."""
+    ensure_extension("halo")
 
 
 def seen(since=0):
@@ -71,9 +78,10 @@ def test_check_connection_with_a_configured_authorisation_server():
     # the server as Halo's API Details show it, with a path (its token at {auth_url}/token)
     iid = fresh_integration(team="SOC")
     MOCK.config(auth_path="/auth")
-    q("SELECT halo_itsm.configure_auth(%s, auth_url => %s)", iid, MOCK.auth_url() + "/")
-    assert q1("SELECT auth_url FROM halo_itsm.integrations WHERE id = %s", iid) == MOCK.auth_url()
-    assert check(iid) == dict(ALL_FOUND, scope=SCOPE, token_url=MOCK.auth_url() + "/token",
+    q("SELECT halo_itsm.configure_auth(%s, auth_url => %s)", iid, MOCK.auth_url() + "/auth/")
+    assert q1("SELECT auth_url FROM halo_itsm.integrations WHERE id = %s", iid) == \
+        MOCK.auth_url() + "/auth"
+    assert check(iid) == dict(ALL_FOUND, scope=SCOPE, token_url=MOCK.auth_url() + "/auth/token",
                               token_url_source="configured")
     # no discovery when the server is configured
     assert seen() == [("auth", "POST", "/auth/token", 200)] + CHECKED
@@ -255,6 +263,55 @@ def test_worker_fails_items_on_a_hostile_authinfo_and_survives():
         set_system(before)
 
 
+@timeout(90)
+def test_discovery_over_https_refuses_an_http_authorisation_server():
+    # a Halo over https whose authinfo names an http:// server: with halo_itsm.allow_http
+    # off, the secret must not go there (and a configured http:// URL is refused too)
+    certs = os.path.join(RUN_DIR, "tls")
+    subprocess.run(["bash", os.path.join(ROOT, "test", "lib", "make_test_certs.sh"), certs],
+                   check=True)
+    tls = ExtraMock("--tls-cert", os.path.join(certs, "server.pem"),
+                    "--tls-key", os.path.join(certs, "server.key"))
+    try:
+        set_system({"halo_itsm.ca_file": os.path.join(certs, "ca.pem")})
+        clean_halo_tables("halo", tls.mock)
+        conn = db()
+        cur = conn.cursor()
+        cur.execute("SET halo_itsm.allow_http = off")
+        cur.execute("SELECT halo_itsm.connect(%s, 'test-client', 'test-secret', name => 'tls')",
+                    ("https://127.0.0.1:%d" % tls.port,))
+        iid = cur.fetchone()[0]
+        cur.execute("SELECT halo_itsm.configure(%s, category => 'Security>Incident')", (iid,))
+
+        def check_tls():
+            cur.execute("SELECT halo_itsm.check_connection(%s)", (iid,))
+            return cur.fetchone()[0]
+        # the discovered server is https: fine
+        got = check_tls()
+        auth = tls.mock.auth_url()
+        assert auth.startswith("https://"), auth
+        assert (got["token_url"], got["token_url_source"], got["token"], got["ok"]) == \
+            (auth + "/token", "discovered", "ok", True), got
+        # authinfo names an http:// server: refused, nothing else asked
+        tls.mock.reset()
+        http_url = "http://127.0.0.1:%d" % int(auth.rsplit(":", 1)[1])
+        tls.mock.faults({"method": "GET", "path": "/api/authinfo", "count": 1,
+                         "action": _status({"auth_url": http_url})})
+        got = check_tls()
+        assert got["problems"] == [_unusable(
+            "its auth_url is unusable: http:// is not allowed (halo_itsm.allow_http is off);"
+            " Halo must be reached over https" + HINT, {"auth_url": http_url})], got
+        assert [(r["method"], r["path"]) for r in tls.mock.requests()] == [("GET", "/api/authinfo")]
+        # nor may it be configured
+        e = expect_error("22023", cur.execute,
+                         "SELECT halo_itsm.configure_auth(%s, auth_url => %s)", (iid, http_url))
+        assert "halo_itsm: unusable authorisation server URL: http:// is not allowed" in e.pgerror, e.pgerror
+        clean_halo_tables("halo", tls.mock)
+    finally:
+        reset_system(["halo_itsm.ca_file"])
+        tls.stop()
+
+
 # --- the worker ---------------------------------------------------------------------------
 
 @timeout(60)
@@ -262,7 +319,8 @@ def test_worker_with_a_configured_server_and_scope_caches_its_token():
     iid = fresh_integration()
     MOCK.config(auth_path="/auth", clients=[
         {"client_id": "test-client", "client_secret": "test-secret", "scopes": ["all"]}])
-    q("SELECT halo_itsm.configure_auth(%s, auth_url => %s, scope => ' all ')", iid, MOCK.auth_url())
+    q("SELECT halo_itsm.configure_auth(%s, auth_url => %s, scope => ' all ')", iid,
+      MOCK.auth_url() + "/auth")
     add_cases([("CFG-%d" % i, "Case %d" % i, "low") for i in range(4)])
     wait_states({"done": 4})
     reqs = MOCK.requests()
@@ -315,7 +373,7 @@ def test_running_worker_picks_up_a_changed_auth_url():
     # the authorisation server moves (same mock, another path): configure_auth() says so
     MOCK.config(auth_path="/v2")
     mark = MOCK.requests()[-1]["seq"]
-    q("SELECT halo_itsm.configure_auth(%s, auth_url => %s)", iid, MOCK.auth_url())
+    q("SELECT halo_itsm.configure_auth(%s, auth_url => %s)", iid, MOCK.auth_url() + "/v2")
     add_cases([("CHG-2", "Configured", "low")])
     wait_states({"done": 2})
     # a new token from the new server at once, no discovery

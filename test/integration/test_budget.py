@@ -61,11 +61,12 @@ def test_spent_budget_does_not_hold_up_other_integrations():
     second = q1("SELECT halo_itsm.connect(%s, 'test-client', 'test-secret', name => 'second')",
                 "http://127.0.0.1:%d" % MOCK_PORT)
     q("SELECT halo_itsm.configure(%s, category => 'Security>Incident')", second)
-    set_system({"halo_itsm.request_budget": "2", "halo_itsm.request_budget_window": "30s"})
+    # discovery, token and one create each
+    set_system({"halo_itsm.request_budget": "3", "halo_itsm.request_budget_window": "30s"})
     _insert(["F-1", "F-2", "F-3"], first)
     wait_until(lambda: q1("SELECT count(*) FROM halo_itsm.tickets") == 1, timeout=10)
     _insert(["S-1", "S-2"], second)
-    # the second integration has its own budget: token + one create
+    # the second integration has its own budget: discovery + token + one create
     wait_until(lambda: q1("SELECT count(*) FROM halo_itsm.tickets WHERE integration_id = %s",
                           second) == 1, timeout=10, msg="second integration delivers")
     time.sleep(0.5)

@@ -53,7 +53,7 @@ def test_nothing_sent_until_deliver_then_exact_json():
     assert q("SELECT DISTINCT integration_id FROM halo_itsm.tickets", db=DB) == [(iid,)]
     # nothing left: another CALL sends nothing
     deliver()
-    assert len(MOCK.requests()) == 4
+    assert len(MOCK.requests()) == 5
 
 
 @timeout(60)

@@ -195,7 +195,7 @@ def test_private_addresses_refused_by_worker():
         problem = q1("SELECT problem FROM halo_itsm.status WHERE integration_id IS NOT NULL",
                      db="halo")
         assert "private, loopback or link-local" in problem, problem
-        assert requests_seen() == []
+        assert requests_seen() == [], MOCK.requests()
     finally:
         reset_system(["halo_itsm.allow_private_addresses"])
     due_now("halo")
@@ -250,7 +250,7 @@ def test_tls_verified_with_own_ca():
         it = item("TLS-2")
         assert it["state"] == "pending", it
         assert "localhost" in it["error"] and "certificate" in it["error"].lower(), it
-        assert len(tls.mock.requests()) == 2
+        assert len(tls.mock.requests()) == 3
     finally:
         reset_system(["halo_itsm.ca_file"])
         tls.stop()
