@@ -77,11 +77,20 @@ hi_check_auth_url(const char *url)
 	return norm;
 }
 
-/* GET {instance}/api/authinfo (no token: Halo answers it to anyone). */
+/*
+ * GET {instance}/api/authinfo (no token: Halo answers it to anyone). On a
+ * connection of its own, never one kept alive from an earlier request: the
+ * open-socket callback then checks the address under the settings in force
+ * (halo_itsm.allow_private_addresses may have changed on reload).
+ */
 HiRequest *
 hi_authinfo_request_new(const char *instance_url)
 {
-	return hi_request_new("GET", instance_url, "/api/authinfo", NULL, NULL, NULL, NULL);
+	HiRequest  *req = hi_request_new("GET", instance_url, "/api/authinfo", NULL, NULL, NULL, NULL);
+
+	curl_easy_setopt(req->easy, CURLOPT_FRESH_CONNECT, 1L);
+	curl_easy_setopt(req->easy, CURLOPT_FORBID_REUSE, 1L);
+	return req;
 }
 
 /*
