@@ -3,8 +3,8 @@
  *	  Reading Halo's JSON answers with PostgreSQL's jsonb parser: fields of
  *	  the token answer and of tickets, the candidate ids of a ticket list and
  *	  whether a whole ticket carries our third_party_id_string, and the
- *	  authorisation server named by GET /api/authinfo. Parse
- *	  errors come back as NULL, not ERROR.
+ *	  authorisation server named by GET /api/authinfo. Text that
+ *	  is not JSON comes back as NULL, not ERROR.
  *	  Answers from Halo go through hi_json_parse_answer(), which also says
  *	  why an answer cannot be used and makes text jsonb cannot store (NUL,
  *	  lone surrogates) storable.
@@ -14,49 +14,104 @@
 
 #include <limits.h>
 
+#include "access/xact.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
+#include "utils/resowner.h"
 
 #include "hi_answer.h"
 #include "hi_json.h"
+
+static bool IsUnreadableJson(int sqlerrcode);
+static Jsonb *ParseJsonb(const char *text, char **why);
+static bool JsonLookup(JsonbContainer *obj, const char *key, JsonbValue *out);
+static bool ParseInt64(const char *s, size_t len, int64 *out);
+
+/*
+ * True for the errors that say a text cannot be read as jsonb: data
+ * exceptions (syntax, a number out of range, bad escapes) and program
+ * limits (nesting too deep for the stack, a value too large). Any other
+ * error (a cancel, a shutdown, out of memory) is not the text's fault.
+ */
+static bool
+IsUnreadableJson(int sqlerrcode)
+{
+	int			category = ERRCODE_TO_CATEGORY(sqlerrcode);
+
+	return category == ERRCODE_DATA_EXCEPTION || category == ERRCODE_PROGRAM_LIMIT_EXCEEDED;
+}
+
+/*
+ * Runs jsonb_in on text in the current memory context; NULL with *why
+ * (when why is given) when the text cannot be read as jsonb. Inside a
+ * transaction the parse runs in a subtransaction, so that whatever the
+ * error left behind is released with it; outside one (the worker parses
+ * between its transactions) there is nothing to release: jsonb_in takes no
+ * locks, buffers or other resources. Errors that are not about the text
+ * (IsUnreadableJson) are raised again.
+ */
+static Jsonb *
+ParseJsonb(const char *text, char **why)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	bool		subxact = IsTransactionState();
+	Jsonb	   *volatile result = NULL;
+	ErrorData  *volatile edata = NULL;
+
+	if (subxact)
+	{
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(cxt);
+	}
+	PG_TRY();
+	{
+		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+		if (subxact)
+			ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		if (subxact)
+			RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	if (edata == NULL)
+		return result;
+	if (!IsUnreadableJson(edata->sqlerrcode))
+		ReThrowError(edata);
+	if (why)
+		*why = psprintf("%s%s%s", edata->message, edata->detail ? ": " : "",
+						edata->detail ? edata->detail : "");
+	FreeErrorData(edata);
+	return NULL;
+}
 
 /* Parses text as jsonb in the current memory context; NULL when it is not JSON. */
 Jsonb *
 hi_json_parse(const char *text)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	Jsonb	   *volatile result = NULL;
-
-	PG_TRY();
-	{
-		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		FlushErrorState();
-		result = NULL;
-	}
-	PG_END_TRY();
-	return result;
+	return ParseJsonb(text, NULL);
 }
 
 /*
  * Parses an answer body of len bytes from Halo as jsonb (in the current
  * memory context). The body must be UTF-8 without NUL bytes; \u0000 and
  * lone surrogate escapes become U+FFFD (hi_json_scrub_escapes, in place).
- * Returns NULL with *why (palloc'd) saying what is wrong, never an ERROR.
+ * Returns NULL with *why (palloc'd) saying what is wrong; only an error
+ * that is not about the answer (a cancel, out of memory) is raised.
  */
 Jsonb *
 hi_json_parse_answer(char *body, size_t len, char **why)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	Jsonb	   *volatile result = NULL;
-	char	   *volatile text = body;
-
 	*why = NULL;
 	if (body == NULL || len == 0)
 	{
@@ -74,34 +129,18 @@ hi_json_parse_answer(char *body, size_t len, char **why)
 		return NULL;
 	}
 	hi_json_scrub_escapes(body, len);
-	PG_TRY();
-	{
-		/*
-		 * No conversion: the extension installs only in UTF-8 databases
-		 * (00_header.sql), and the worker parses outside any transaction,
-		 * where PostgreSQL could not convert anyway.
-		 */
-		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		*why = psprintf("%s%s%s", edata->message, edata->detail ? ": " : "",
-						edata->detail ? edata->detail : "");
-		FreeErrorData(edata);
-		result = NULL;
-	}
-	PG_END_TRY();
-	return result;
+	/*
+	 * No conversion: the extension installs only in UTF-8 databases
+	 * (00_header.sql), and the worker parses outside any transaction, where
+	 * PostgreSQL could not convert anyway.
+	 */
+	return ParseJsonb(body, why);
 }
 
 /* Looks up key in an object container; false when absent or obj is not an object. */
 static bool
-hi_json_lookup(JsonbContainer *obj, const char *key, JsonbValue *out)
+JsonLookup(JsonbContainer *obj, const char *key, JsonbValue *out)
 {
 	if (obj == NULL || !JsonContainerIsObject(obj))
 		return false;
@@ -110,7 +149,7 @@ hi_json_lookup(JsonbContainer *obj, const char *key, JsonbValue *out)
 
 /* Parses len bytes of s as a whole decimal integer (no fraction, no overflow). */
 static bool
-hi_parse_int64(const char *s, size_t len, int64 *out)
+ParseInt64(const char *s, size_t len, int64 *out)
 {
 	char		buf[24];
 	char	   *end;
@@ -134,16 +173,16 @@ hi_json_get_int64(JsonbContainer *obj, const char *key, int64 *out)
 {
 	JsonbValue	v;
 
-	if (!hi_json_lookup(obj, key, &v))
+	if (!JsonLookup(obj, key, &v))
 		return false;
 	if (v.type == jbvNumeric)
 	{
 		char	   *digits = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
 
-		return hi_parse_int64(digits, strlen(digits), out);
+		return ParseInt64(digits, strlen(digits), out);
 	}
 	if (v.type == jbvString)
-		return hi_parse_int64(v.val.string.val, v.val.string.len, out);
+		return ParseInt64(v.val.string.val, v.val.string.len, out);
 	return false;
 }
 
@@ -153,7 +192,7 @@ hi_json_get_text(JsonbContainer *obj, const char *key)
 {
 	JsonbValue	v;
 
-	if (!hi_json_lookup(obj, key, &v) || v.type != jbvString)
+	if (!JsonLookup(obj, key, &v) || v.type != jbvString)
 		return NULL;
 	return pnstrdup(v.val.string.val, v.val.string.len);
 }
@@ -164,7 +203,7 @@ hi_json_get_container(JsonbContainer *obj, const char *key)
 {
 	JsonbValue	v;
 
-	if (!hi_json_lookup(obj, key, &v) || v.type != jbvBinary)
+	if (!JsonLookup(obj, key, &v) || v.type != jbvBinary)
 		return NULL;
 	return v.val.binary.data;
 }
@@ -240,7 +279,7 @@ hi_json_ticket_is(Jsonb *jb, const char *third_party_id)
 
 	if (jb == NULL || !JsonContainerIsObject(&jb->root))
 		return -1;
-	if (!hi_json_lookup(&jb->root, "third_party_id_string", &tp) || tp.type != jbvString)
+	if (!JsonLookup(&jb->root, "third_party_id_string", &tp) || tp.type != jbvString)
 		return 0;
 	return (size_t) tp.val.string.len == idlen &&
 		memcmp(tp.val.string.val, third_party_id, idlen) == 0 ? 1 : 0;
@@ -273,11 +312,11 @@ hi_json_authinfo(char *body, size_t len, char **tenant, char **why)
 	url = hi_json_get_text(&jb->root, "auth_url");
 	if (url == NULL)
 	{
-		*why = pstrdup(hi_json_lookup(&jb->root, "auth_url", &v) ?
+		*why = pstrdup(JsonLookup(&jb->root, "auth_url", &v) ?
 					   "its auth_url is not a string" : "it has no auth_url");
 		return NULL;
 	}
-	if (hi_json_lookup(&jb->root, "tenant_id", &v) && v.type != jbvNull)
+	if (JsonLookup(&jb->root, "tenant_id", &v) && v.type != jbvNull)
 	{
 		if (v.type == jbvString)
 			*tenant = pnstrdup(v.val.string.val, v.val.string.len);

@@ -1,8 +1,10 @@
 /*-------------------------------------------------------------------------
  * hi_instance.h
  *	  The delivery engine's view of each Halo integration: credentials,
- *	  authorisation server (configured or discovered), cached token, lanes in use and the request budget (instance.c).
- *	  Private to the engine (engine.c).
+ *	  authorisation server (configured or discovered), cached token, lanes
+ *	  in use and the request budget (instance.c).
+ *	  Used by the engine (engine.c); the claim asks it which integrations
+ *	  are busy (store.c), the worker makes it forget tokens (worker.c).
  *-------------------------------------------------------------------------
  */
 #ifndef HI_INSTANCE_H
@@ -44,5 +46,7 @@ extern void hi_instance_set_token(HiInstance *in, const char *token, TimestampTz
 extern void hi_instance_set_auth(HiInstance *in, const char *auth_base, const char *tenant, int source);
 extern long hi_budget_wait_ms(HiInstance *in, TimestampTz now);
 extern void hi_budget_note(HiInstance *in, TimestampTz now);
+extern int	hi_instances_busy(int **ids);
+extern void hi_instances_forget_tokens(void);
 
 #endif							/* HI_INSTANCE_H */

@@ -21,7 +21,7 @@
 static MemoryContext instance_cxt = NULL;
 static HTAB *instances = NULL;
 
-static bool hi_set_field(char **field, const char *value);
+static bool SetField(char **field, const char *value);
 
 /* Creates the (empty) table of instances in the engine's memory context. */
 void
@@ -47,7 +47,7 @@ hi_instances_reset(void)
 
 /* Replaces *field with a copy of value when it differs (wiping the old one); true if it changed. */
 static bool
-hi_set_field(char **field, const char *value)
+SetField(char **field, const char *value)
 {
 	if (*field == NULL && value == NULL)
 		return false;
@@ -77,16 +77,16 @@ hi_instance_for(HiItem *item)
 		memset(in, 0, sizeof(HiInstance));
 		in->id = id;
 	}
-	changed |= hi_set_field(&in->base_url, item->instance_url);
-	changed |= hi_set_field(&in->tenant, item->tenant);
-	changed |= hi_set_field(&in->client_id, item->client_id);
-	changed |= hi_set_field(&in->client_secret, item->client_secret);
-	changed |= hi_set_field(&in->auth_url, item->auth_url);
-	changed |= hi_set_field(&in->scope, item->scope);
+	changed |= SetField(&in->base_url, item->instance_url);
+	changed |= SetField(&in->tenant, item->tenant);
+	changed |= SetField(&in->client_id, item->client_id);
+	changed |= SetField(&in->client_secret, item->client_secret);
+	changed |= SetField(&in->auth_url, item->auth_url);
+	changed |= SetField(&in->scope, item->scope);
 	if (changed)
 	{
 		/* new credentials or settings: a new token, and discovery anew */
-		hi_set_field(&in->token, NULL);
+		SetField(&in->token, NULL);
 		hi_instance_set_auth(in, NULL, NULL, HI_AUTH_UNKNOWN);
 	}
 	return in;
@@ -100,8 +100,8 @@ hi_instance_for(HiItem *item)
 void
 hi_instance_set_auth(HiInstance *in, const char *auth_base, const char *tenant, int source)
 {
-	hi_set_field(&in->auth_base, auth_base);
-	hi_set_field(&in->auth_tenant, tenant);
+	SetField(&in->auth_base, auth_base);
+	SetField(&in->auth_tenant, tenant);
 	in->auth_source = auth_base ? source : HI_AUTH_UNKNOWN;
 }
 
@@ -109,7 +109,7 @@ hi_instance_set_auth(HiInstance *in, const char *auth_base, const char *tenant, 
 void
 hi_instance_set_token(HiInstance *in, const char *token, TimestampTz expires)
 {
-	hi_set_field(&in->token, token);
+	SetField(&in->token, token);
 	in->token_expires = token ? expires : 0;
 }
 
@@ -119,7 +119,7 @@ hi_instance_set_token(HiInstance *in, const char *token, TimestampTz expires)
  * palloc'd array.
  */
 int
-hi_engine_busy_integrations(int **ids)
+hi_instances_busy(int **ids)
 {
 	HASH_SEQ_STATUS seq;
 	HiInstance *in;
@@ -185,7 +185,7 @@ hi_budget_note(HiInstance *in, TimestampTz now)
 
 /* Forgets every cached token and authorisation server (credentials or settings may have changed). */
 void
-hi_engine_forget_tokens(void)
+hi_instances_forget_tokens(void)
 {
 	HASH_SEQ_STATUS seq;
 	HiInstance *in;
@@ -195,7 +195,7 @@ hi_engine_forget_tokens(void)
 	hash_seq_init(&seq, instances);
 	while ((in = hash_seq_search(&seq)) != NULL)
 	{
-		hi_set_field(&in->token, NULL);
+		SetField(&in->token, NULL);
 		hi_instance_set_auth(in, NULL, NULL, HI_AUTH_UNKNOWN);
 	}
 }
