@@ -39,7 +39,12 @@ CREATE TABLE halo_itsm.integrations (
     last_error_at timestamptz,
     created_at timestamptz NOT NULL DEFAULT now(),
     -- extra ticket fields merged into every ticket, set with configure_ticket_fields()
-    extra_ticket_fields jsonb NOT NULL DEFAULT '{}'
+    extra_ticket_fields jsonb NOT NULL DEFAULT '{}',
+    -- the authorisation server and OAuth scope, set with configure_auth(): auth_url NULL
+    -- discovers the server (GET {instance}/api/authinfo, else {instance}/auth), scope NULL
+    -- asks for the default scope (read:tickets edit:tickets read:customers)
+    auth_url text,
+    scope text
 );
 COMMENT ON TABLE halo_itsm.integrations IS
     'One row per connected Halo instance: where it is, how tickets look. Secrets live in integration_secrets.';

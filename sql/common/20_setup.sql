@@ -1,6 +1,6 @@
 /*
  * 20_setup.sql: C helpers and the functions that set up an integration (connect,
- * configure, configure_ids, set_credentials, set_enabled).
+ * configure, configure_ids, configure_auth, set_credentials, set_enabled).
  * Part of the install script sql/halo_itsm--<version>.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
  */
 
@@ -17,6 +17,9 @@ COMMENT ON FUNCTION halo_itsm.render_template(text, text, text, text) IS
 
 CREATE FUNCTION halo_itsm._check_instance_url(url text)
 RETURNS text LANGUAGE C STRICT STABLE AS 'MODULE_PATHNAME', 'halo_itsm_check_instance_url';
+
+CREATE FUNCTION halo_itsm._check_auth_url(url text)
+RETURNS text LANGUAGE C STRICT STABLE AS 'MODULE_PATHNAME', 'halo_itsm_check_auth_url';
 
 CREATE FUNCTION halo_itsm._random_secret(nbytes integer)
 RETURNS text LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_random_secret';
@@ -212,6 +215,58 @@ BEGIN PERFORM halo_itsm._refuse_on_standby('configure_ids()');  -- 25006 on a ho
      WHERE i.id = integration;
 END
 $$;
+
+-- Sets the authorisation server and the OAuth scope of an integration; NULL keeps a value,
+-- '' goes back to the default (auth_url: discovery with GET {instance}/api/authinfo, else
+-- {instance}/auth; scope: read:tickets edit:tickets read:customers). The token is fetched
+-- from {auth_url}/token (?tenant= when the integration has a tenant). The scope is checked
+-- as OAuth2 (RFC 6749) defines it: scope tokens of printable ASCII but space, " and \,
+-- separated by spaces (runs of spaces become one), at most 1024 bytes.
+CREATE FUNCTION halo_itsm.configure_auth(integration integer, auth_url text DEFAULT NULL,
+                                         scope text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_url text;
+    v_scope text;
+BEGIN
+    PERFORM halo_itsm._integration(integration);
+    IF auth_url IS NOT NULL AND auth_url <> '' THEN
+        IF btrim(auth_url) = '' THEN
+            RAISE EXCEPTION 'halo_itsm: the authorisation server URL must not be blank'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Pass the Authorisation Server shown under the API application''s API Details in Halo, e.g. https://yourcompany.halopsa.com/auth, or '''' to discover it.';
+        END IF;
+        v_url := halo_itsm._check_auth_url(btrim(auth_url));
+    END IF;
+    IF scope IS NOT NULL AND scope <> '' THEN
+        v_scope := regexp_replace(btrim(scope, ' '), ' +', ' ', 'g');
+        IF v_scope = '' THEN
+            RAISE EXCEPTION 'halo_itsm: the scope must not be blank'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Pass the scopes of the API application separated by spaces (e.g. ''all''), or '''' for the default (read:tickets edit:tickets read:customers).';
+        END IF;
+        IF octet_length(v_scope) > 1024 THEN
+            RAISE EXCEPTION 'halo_itsm: the scope is % bytes long, more than 1024', octet_length(v_scope)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Pass the scopes the API application grants, e.g. ''all'' or ''read:tickets edit:tickets read:customers''.';
+        END IF;
+        IF v_scope !~ '^[]!#-[^-~]+( []!#-[^-~]+)*$' THEN
+            RAISE EXCEPTION 'halo_itsm: the scope % holds a character OAuth does not allow in a scope', to_json(v_scope)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Scopes are words of printable ASCII (no ", no \, no control characters) separated by spaces, e.g. ''read:tickets edit:tickets read:customers''.';
+        END IF;
+    END IF;
+    UPDATE halo_itsm.integrations i
+       SET auth_url = CASE WHEN configure_auth.auth_url IS NULL THEN i.auth_url
+                           WHEN configure_auth.auth_url = '' THEN NULL ELSE v_url END,
+           scope = CASE WHEN configure_auth.scope IS NULL THEN i.scope
+                        WHEN configure_auth.scope = '' THEN NULL ELSE v_scope END
+     WHERE i.id = integration;
+END
+$$;
+COMMENT ON FUNCTION halo_itsm.configure_auth(integer, text, text) IS
+    'Sets the authorisation server (token from {auth_url}/token) and the OAuth scope; NULL keeps a value, '''' restores the default (discovery; read:tickets edit:tickets read:customers).';
 
 -- Enables or disables an integration (a disabled one keeps its queue).
 CREATE FUNCTION halo_itsm.set_enabled(integration integer, enabled boolean)

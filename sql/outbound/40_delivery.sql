@@ -100,7 +100,8 @@ CREATE FUNCTION halo_itsm._claim(max_items integer, per_integration integer DEFA
                                  exclude_integrations integer[] DEFAULT '{}')
 RETURNS TABLE (outbox_id bigint, kind text, integration_id integer, instance_url text, tenant text,
                client_id text, client_secret text, sid text, payload text, maybe_sent boolean,
-               attempts integer, halo_ticket_id bigint, claim_token uuid, payload_error text)
+               attempts integer, halo_ticket_id bigint, claim_token uuid, payload_error text,
+               auth_url text, scope text)
 LANGUAGE plpgsql
 -- One generic plan per statement, made once per session: planning them anew for every call
 -- (with the ticket payload inlined) cost more than running them.
@@ -136,7 +137,8 @@ BEGIN
     )
     SELECT c.id, c.kind::text, i.id, i.instance_url, i.tenant, i.client_id, s.client_secret,
            coalesce(ca.sid, d.sid),
-           p.payload, c.maybe_sent, c.attempts, c.halo_ticket_id, c.claim_token, p.error
+           p.payload, c.maybe_sent, c.attempts, c.halo_ticket_id, c.claim_token, p.error,
+           i.auth_url, i.scope
       FROM claimed c
       JOIN halo_itsm.integrations i ON i.id = c.integration_id
       JOIN halo_itsm.integration_secrets s ON s.integration_id = i.id

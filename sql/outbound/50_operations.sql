@@ -207,10 +207,12 @@ COMMENT ON PROCEDURE halo_itsm.deliver(integer, boolean) IS
     'Does the background worker''s job in this session (committing after every item): for installations without shared_preload_libraries, and for operators.';
 
 CREATE FUNCTION halo_itsm._check_connection(instance_url text, tenant text, client_id text, client_secret text,
-                                            team text, category text, client integer, tickettype_id integer)
+                                            team text, category text, client integer, tickettype_id integer,
+                                            auth_url text, scope text)
 RETURNS jsonb LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_check_connection';
 
--- Fetches a token and looks up the configured team, category, client and ticket type in Halo.
+-- Finds the authorisation server (configured, discovered, or {instance}/auth), fetches a token
+-- and looks up the configured team, category, client and ticket type in Halo.
 CREATE FUNCTION halo_itsm.check_connection(integration integer)
 RETURNS jsonb LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
@@ -222,11 +224,12 @@ BEGIN
     SELECT s.client_secret INTO secret FROM halo_itsm.integration_secrets s WHERE s.integration_id = i.id;
     RETURN jsonb_build_object('integration', i.id, 'name', i.name, 'instance_url', i.instance_url)
         || halo_itsm._check_connection(i.instance_url, i.tenant, i.client_id, secret,
-                                       i.team, i.category, i.client, i.tickettype_id);
+                                       i.team, i.category, i.client, i.tickettype_id,
+                                       i.auth_url, i.scope);
 END
 $$;
 COMMENT ON FUNCTION halo_itsm.check_connection(integer) IS
-    'Checks an integration against Halo: credentials, team, category, client and ticket type; says what is wrong.';
+    'Checks an integration against Halo: authorisation server (token_url, token_url_source), credentials and scope, team, category, client and ticket type; says what is wrong.';
 
 -- Registers the extension's pg_cron jobs (delivery when no worker runs, purging, reconcile); returns them.
 CREATE FUNCTION halo_itsm.schedule_jobs(deliver_schedule text DEFAULT '* * * * *',

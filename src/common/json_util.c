@@ -2,7 +2,8 @@
  * json_util.c
  *	  Reading Halo's JSON answers with PostgreSQL's jsonb parser: fields of
  *	  the token answer and of tickets, the candidate ids of a ticket list and
- *	  whether a whole ticket carries our third_party_id_string. Text that
+ *	  whether a whole ticket carries our third_party_id_string, and the
+ *	  authorisation server named by GET /api/authinfo. Text that
  *	  is not JSON comes back as NULL, not ERROR.
  *	  Answers from Halo go through hi_json_parse_answer(), which also says
  *	  why an answer cannot be used and makes text jsonb cannot store (NUL,
@@ -282,4 +283,58 @@ hi_json_ticket_is(Jsonb *jb, const char *third_party_id)
 		return 0;
 	return (size_t) tp.val.string.len == idlen &&
 		memcmp(tp.val.string.val, third_party_id, idlen) == 0 ? 1 : 0;
+}
+
+/*
+ * Reads Halo's answer to GET /api/authinfo: {"auth_url": "...", "tenant_id":
+ * "..."} (tenant_id optional; a number is taken as its digits). Returns the
+ * auth_url (palloc'd, not yet checked as a URL) and sets *tenant (NULL when
+ * absent); NULL with *why when the answer cannot be used: not JSON, not an
+ * object, auth_url absent or not a string, or a tenant_id that is not a
+ * short string of printable ASCII.
+ */
+char *
+hi_json_authinfo(char *body, size_t len, char **tenant, char **why)
+{
+	Jsonb	   *jb = hi_json_parse_answer(body, len, why);
+	JsonbValue	v;
+	char	   *url;
+	int64		n;
+
+	*tenant = NULL;
+	if (jb == NULL)
+		return NULL;
+	if (!JsonContainerIsObject(&jb->root))
+	{
+		*why = pstrdup("it is not a JSON object");
+		return NULL;
+	}
+	url = hi_json_get_text(&jb->root, "auth_url");
+	if (url == NULL)
+	{
+		*why = pstrdup(JsonLookup(&jb->root, "auth_url", &v) ?
+					   "its auth_url is not a string" : "it has no auth_url");
+		return NULL;
+	}
+	if (JsonLookup(&jb->root, "tenant_id", &v) && v.type != jbvNull)
+	{
+		if (v.type == jbvString)
+			*tenant = pnstrdup(v.val.string.val, v.val.string.len);
+		else if (hi_json_get_int64(&jb->root, "tenant_id", &n))
+			*tenant = psprintf(INT64_FORMAT, n);
+		if (*tenant != NULL && (*tenant)[0] != '\0' && strlen(*tenant) <= 255)
+		{
+			const char *p;
+
+			for (p = *tenant; *p; p++)
+				if (*p <= 0x20 || *p >= 0x7f)
+					break;
+			if (*p == '\0')
+				return url;
+		}
+		*tenant = NULL;
+		*why = pstrdup("its tenant_id is not a name of at most 255 printable ASCII characters");
+		return NULL;
+	}
+	return url;
 }

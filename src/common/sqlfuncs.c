@@ -2,8 +2,8 @@
  * sqlfuncs.c
  *	  Small SQL-callable helpers: title template checking and rendering
  *	  (wrapping the plain-C src/core/hi_template.c), note HTML to text
- *	  (wrapping src/core/hi_html.c), instance URL checking, and random
- *	  secrets.
+ *	  (wrapping src/core/hi_html.c), instance and authorisation server URL
+ *	  checking, and random secrets.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -16,11 +16,13 @@
 #include "hi_html.h"
 #include "hi_http.h"
 #include "hi_template.h"
+#include "hi_token.h"
 
 PG_FUNCTION_INFO_V1(halo_itsm_check_template);
 PG_FUNCTION_INFO_V1(halo_itsm_render_template);
 PG_FUNCTION_INFO_V1(halo_itsm_html_to_text);
 PG_FUNCTION_INFO_V1(halo_itsm_check_instance_url);
+PG_FUNCTION_INFO_V1(halo_itsm_check_auth_url);
 PG_FUNCTION_INFO_V1(halo_itsm_random_secret);
 
 /* SQL: raises a clear error when a title template is not valid. */
@@ -97,6 +99,15 @@ halo_itsm_check_instance_url(PG_FUNCTION_ARGS)
 	char	   *url = text_to_cstring(PG_GETARG_TEXT_PP(0));
 
 	PG_RETURN_TEXT_P(cstring_to_text(hi_check_instance_url(url)));
+}
+
+/* SQL: validates and normalises an authorisation server URL (configure_auth) under the same policy. */
+Datum
+halo_itsm_check_auth_url(PG_FUNCTION_ARGS)
+{
+	char	   *url = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	PG_RETURN_TEXT_P(cstring_to_text(hi_check_auth_url(url)));
 }
 
 /* SQL: nbytes of strong randomness, hex-encoded (2 * nbytes characters). */

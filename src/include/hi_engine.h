@@ -23,6 +23,7 @@ typedef enum HiItemKind
 
 typedef enum HiStep
 {
+	HI_STEP_AUTHINFO,			/* discover the authorisation server (token.c) */
 	HI_STEP_TOKEN,
 	HI_STEP_LOOKUP,				/* list candidates (engine.c explains the phases) */
 	HI_STEP_CONFIRM,			/* read one candidate whole: is it ours? */
@@ -56,6 +57,8 @@ typedef struct HiItem
 	char	   *tenant;
 	char	   *client_id;
 	char	   *client_secret;
+	char	   *auth_url;		/* configured authorisation server, or NULL (discover) */
+	char	   *scope;			/* configured OAuth scope, or NULL (the default) */
 	char	   *sid;
 	char	   *payload;		/* the ticket object (JSON) for creates */
 	bool		maybe_sent;

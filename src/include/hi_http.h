@@ -9,6 +9,9 @@
 
 #include <curl/curl.h>
 
+/* the longest base URL halo_itsm accepts (instance, authorisation server) */
+#define HI_MAX_URL 2048
+
 /* A request and, once done, its answer. Buffers are malloc'd (never palloc). */
 typedef struct HiRequest
 {
@@ -43,6 +46,9 @@ extern bool hi_request_may_have_reached_halo(const HiRequest *req);
 extern bool hi_request_is_retryable(const HiRequest *req);
 extern char *hi_request_describe(const HiRequest *req);
 extern char *hi_answer_excerpt(const HiRequest *req, int max);
+extern const char *hi_url_problem(const char *url, char **normalised, bool *invalid);
+extern void hi_url_error(const char *what, const char *problem, bool invalid,
+						 const char *hint) pg_attribute_noreturn();
 extern char *hi_check_instance_url(const char *url);
 extern char *hi_url_escape(const char *s);
 

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  * hi_instance.h
  *	  The delivery engine's view of each Halo integration: credentials,
- *	  cached token, lanes in use and the request budget (instance.c).
+ *	  authorisation server (configured or discovered), cached token, lanes
+ *	  in use and the request budget (instance.c).
  *	  Used by the engine (engine.c); the claim asks it which integrations
  *	  are busy (store.c), the worker makes it forget tokens (worker.c).
  *-------------------------------------------------------------------------
@@ -21,6 +22,11 @@ typedef struct HiInstance
 	char	   *tenant;
 	char	   *client_id;
 	char	   *client_secret;
+	char	   *auth_url;		/* configured authorisation server, or NULL */
+	char	   *scope;			/* configured scope, or NULL */
+	char	   *auth_base;		/* the authorisation server in use, once resolved */
+	char	   *auth_tenant;	/* the tenant GET /api/authinfo named, if any */
+	int			auth_source;	/* HiAuthSource: how auth_base was found */
 	char	   *token;
 	TimestampTz token_expires;	/* when to renew it (a little before it expires) */
 	bool		token_fetching;
@@ -33,6 +39,7 @@ extern void hi_instances_init(MemoryContext cxt);
 extern void hi_instances_reset(void);
 extern HiInstance *hi_instance_for(HiItem *item);
 extern void hi_instance_set_token(HiInstance *in, const char *token, TimestampTz expires);
+extern void hi_instance_set_auth(HiInstance *in, const char *auth_base, const char *tenant, int source);
 extern long hi_budget_wait_ms(HiInstance *in, TimestampTz now);
 extern long hi_budget_spend(HiInstance *in, TimestampTz now);
 extern int	hi_instances_busy(int **ids);

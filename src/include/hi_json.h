@@ -17,5 +17,6 @@ extern JsonbContainer *hi_json_get_container(JsonbContainer *obj, const char *ke
 extern JsonbContainer *hi_json_first_object(Jsonb *jb);
 extern int	hi_json_ticket_ids(Jsonb *jb, int64 *ids, int max_ids, int64 *record_count);
 extern int	hi_json_ticket_is(Jsonb *jb, const char *third_party_id);
+extern char *hi_json_authinfo(char *body, size_t len, char **tenant, char **why);
 
 #endif							/* HI_JSON_H */

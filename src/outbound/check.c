@@ -1,10 +1,12 @@
 /*-------------------------------------------------------------------------
  * check.c
- *	  halo_itsm.check_connection(): fetches a token with the integration's
- *	  credentials and looks up the configured team, category, client and
- *	  ticket type in Halo, answering in words an operator can act on. It
- *	  runs in the calling session (an explicit operator action, never in a
- *	  trigger), one blocking request at a time.
+ *	  halo_itsm.check_connection(): finds the authorisation server
+ *	  (configured, discovered with GET /api/authinfo, or {instance}/auth),
+ *	  fetches a token with the integration's credentials and scope, and
+ *	  looks up the configured team, category, client and ticket type in
+ *	  Halo, answering in words an operator can act on. It runs in the
+ *	  calling session (an explicit operator action, never in a trigger), one
+ *	  blocking request at a time.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -19,25 +21,51 @@
 #include "hi_answer.h"
 #include "hi_http.h"
 #include "hi_json.h"
+#include "hi_token.h"
 
 PG_FUNCTION_INFO_V1(halo_itsm_check_connection);
 
-/* Appends "key": "value" (JSON-escaped) to a JSON object under construction. */
-static void
-hi_add(StringInfo out, const char *key, const char *value)
+/* One check in progress: the integration's settings and the answer under construction. */
+typedef struct CheckState
 {
-	if (out->len > 1)
-		appendStringInfoChar(out, ',');
-	escape_json(out, key);
-	appendStringInfoChar(out, ':');
-	escape_json(out, value);
+	char	   *base;			/* the instance URL */
+	char	   *tenant;
+	char	   *client_id;
+	char	   *secret;
+	char	   *auth_url;		/* configured authorisation server, or NULL */
+	char	   *scope;			/* configured scope, or NULL (the default) */
+	char	   *auth_base;		/* the authorisation server used */
+	char	   *token;
+	StringInfoData out;			/* the JSON object, without its closing brace */
+	StringInfoData problems;	/* JSON strings separated by commas */
+	bool		ok;
+} CheckState;
+
+/* Appends "key": "value" (JSON-escaped) to the answer. */
+static void
+CheckAdd(CheckState *cs, const char *key, const char *value)
+{
+	if (cs->out.len > 1)
+		appendStringInfoChar(&cs->out, ',');
+	escape_json(&cs->out, key);
+	appendStringInfoChar(&cs->out, ':');
+	escape_json(&cs->out, value);
+}
+
+/* Adds a problem (a sentence that says what to do) to the answer. */
+static void
+CheckProblem(CheckState *cs, const char *text)
+{
+	if (cs->problems.len > 0)
+		appendStringInfoChar(&cs->problems, ',');
+	escape_json(&cs->problems, text);
 }
 
 /* Runs a GET with the token; returns the request (caller frees) after it completed. */
 static HiRequest *
-hi_check_get(const char *base, const char *path, const char *query, const char *token)
+CheckGet(CheckState *cs, const char *path)
 {
-	HiRequest  *req = hi_request_new("GET", base, path, query, token, NULL, NULL);
+	HiRequest  *req = hi_request_new("GET", cs->base, path, NULL, cs->token, NULL, NULL);
 
 	hi_request_perform(req);
 	return req;
@@ -49,8 +77,8 @@ hi_check_get(const char *base, const char *path, const char *query, const char *
  * Returns 1 found, 0 not found, -1 not a list.
  */
 static int
-hi_list_contains(const char *body, const char *wrapper, const char *const *fields,
-				 const char *text, int64 id)
+CheckListContains(const char *body, const char *wrapper, const char *const *fields,
+				  const char *text, int64 id)
 {
 	Jsonb	   *jb = hi_json_parse(body);
 	JsonbContainer *list;
@@ -74,110 +102,99 @@ hi_list_contains(const char *body, const char *wrapper, const char *const *field
 			continue;
 		for (f = fields; *f; f++)
 		{
-			if (text)
-			{
-				char	   *s = hi_json_get_text(v->val.binary.data, *f);
+			int64		got;
+			char	   *s;
 
-				if (s && strcmp(s, text) == 0)
-					return 1;
-			}
-			else
-			{
-				int64		got;
-
-				if (hi_json_get_int64(v->val.binary.data, *f, &got) && got == id)
-					return 1;
-			}
+			if (text && (s = hi_json_get_text(v->val.binary.data, *f)) != NULL && strcmp(s, text) == 0)
+				return 1;
+			if (!text && hi_json_get_int64(v->val.binary.data, *f, &got) && got == id)
+				return 1;
 		}
 	}
 	return 0;
 }
 
 /* Checks one configured value against a Halo list endpoint; adds the verdict and any problem. */
-static bool
-hi_check_item(StringInfo out, StringInfo problems, const char *base, const char *token,
-			  const char *label, const char *path, const char *wrapper,
-			  const char *const *fields, const char *text, int64 id, const char *fix)
+static void
+CheckItem(CheckState *cs, const char *label, const char *path, const char *wrapper,
+		  const char *const *fields, const char *text, int64 id, const char *fix)
 {
-	HiRequest  *req = hi_check_get(base, path, NULL, token);
-	int			found = -1;
-	char		shown[64];
-	bool		ok;
+	HiRequest  *req = CheckGet(cs, path);
+	bool		answered = req->result == CURLE_OK && req->status == 200;
+	int			found = answered ? CheckListContains(req->body, wrapper, fields, text, id) : -1;
+	char	   *shown = text ? pstrdup(text) : psprintf(INT64_FORMAT, id);
 
-	if (req->result == CURLE_OK && req->status == 200)
-		found = hi_list_contains(req->body, wrapper, fields, text, id);
-	if (text == NULL)
-		snprintf(shown, sizeof(shown), INT64_FORMAT, id);
 	if (found == 1)
-		hi_add(out, label, "found");
+		CheckAdd(cs, label, "found");
 	else if (found == 0)
 	{
-		hi_add(out, label, "not found");
-		if (problems->len > 0)
-			appendStringInfoChar(problems, ',');
-		{
-			StringInfoData p;
-
-			initStringInfo(&p);
-			appendStringInfo(&p, "%s \"%s\" does not exist in Halo: %s", label, text ? text : shown, fix);
-			escape_json(problems, p.data);
-		}
+		CheckAdd(cs, label, "not found");
+		CheckProblem(cs, psprintf("%s \"%s\" does not exist in Halo: %s", label, shown, fix));
 	}
 	else
 	{
-		char	   *d = req->result == CURLE_OK && req->status == 200 ?
-			psprintf("halo_itsm: Halo's answer to GET %s is not a list", path) : hi_request_describe(req);
-
-		hi_add(out, label, "could not check");
-		if (problems->len > 0)
-			appendStringInfoChar(problems, ',');
-		escape_json(problems, d);
+		CheckAdd(cs, label, "could not check");
+		CheckProblem(cs, answered ? psprintf("halo_itsm: Halo's answer to GET %s is not a list", path) :
+					 hi_request_describe(req));
 	}
-	ok = found == 1;
+	cs->ok &= found == 1;
 	hi_request_free(req);
-	return ok;
 }
 
-/* SQL: _check_connection(url, tenant, client_id, secret, team, category, client, tickettype_id) → jsonb. */
-Datum
-halo_itsm_check_connection(PG_FUNCTION_ARGS)
+/*
+ * Finds the authorisation server: the configured one, else the one GET
+ * /api/authinfo names, else {instance}/auth when the instance does not
+ * offer authinfo. Adds token_url and token_url_source; false (with the
+ * problem) when discovery failed.
+ */
+static bool
+CheckResolveAuth(CheckState *cs)
 {
-	char	   *base = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char	   *tenant = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
-	char	   *client_id = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	char	   *secret = PG_ARGISNULL(3) ? pstrdup("") : text_to_cstring(PG_GETARG_TEXT_PP(3));
-	char	   *team = PG_ARGISNULL(4) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(4));
-	char	   *category = PG_ARGISNULL(5) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(5));
-	bool		has_client = !PG_ARGISNULL(6);
-	int64		client = has_client ? PG_GETARG_INT32(6) : 0;
-	int64		tickettype = PG_ARGISNULL(7) ? 1 : PG_GETARG_INT32(7);
-	StringInfoData out,
-				problems,
-				body,
-				query;
-	HiRequest  *req;
+	HiAuthSource source = HI_AUTH_CONFIGURED;
+	char	   *found_tenant = NULL;
+
+	if (cs->auth_url)
+		cs->auth_base = cs->auth_url;
+	else
+	{
+		HiRequest  *req = hi_authinfo_request_new(cs->base);
+		char	   *why;
+
+		hi_request_perform(req);
+		switch (hi_authinfo_answer(req, &cs->auth_base, &found_tenant, &why))
+		{
+			case HI_AUTHINFO_FOUND:
+				source = HI_AUTH_DISCOVERED;
+				break;
+			case HI_AUTHINFO_NOT_OFFERED:
+				source = HI_AUTH_DEFAULT;
+				cs->auth_base = hi_auth_default_base(cs->base);
+				break;
+			case HI_AUTHINFO_FAILED:
+				CheckAdd(cs, "token_url_source", "discovery failed");
+				CheckProblem(cs, hi_authinfo_describe(req, why));
+				hi_request_free(req);
+				return false;
+		}
+		hi_request_free(req);
+	}
+	/* the integration's own tenant wins over the one authinfo names */
+	if (cs->tenant == NULL)
+		cs->tenant = found_tenant;
+	CheckAdd(cs, "token_url", hi_token_url(cs->auth_base, cs->tenant));
+	CheckAdd(cs, "token_url_source", hi_auth_source_name(source));
+	return true;
+}
+
+/* Fetches a token (cs->token, or NULL with the problem added); wipes the secret. */
+static void
+CheckFetchToken(CheckState *cs)
+{
+	HiRequest  *req = hi_token_request_new(cs->base, cs->auth_base, cs->tenant, cs->client_id,
+										   cs->secret, cs->scope);
 	char	   *token = NULL;
-	bool		ok = true;
-	static const char *const name_fields[] = {"name", NULL};
-	static const char *const category_fields[] = {"value", "name", NULL};
-	static const char *const id_fields[] = {"id", NULL};
 
-	initStringInfo(&out);
-	initStringInfo(&problems);
-	appendStringInfoChar(&out, '{');
-
-	/* the token */
-	initStringInfo(&body);
-	initStringInfo(&query);
-	appendStringInfo(&body, "grant_type=client_credentials&client_id=%s&client_secret=%s&scope=%s",
-					 hi_url_escape(client_id), hi_url_escape(secret),
-					 hi_url_escape("read:tickets edit:tickets read:customers"));
-	if (tenant)
-		appendStringInfo(&query, "tenant=%s", hi_url_escape(tenant));
-	req = hi_request_new("POST", base, "/auth/token", query.data, NULL,
-						 "application/x-www-form-urlencoded", body.data);
-	explicit_bzero(body.data, body.len);
-	explicit_bzero(secret, strlen(secret));
+	explicit_bzero(cs->secret, strlen(cs->secret));
 	hi_request_perform(req);
 	if (req->result == CURLE_OK && req->status == 200)
 	{
@@ -189,51 +206,91 @@ halo_itsm_check_connection(PG_FUNCTION_ARGS)
 			token = NULL;
 	}
 	if (token && token[0])
-		hi_add(&out, "token", "ok");
+	{
+		CheckAdd(cs, "token", "ok");
+		cs->token = token;
+	}
 	else
 	{
-		char	   *d;
-
-		ok = false;
-		if (req->result == CURLE_OK && (req->status == 400 || req->status == 401))
-			d = psprintf("halo_itsm: Halo refused the client ID and secret (HTTP %ld)%s: check the API application in Halo (Configuration > Integrations > Halo API) and call halo_itsm.set_credentials()",
-						 req->status, tenant ? " for this tenant" : "");
-		else
-			d = hi_request_describe(req);
-		hi_add(&out, "token", "failed");
-		escape_json(&problems, d);
+		CheckAdd(cs, "token", "failed");
+		CheckProblem(cs, hi_token_failure_describe(req, cs->scope, cs->tenant != NULL));
 	}
 	hi_request_free(req);
+}
 
-	if (token && token[0])
+/* Looks up the configured team, category, client and ticket type with the token. */
+static void
+CheckConfiguration(CheckState *cs, const char *team, const char *category, bool has_client,
+				   int64 client, int64 tickettype)
+{
+	static const char *const name_fields[] = {"name", NULL};
+	static const char *const category_fields[] = {"value", "name", NULL};
+	static const char *const id_fields[] = {"id", NULL};
+
+	if (team)
+		CheckItem(cs, "team", "/api/Team", "teams", name_fields, team, 0,
+				  "use the name shown under Configuration > Teams, then call halo_itsm.configure()");
+	else
+		CheckAdd(cs, "team", "not configured");
+	if (category)
+		CheckItem(cs, "category", "/api/Category", "categories", category_fields, category, 0,
+				  "use a category shown under Configuration > Tickets > Categories, then call halo_itsm.configure()");
+	else
 	{
-		if (team)
-			ok &= hi_check_item(&out, &problems, base, token, "team", "/api/Team", "teams", name_fields,
-								team, 0, "use the name shown under Configuration > Teams, then call halo_itsm.configure()");
-		else
-			hi_add(&out, "team", "not configured");
-		if (category)
-			ok &= hi_check_item(&out, &problems, base, token, "category", "/api/Category", "categories",
-								category_fields, category, 0,
-								"use a category shown under Configuration > Tickets > Categories, then call halo_itsm.configure()");
-		else
-		{
-			ok = false;
-			hi_add(&out, "category", "not configured");
-			if (problems.len > 0)
-				appendStringInfoChar(&problems, ',');
-			escape_json(&problems, "no category configured: call halo_itsm.configure(integration, category => '...')");
-		}
-		if (has_client)
-			ok &= hi_check_item(&out, &problems, base, token, "client", "/api/Client", "clients", id_fields,
-								NULL, client, "use a client id shown under Customers, then call halo_itsm.configure()");
-		else
-			hi_add(&out, "client", "not configured");
-		ok &= hi_check_item(&out, &problems, base, token, "tickettype", "/api/TicketType", "tickettypes",
-							id_fields, NULL, tickettype,
-							"set the id of the Incident ticket type with halo_itsm.configure_ids()");
-		explicit_bzero(token, strlen(token));
+		cs->ok = false;
+		CheckAdd(cs, "category", "not configured");
+		CheckProblem(cs, "no category configured: call halo_itsm.configure(integration, category => '...')");
 	}
-	appendStringInfo(&out, ",\"ok\":%s,\"problems\":[%s]}", ok ? "true" : "false", problems.data);
-	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
+	if (has_client)
+		CheckItem(cs, "client", "/api/Client", "clients", id_fields, NULL, client,
+				  "use a client id shown under Customers, then call halo_itsm.configure()");
+	else
+		CheckAdd(cs, "client", "not configured");
+	CheckItem(cs, "tickettype", "/api/TicketType", "tickettypes", id_fields, NULL, tickettype,
+			  "set the id of the Incident ticket type with halo_itsm.configure_ids()");
+}
+
+/* The text argument n, or NULL when it is NULL. */
+#define CheckTextArg(n) (PG_ARGISNULL(n) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(n)))
+
+/*
+ * SQL: _check_connection(url, tenant, client_id, secret, team, category,
+ * client, tickettype_id, auth_url, scope) → jsonb.
+ */
+Datum
+halo_itsm_check_connection(PG_FUNCTION_ARGS)
+{
+	CheckState	cs;
+
+	memset(&cs, 0, sizeof(cs));
+	cs.base = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	cs.tenant = CheckTextArg(1);
+	cs.client_id = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	cs.secret = PG_ARGISNULL(3) ? pstrdup("") : text_to_cstring(PG_GETARG_TEXT_PP(3));
+	cs.auth_url = CheckTextArg(8);
+	cs.scope = CheckTextArg(9);
+	cs.ok = true;
+	initStringInfo(&cs.out);
+	initStringInfo(&cs.problems);
+	appendStringInfoChar(&cs.out, '{');
+
+	CheckAdd(&cs, "scope", cs.scope ? cs.scope : HI_DEFAULT_SCOPE);
+	if (CheckResolveAuth(&cs))
+		CheckFetchToken(&cs);
+	else
+	{
+		explicit_bzero(cs.secret, strlen(cs.secret));
+		CheckAdd(&cs, "token", "failed");
+	}
+	if (cs.token)
+	{
+		CheckConfiguration(&cs, CheckTextArg(4), CheckTextArg(5), !PG_ARGISNULL(6),
+						   PG_ARGISNULL(6) ? 0 : PG_GETARG_INT32(6),
+						   PG_ARGISNULL(7) ? 1 : PG_GETARG_INT32(7));
+		explicit_bzero(cs.token, strlen(cs.token));
+	}
+	else
+		cs.ok = false;
+	appendStringInfo(&cs.out, ",\"ok\":%s,\"problems\":[%s]}", cs.ok ? "true" : "false", cs.problems.data);
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(cs.out.data)));
 }

@@ -13,7 +13,10 @@
  *	  item the moment an answer arrives instead of waiting for the
  *	  database round trip. Tokens are fetched here and cached per
  *	  integration until shortly before they expire (a tenth of their
- *	  lifetime, at most a minute); the integrations, their
+ *	  lifetime, at most a minute), from the authorisation server that is
+ *	  configured, or discovered once with GET /api/authinfo (token.c; found
+ *	  anew when the settings change or a token request suggests the URL is
+ *	  wrong); the integrations, their authorisation servers,
  *	  tokens and request budgets are kept in instance.c. Finished items are
  *	  handed back with their outcome; recording them is the caller's
  *	  business (store.c). Every answer is parsed here, where a failure is
@@ -45,6 +48,7 @@
 #include "hi_instance.h"
 #include "hi_http.h"
 #include "hi_json.h"
+#include "hi_token.h"
 
 /*
  * The lookup after an ambiguous failure (a create that may have reached
@@ -64,7 +68,6 @@
 #define LOOKUP_TPID_PAGE 5
 #define LOOKUP_SEARCH_PAGE 25
 #define LOOKUP_MAX_CONFIRMS 50
-#define TOKEN_SCOPE "read:tickets edit:tickets read:customers"
 
 static MemoryContext engine_cxt = NULL;
 static CURLM *multi = NULL;
@@ -93,6 +96,8 @@ static void StartStep(HiItem *item);
 static void OnResponse(HiItem *item, HiRequest *req);
 static void OnFailure(HiItem *item, HiRequest *req);
 static void OnTokenAnswer(HiItem *item, HiRequest *req);
+static void OnAuthinfoAnswer(HiItem *item, HiRequest *req);
+static void ReleaseTokenWaiters(HiItem *waiters);
 static void OnLookupAnswer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why);
 static void OnConfirmAnswer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why);
 static void OnCreateAnswer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why);
@@ -297,7 +302,7 @@ StepMaySend(HiItem *item, TimestampTz now)
 		return false;
 	}
 	/* in->token_expires is when to renew; a token this item just fetched is used at least once */
-	if (item->step != HI_STEP_TOKEN &&
+	if (item->step != HI_STEP_TOKEN && item->step != HI_STEP_AUTHINFO &&
 		(in->token == NULL || (in->token_expires <= now && !item->token_fresh)))
 	{
 		if (in->token_fetching)
@@ -307,8 +312,11 @@ StepMaySend(HiItem *item, TimestampTz now)
 			in->token_waiters = item;
 			return false;
 		}
+		if (in->auth_base == NULL && in->auth_url != NULL)
+			hi_instance_set_auth(in, in->auth_url, NULL, HI_AUTH_CONFIGURED);
 		item->resume_step = item->step;
-		item->step = HI_STEP_TOKEN;
+		/* no authorisation server yet: discover it first */
+		item->step = in->auth_base ? HI_STEP_TOKEN : HI_STEP_AUTHINFO;
 	}
 
 	/* counted now, by every process's shared budget, if it is to be sent */
@@ -317,7 +325,7 @@ StepMaySend(HiItem *item, TimestampTz now)
 	{
 		item->retry_in_ms = wait_ms;
 		item->error = MemoryContextStrdup(item->cxt, "halo_itsm: the request budget of this integration is spent; waiting for the window to move on");
-		if (item->step == HI_STEP_TOKEN)
+		if (item->step == HI_STEP_TOKEN || item->step == HI_STEP_AUTHINFO)
 			item->step = item->resume_step;
 		FinishItem(item, HI_OUT_REQUEUE);
 		return false;
@@ -325,30 +333,17 @@ StepMaySend(HiItem *item, TimestampTz now)
 	return true;
 }
 
-/* The token request: POST /auth/token with the client credentials. */
+/* The token request (token.c): POST {auth_url}/token with the client credentials and scope. */
 static HiRequest *
 BuildTokenRequest(HiItem *item)
 {
 	HiInstance *in = item->inst;
-	StringInfoData body;
-	StringInfoData query;
-	char	   *e_id = hi_url_escape(in->client_id);
-	char	   *e_secret = hi_url_escape(in->client_secret);
-	char	   *e_scope = hi_url_escape(TOKEN_SCOPE);
-	HiRequest  *req;
 
-	initStringInfo(&body);
-	initStringInfo(&query);
-	appendStringInfo(&body, "grant_type=client_credentials&client_id=%s&client_secret=%s&scope=%s",
-					 e_id, e_secret, e_scope);
-	if (in->tenant)
-		appendStringInfo(&query, "tenant=%s", hi_url_escape(in->tenant));
-	req = hi_request_new("POST", in->base_url, "/auth/token", query.data, NULL,
-						 "application/x-www-form-urlencoded", body.data);
-	explicit_bzero(body.data, body.len);
-	explicit_bzero(e_secret, strlen(e_secret));
 	in->token_fetching = true;
-	return req;
+	/* the integration's own tenant wins over the one authinfo named */
+	return hi_token_request_new(in->base_url, in->auth_base,
+								in->tenant ? in->tenant : in->auth_tenant,
+								in->client_id, in->client_secret, in->scope);
 }
 
 /* A lookup page: GET /api/Tickets by third_party_id_string, or by search. */
@@ -405,6 +400,9 @@ BuildStepRequest(HiItem *item)
 {
 	switch (item->step)
 	{
+		case HI_STEP_AUTHINFO:
+			item->inst->token_fetching = true;
+			return hi_authinfo_request_new(item->inst->base_url);
 		case HI_STEP_TOKEN:
 			return BuildTokenRequest(item);
 		case HI_STEP_LOOKUP:
@@ -569,6 +567,11 @@ OnResponse(HiItem *item, HiRequest *req)
 	if (item->step == HI_STEP_TOKEN)
 	{
 		OnTokenAnswer(item, req);
+		return;
+	}
+	if (item->step == HI_STEP_AUTHINFO)
+	{
+		OnAuthinfoAnswer(item, req);
 		return;
 	}
 	if (!(req->result == CURLE_OK && req->status >= 200 && req->status < 300))
@@ -751,13 +754,19 @@ FinishFailed(HiItem *item, char *desc, bool retryable, long retry_after_ms)
 static void
 FailItem(HiItem *item, HiRequest *req)
 {
-	bool		retryable = hi_request_is_retryable(req) || item->step == HI_STEP_TOKEN;
+	bool		retryable = hi_request_is_retryable(req) || item->step == HI_STEP_TOKEN ||
+		item->step == HI_STEP_AUTHINFO;
+	char	   *desc;
 	MemoryContext old = MemoryContextSwitchTo(item->cxt);
 
 	item->http_status = (int) req->status;
+	if (item->step == HI_STEP_TOKEN && hi_token_scope_refused(req))
+		desc = hi_token_failure_describe(req, item->inst->scope, false);
+	else
+		desc = hi_request_describe(req);
 	if (item->step == HI_STEP_CREATE && hi_request_may_have_reached_halo(req))
 		item->outcome_maybe_sent = true;
-	FinishFailed(item, hi_request_describe(req), retryable, req->retry_after_ms);
+	FinishFailed(item, desc, retryable, req->retry_after_ms);
 	MemoryContextSwitchTo(old);
 }
 
@@ -781,7 +790,7 @@ BadAnswer(HiItem *item, HiRequest *req, const char *why)
 	item->http_status = (int) req->status;
 	if (item->step == HI_STEP_CREATE || item->step == HI_STEP_LOOKUP || item->step == HI_STEP_CONFIRM)
 		item->outcome_maybe_sent = true;
-	if (item->step == HI_STEP_TOKEN)
+	if (item->step == HI_STEP_TOKEN || item->step == HI_STEP_AUTHINFO)
 		item->step = item->resume_step;
 	FinishFailed(item, desc, true, -1);
 	MemoryContextSwitchTo(old);
@@ -844,9 +853,19 @@ OnTokenAnswer(HiItem *item, HiRequest *req)
 	else if (answered)
 		BadAnswer(item, req, why);	/* a 2xx without a usable token */
 	else
+	{
+		/* no such host, port or path: discover the authorisation server anew next time */
+		if (in->auth_source != HI_AUTH_CONFIGURED && hi_token_url_suspect(req))
+			hi_instance_set_auth(in, NULL, NULL, HI_AUTH_UNKNOWN);
 		FailItem(item, req);
+	}
+	ReleaseTokenWaiters(waiters);
+}
 
-	/* the waiters go on with the new token, or try to fetch one themselves */
+/* The items that waited for a token go on with it, or try to fetch one themselves. */
+static void
+ReleaseTokenWaiters(HiItem *waiters)
+{
 	while (waiters)
 	{
 		HiItem	   *w = waiters;
@@ -855,6 +874,43 @@ OnTokenAnswer(HiItem *item, HiRequest *req)
 		w->next = NULL;
 		StartStep(w);
 	}
+}
+
+/*
+ * Handles the answer to GET /api/authinfo: the authorisation server it
+ * names (checked like a configured one), or {instance}/auth when the
+ * instance does not offer authinfo; then the item fetches its token. An
+ * answer that cannot be used fails the item with the reason (retried, then
+ * dead), like any token failure; the secret goes nowhere.
+ */
+static void
+OnAuthinfoAnswer(HiItem *item, HiRequest *req)
+{
+	HiInstance *in = item->inst;
+	HiItem	   *waiters = in->token_waiters;
+	MemoryContext old = MemoryContextSwitchTo(item->cxt);
+	char	   *base;
+	char	   *tenant;
+	char	   *why;
+	HiAuthinfoResult res = hi_authinfo_answer(req, &base, &tenant, &why);
+
+	MemoryContextSwitchTo(old);
+	in->token_fetching = false;
+	in->token_waiters = NULL;
+	if (res == HI_AUTHINFO_FOUND)
+		hi_instance_set_auth(in, base, tenant, HI_AUTH_DISCOVERED);
+	else if (res == HI_AUTHINFO_NOT_OFFERED)
+		hi_instance_set_auth(in, hi_auth_default_base(in->base_url), NULL, HI_AUTH_DEFAULT);
+	if (res != HI_AUTHINFO_FAILED)
+	{
+		item->step = HI_STEP_TOKEN;
+		StartStep(item);
+	}
+	else if (why != NULL)
+		BadAnswer(item, req, why);	/* a 2xx that names no usable server */
+	else
+		FailItem(item, req);
+	ReleaseTokenWaiters(waiters);
 }
 
 /* Hands an item over to the finished list. */

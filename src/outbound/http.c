@@ -25,6 +25,7 @@
 #include "halo_itsm.h"
 #include "hi_backoff.h"
 #include "hi_http.h"
+#include "hi_token.h"
 
 #define HI_MAX_RESPONSE (8 * 1024 * 1024)
 #define HI_USER_AGENT "halo_itsm/" HI_EXTVERSION " (PostgreSQL extension)"
@@ -377,7 +378,7 @@ hi_request_describe(const HiRequest *req)
 		if (req->status == 401)
 			appendStringInfoString(&s, " (check the client ID and secret with halo_itsm.set_credentials())");
 		else if (req->status == 403)
-			appendStringInfoString(&s, " (the API application lacks a permission: give it read:tickets edit:tickets read:customers)");
+			appendStringInfoString(&s, " (the API application lacks a permission: give it " HI_DEFAULT_SCOPE ", or the scopes set with halo_itsm.configure_auth())");
 		if (req->body_len > 0)
 			appendStringInfo(&s, ": %s", hi_answer_excerpt(req, 1000));
 	}
@@ -549,11 +550,18 @@ OpenSocketCallback(void *clientp, curlsocktype purpose, struct curl_sockaddr *ad
 	return socket(address->family, address->socktype, address->protocol);
 }
 
-/* Validates and normalises a Halo instance URL; raises a clear error when it is unusable. */
-char *
-hi_check_instance_url(const char *url)
+/*
+ * Examines url as a base URL under the outbound policy (https, http only with
+ * halo_itsm.allow_http; no credentials, query or fragment; a host; at most
+ * HI_MAX_URL bytes). Returns NULL when it is usable, with *normalised set
+ * (palloc'd: scheme://host[:port][/path] without trailing slashes); else what
+ * is wrong, with *invalid true when it is not a URL at all. Never raises
+ * (but for out of memory): the engine checks discovered URLs with it.
+ */
+const char *
+hi_url_problem(const char *url, char **normalised, bool *invalid)
 {
-	CURLU	   *u = curl_url();
+	CURLU	   *u;
 	CURLUcode	rc;
 	char	   *scheme = NULL,
 			   *user = NULL,
@@ -566,16 +574,19 @@ hi_check_instance_url(const char *url)
 	const char *problem = NULL;
 	StringInfoData out;
 
+	*normalised = NULL;
+	*invalid = false;
+	if (strlen(url) > HI_MAX_URL)
+		return "the URL is longer than " CppAsString2(HI_MAX_URL) " bytes";
+	u = curl_url();
 	if (u == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("halo_itsm: out of memory")));
 	rc = curl_url_set(u, CURLUPART_URL, url, 0);
 	if (rc != CURLUE_OK)
 	{
 		curl_url_cleanup(u);
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("halo_itsm: the instance URL is not a valid URL: %s", curl_url_strerror(rc)),
-				 errhint("Pass the address of your Halo instance, e.g. https://yourcompany.halopsa.com.")));
+		*invalid = true;
+		return curl_url_strerror(rc);
 	}
 	curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
 	curl_url_get(u, CURLUPART_USER, &user, 0);
@@ -597,17 +608,18 @@ hi_check_instance_url(const char *url)
 	else if (host == NULL || host[0] == '\0')
 		problem = "the URL has no host";
 
-	initStringInfo(&out);
 	if (problem == NULL)
 	{
 		size_t		plen = path ? strlen(path) : 0;
 
 		while (plen > 0 && path[plen - 1] == '/')
 			plen--;
+		initStringInfo(&out);
 		appendStringInfo(&out, "%s://%s", scheme, host);
 		if (port)
 			appendStringInfo(&out, ":%s", port);
 		appendBinaryStringInfo(&out, path ? path : "", (int) plen);
+		*normalised = out.data;
 	}
 	curl_free(scheme);
 	curl_free(user);
@@ -618,10 +630,34 @@ hi_check_instance_url(const char *url)
 	curl_free(port);
 	curl_free(path);
 	curl_url_cleanup(u);
+	return problem;
+}
+
+/*
+ * Raises the error for a URL hi_url_problem() found unusable: what names
+ * the URL ("instance URL"), hint says what to pass.
+ */
+void
+hi_url_error(const char *what, const char *problem, bool invalid, const char *hint)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 invalid ? errmsg("halo_itsm: the %s is not a valid URL: %s", what, problem) :
+			 errmsg("halo_itsm: unusable %s: %s", what, problem),
+			 errhint("%s", hint)));
+}
+
+/* Validates and normalises a Halo instance URL; raises a clear error when it is unusable. */
+char *
+hi_check_instance_url(const char *url)
+{
+	bool		invalid;
+	char	   *norm;
+	const char *problem = hi_url_problem(url, &norm, &invalid);
+
 	if (problem)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("halo_itsm: unusable instance URL: %s", problem),
-				 errhint("Pass the base address of your Halo instance, e.g. https://yourcompany.halopsa.com (no path to /api, no credentials).")));
-	return out.data;
+		hi_url_error("instance URL", problem, invalid, invalid ?
+					 "Pass the address of your Halo instance, e.g. https://yourcompany.halopsa.com." :
+					 "Pass the base address of your Halo instance, e.g. https://yourcompany.halopsa.com (no path to /api, no credentials).");
+	return norm;
 }

@@ -1,10 +1,11 @@
 /*-------------------------------------------------------------------------
  * instance.c
  *	  The delivery engine's table of Halo integrations ("instances"): the
- *	  credentials of the latest claimed item, the cached OAuth2 token (dropped
- *	  when the credentials change) and the lanes in use. The request budget
- *	  is asked of budget.c, shared by every process that sends. Everything
- *	  lives in the engine's memory context and goes with it.
+ *	  credentials of the latest claimed item, the authorisation server in use
+ *	  and the cached OAuth2 token (both dropped when the credentials or
+ *	  settings change) and the lanes in use. The request budget is asked of
+ *	  budget.c, shared by every process that sends. Everything lives in the
+ *	  engine's memory context and goes with it.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -15,6 +16,7 @@
 
 #include "halo_itsm.h"
 #include "hi_instance.h"
+#include "hi_token.h"
 
 static MemoryContext instance_cxt = NULL;
 static HTAB *instances = NULL;
@@ -79,9 +81,28 @@ hi_instance_for(HiItem *item)
 	changed |= SetField(&in->tenant, item->tenant);
 	changed |= SetField(&in->client_id, item->client_id);
 	changed |= SetField(&in->client_secret, item->client_secret);
+	changed |= SetField(&in->auth_url, item->auth_url);
+	changed |= SetField(&in->scope, item->scope);
 	if (changed)
+	{
+		/* new credentials or settings: a new token, and discovery anew */
 		SetField(&in->token, NULL);
+		hi_instance_set_auth(in, NULL, NULL, HI_AUTH_UNKNOWN);
+	}
 	return in;
+}
+
+/*
+ * Records the authorisation server in use (a configured one, the one
+ * discovered, or the default) and the tenant discovery named; NULL forgets
+ * it, so that the next token is preceded by discovery.
+ */
+void
+hi_instance_set_auth(HiInstance *in, const char *auth_base, const char *tenant, int source)
+{
+	SetField(&in->auth_base, auth_base);
+	SetField(&in->auth_tenant, tenant);
+	in->auth_source = auth_base ? source : HI_AUTH_UNKNOWN;
 }
 
 /* Stores a new token (or none, with NULL) and when to renew it. */
@@ -142,7 +163,7 @@ hi_budget_spend(HiInstance *in, TimestampTz now)
 	return hi_budget_take(in->id, now, true);
 }
 
-/* Forgets every cached token (credentials may have changed). */
+/* Forgets every cached token and authorisation server (credentials or settings may have changed). */
 void
 hi_instances_forget_tokens(void)
 {
@@ -153,5 +174,8 @@ hi_instances_forget_tokens(void)
 		return;
 	hash_seq_init(&seq, instances);
 	while ((in = hash_seq_search(&seq)) != NULL)
+	{
 		SetField(&in->token, NULL);
+		hi_instance_set_auth(in, NULL, NULL, HI_AUTH_UNKNOWN);
+	}
 }

@@ -122,6 +122,8 @@ ItemFromRow(uint64 i)
 	if (!isnull)
 		memcpy(&item->claim_token, DatumGetUUIDP(d), sizeof(pg_uuid_t));
 	item->error = ColText(tup, desc, 14, item->cxt);
+	item->auth_url = ColText(tup, desc, 15, item->cxt);
+	item->scope = ColText(tup, desc, 16, item->cxt);
 	return item;
 }
 
@@ -166,7 +168,8 @@ hi_store_claim(int max_items, HiItem **items)
 	values[2] = BusyArray(&nbusy);
 	plan = hi_prepare(&claim_plan,
 					  "SELECT outbox_id, kind, integration_id, instance_url, tenant, client_id, client_secret, "
-					  "sid, payload, maybe_sent, attempts, halo_ticket_id, claim_token, payload_error "
+					  "sid, payload, maybe_sent, attempts, halo_ticket_id, claim_token, payload_error, "
+					  "auth_url, scope "
 					  "FROM halo_itsm._claim($1, $2, $3)", 3, types);
 	hi_execute(plan, values, NULL, false, "claiming outbox items", STORE_HINT);
 

@@ -19,6 +19,8 @@ PGHOST = os.environ.get("PGHOST", "/tmp")
 PGPORT = int(os.environ.get("PGPORT", "54329"))
 PGUSER = os.environ.get("PGUSER", "postgres")
 MOCK_PORT = int(os.environ.get("HI_MOCK_PORT", "18080"))
+# the mock's authorisation server (Halo's token endpoint), another port of the same process
+MOCK_AUTH_PORT = MOCK_PORT + 10
 RECEIVER_PORT = int(os.environ.get("HI_RECEIVER_PORT", "18081"))
 PGBIN = os.environ.get("HI_PGBIN", "/usr/lib/postgresql/15/bin")
 
@@ -199,6 +201,11 @@ class Mock:
     def reset(self):
         """Forget tickets, actions, requests, faults and configuration."""
         return self.call("POST", "/_mock/reset")
+
+    def auth_url(self):
+        """The base URL of the mock's authorisation server (what GET /api/authinfo names
+        by default); its token endpoint is auth_url() + "/token"."""
+        return self.call("GET", "/_mock/servers")["auth"]
 
     def config(self, **kw):
         """Change the mock's behaviour (e.g. latency_ms=...)."""

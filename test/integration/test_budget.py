@@ -41,17 +41,18 @@ def test_budget_spreads_requests_over_the_window():
     set_system({"halo_itsm.request_budget": "3", "halo_itsm.request_budget_window": "4s"})
     _insert(["B-1", "B-2", "B-3", "B-4", "B-5"], iid)
 
-    # the token and two creates spend the budget at once
-    wait_until(lambda: len(MOCK.requests(path="/api/Tickets", method="POST")) == 2,
-               timeout=10, msg="two creates within the first window")
+    # the discovery of the authorisation server, the token and one create spend the
+    # budget at once: every request counts
+    wait_until(lambda: len(MOCK.requests(path="/api/Tickets", method="POST")) == 1,
+               timeout=10, msg="one create within the first window")
     time.sleep(1.0)
     assert len(MOCK.requests()) == 3, MOCK.requests()
-    assert q1("SELECT pending FROM halo_itsm.status WHERE integration_id = %s", iid) == 3
+    assert q1("SELECT pending FROM halo_itsm.status WHERE integration_id = %s", iid) == 4
 
     wait_until(lambda: q1("SELECT count(*) FROM halo_itsm.tickets") == 5, timeout=30,
                msg="the rest delivered once the window moved")
     reqs = MOCK.requests()
-    assert [r["path"] for r in reqs] == ["/auth/token"] + ["/api/Tickets"] * 5, reqs
+    assert [r["path"] for r in reqs] == ["/api/authinfo", "/token"] + ["/api/Tickets"] * 5, reqs
     times = [r["received_at"] for r in reqs]
     # no more than 3 requests in any 4-second window (a little slack for clock reading)
     for i in range(len(times) - 3):
@@ -66,11 +67,12 @@ def test_spent_budget_does_not_hold_up_other_integrations():
     second = q1("SELECT halo_itsm.connect(%s, 'test-client', 'test-secret', name => 'second')",
                 "http://127.0.0.1:%d" % MOCK_PORT)
     q("SELECT halo_itsm.configure(%s, category => 'Security>Incident')", second)
-    set_system({"halo_itsm.request_budget": "2", "halo_itsm.request_budget_window": "30s"})
+    # discovery, token and one create each
+    set_system({"halo_itsm.request_budget": "3", "halo_itsm.request_budget_window": "30s"})
     _insert(["F-1", "F-2", "F-3"], first)
     wait_until(lambda: q1("SELECT count(*) FROM halo_itsm.tickets") == 1, timeout=10)
     _insert(["S-1", "S-2"], second)
-    # the second integration has its own budget: token + one create
+    # the second integration has its own budget: discovery + token + one create
     wait_until(lambda: q1("SELECT count(*) FROM halo_itsm.tickets WHERE integration_id = %s",
                           second) == 1, timeout=10, msg="second integration delivers")
     time.sleep(0.5)

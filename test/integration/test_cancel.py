@@ -64,25 +64,27 @@ def _with_long_request_timeout(fn):
 @timeout(60)
 def test_check_connection_can_be_cancelled():
     iid = fresh_integration(DB)
-    MOCK.faults({"method": "POST", "path": "/auth/token", "count": 1,
+    MOCK.faults({"method": "POST", "path": "/token", "count": 1,
                  "action": {"type": "delay", "ms": DELAY_MS, "before": True}})
     elapsed, _ = _with_long_request_timeout(
         lambda: _run_cancelled("SELECT halo_itsm.check_connection(%s)", iid))
     # generous: within ~1 s of the cancel in practice, and long before Halo's answer
     assert CANCEL_AT <= elapsed < CANCEL_AT + 3.0, elapsed
-    assert [(r["method"], r["path"]) for r in MOCK.requests()] == [("POST", "/auth/token")]
+    assert [(r["method"], r["path"]) for r in MOCK.requests()] == \
+        [("GET", "/api/authinfo"), ("POST", "/token")]
 
 
 @timeout(60)
 def test_deliver_can_be_cancelled():
     fresh_integration(DB)
     add_cases([("CANCEL-1", "Cancelled delivery", "high")], dbname=DB)
-    MOCK.faults({"method": "POST", "path": "/auth/token", "count": 1,
+    MOCK.faults({"method": "POST", "path": "/token", "count": 1,
                  "action": {"type": "delay", "ms": DELAY_MS, "before": True}})
     elapsed, _ = _with_long_request_timeout(
         lambda: _run_cancelled("CALL halo_itsm.deliver()"))
     assert CANCEL_AT <= elapsed < CANCEL_AT + 3.0, elapsed
-    assert [(r["method"], r["path"]) for r in MOCK.requests()] == [("POST", "/auth/token")]
+    assert [(r["method"], r["path"]) for r in MOCK.requests()] == \
+        [("GET", "/api/authinfo"), ("POST", "/token")]
     # nothing was sent for the case; it is still to be delivered
     assert q1("SELECT count(*) FROM halo_itsm.outbox WHERE state = 'done'", db=DB) == 0
     assert q("SELECT kind FROM halo_itsm.outbox", db=DB) == [("case",)]

@@ -45,14 +45,15 @@ def test_nothing_sent_until_deliver_then_exact_json():
     assert q1("SELECT sum(attempts) FROM halo_itsm.outbox", db=DB) == 0
     deliver()
     assert states() == {"done": 3}
-    assert trace() == [("POST", "/auth/token", 200)] + [("POST", "/api/Tickets", 200)] * 3
+    assert trace() == [("GET", "/api/authinfo", 200), ("POST", "/token", 200)] + \
+        [("POST", "/api/Tickets", 200)] * 3
     for sid, title, severity, desc in cases:
         check_delivered(sid, expected_payload(sid, title, severity, desc, team="Service Desk",
                                               client=1), dbname=DB)
     assert q("SELECT DISTINCT integration_id FROM halo_itsm.tickets", db=DB) == [(iid,)]
     # nothing left: another CALL sends nothing
     deliver()
-    assert len(MOCK.requests()) == 4
+    assert len(MOCK.requests()) == 5
 
 
 @timeout(60)
@@ -156,9 +157,9 @@ def test_deliver_is_interruptible_and_recovers_what_was_in_flight():
     reqs = MOCK.requests(since=since)
     int1 = mock_tickets_by_sid()["INT-1"][0]["id"]
     assert [(r["method"], r["path"]) for r in reqs] == \
-        [("POST", "/auth/token"), ("GET", "/api/Tickets"), ("GET", "/api/Tickets/%d" % int1),
-         ("POST", "/api/Tickets")]
-    assert reqs[1]["query"] == lookup_query("INT-1")
+        [("GET", "/api/authinfo"), ("POST", "/token"), ("GET", "/api/Tickets"),
+         ("GET", "/api/Tickets/%d" % int1), ("POST", "/api/Tickets")]
+    assert reqs[2]["query"] == lookup_query("INT-1")
     check_delivered("INT-1", expected_payload("INT-1", "Interrupted", "high"), dbname=DB,
                     attempts=2, linked_by="found", result="found", posts=1)
     check_delivered("INT-2", expected_payload("INT-2", "Waiting", "high"), dbname=DB)

@@ -287,15 +287,18 @@ def test_one_token_for_many_cases():
     add_cases([("TOK-%d" % i, "Case %d" % i, "medium") for i in range(6)])
     wait_states({"done": 6})
     reqs = MOCK.requests()
-    assert [(r["method"], r["path"], r["status"]) for r in reqs] == \
-        [("POST", "/auth/token", 200)] + [("POST", "/api/Tickets", 200)] * 6
-    tok = reqs[0]
+    # the authorisation server is discovered once (GET /api/authinfo on the instance)
+    assert [(r["server"], r["method"], r["path"], r["status"]) for r in reqs] == \
+        [("instance", "GET", "/api/authinfo", 200), ("auth", "POST", "/token", 200)] + \
+        [("instance", "POST", "/api/Tickets", 200)] * 6
+    assert "authorization" not in reqs[0]["headers"]
+    tok = reqs[1]
     assert tok["query"] == {}
     assert tok["headers"]["content-type"] == "application/x-www-form-urlencoded"
     assert "authorization" not in tok["headers"]
     assert token_form(tok) == {"grant_type": "client_credentials", "client_id": "test-client",
                                "client_secret": "test-secret", "scope": SCOPE}
-    bearers = {r["headers"]["authorization"] for r in reqs[1:]}
+    bearers = {r["headers"]["authorization"] for r in reqs[2:]}
     assert len(bearers) == 1, bearers
     assert sorted(mock_tickets_by_sid()) == ["TOK-%d" % i for i in range(6)]
 
@@ -308,9 +311,10 @@ def test_token_request_with_tenant():
     add_cases([("TEN-1", "Tenant case", "high")])
     wait_states({"done": 1})
     reqs = MOCK.requests()
-    assert trace() == [("POST", "/auth/token", 200), ("POST", "/api/Tickets", 200)]
-    assert reqs[0]["query"] == {"tenant": ["acme"]}
-    assert token_form(reqs[0]) == {"grant_type": "client_credentials", "client_id": "acme-app",
+    assert trace() == [("GET", "/api/authinfo", 200), ("POST", "/token", 200),
+                       ("POST", "/api/Tickets", 200)]
+    assert reqs[1]["query"] == {"tenant": ["acme"]}
+    assert token_form(reqs[1]) == {"grant_type": "client_credentials", "client_id": "acme-app",
                                    "client_secret": "acme s3cret&=+", "scope": SCOPE}
     check_delivered("TEN-1", expected_payload("TEN-1", "Tenant case", "high"))
 
@@ -327,7 +331,8 @@ def test_token_renewed_once_after_401():
     add_cases([("REN-2", "Second", "high")])
     wait_states({"done": 2})
     reqs = MOCK.requests(since=mark)
-    assert trace(since=mark) == [("POST", "/api/Tickets", 401), ("POST", "/auth/token", 200),
+    # a renewal asks the same authorisation server: no second discovery
+    assert trace(since=mark) == [("POST", "/api/Tickets", 401), ("POST", "/token", 200),
                                  ("POST", "/api/Tickets", 200)]
     assert reqs[0]["json"] == reqs[2]["json"] == [expected_payload("REN-2", "Second", "high")]
     assert reqs[0]["headers"]["authorization"] != reqs[2]["headers"]["authorization"]
@@ -344,8 +349,9 @@ def test_second_401_after_renewal_is_dead():
     add_cases([("R401-1", "Refused", "medium")])
     wait_states({"dead": 1})
     time.sleep(0.5)
-    assert trace() == [("POST", "/auth/token", 200), ("POST", "/api/Tickets", 401),
-                       ("POST", "/auth/token", 200), ("POST", "/api/Tickets", 401)]
+    assert trace() == [("GET", "/api/authinfo", 200), ("POST", "/token", 200),
+                       ("POST", "/api/Tickets", 401),
+                       ("POST", "/token", 200), ("POST", "/api/Tickets", 401)]
     row = outbox("R401-1")
     assert (row["state"], row["attempts"], row["last_http_status"]) == ("dead", 1, 401), row
     assert row["last_error"] == (
@@ -362,18 +368,18 @@ def test_token_renewed_before_it_expires():
     MOCK.config(token_expires_in=10)
     add_cases([("EXP-1", "One", "low")])
     wait_states({"done": 1})
-    issued = MOCK.requests(path="/auth/token")[0]["answered_at"]
+    issued = MOCK.requests(path="/token")[0]["answered_at"]
     add_cases([("EXP-2", "Two", "low")])
     wait_states({"done": 2})
     assert time.time() - issued < 8, "too slow for this test's 9 s window"
     assert [r["path"] for r in MOCK.requests()] == \
-        ["/auth/token", "/api/Tickets", "/api/Tickets"]
+        ["/api/authinfo", "/token", "/api/Tickets", "/api/Tickets"]
     time.sleep(max(0, issued + 9.3 - time.time()))
     mark = last_seq()
     add_cases([("EXP-3", "Three", "low")])
     wait_states({"done": 3})
-    # a fresh token first, no 401 on the way
-    assert trace(since=mark) == [("POST", "/auth/token", 200), ("POST", "/api/Tickets", 200)]
+    # a fresh token first (from the server discovered before), no 401 on the way
+    assert trace(since=mark) == [("POST", "/token", 200), ("POST", "/api/Tickets", 200)]
     assert len(creates()) == 3 and len(MOCK.tickets()) == 3
 
 
@@ -388,13 +394,13 @@ def test_two_500s_then_success():
     wait_states({"done": 1})
     reqs = MOCK.requests()
     # a 500 may have created the ticket: every retry looks it up before creating again
-    assert trace() == [("POST", "/auth/token", 200),
+    assert trace() == [("GET", "/api/authinfo", 200), ("POST", "/token", 200),
                        ("POST", "/api/Tickets", 500), ("GET", "/api/Tickets", 200),
                        ("POST", "/api/Tickets", 500), ("GET", "/api/Tickets", 200),
                        ("POST", "/api/Tickets", 200)]
-    assert reqs[2]["query"] == reqs[4]["query"] == lookup_query("RET-1")
+    assert reqs[3]["query"] == reqs[5]["query"] == lookup_query("RET-1")
     payload = expected_payload("RET-1", "Flaky Halo", "critical")
-    assert reqs[1]["json"] == reqs[3]["json"] == reqs[5]["json"] == [payload]
+    assert reqs[2]["json"] == reqs[4]["json"] == reqs[6]["json"] == [payload]
     assert len(mock_tickets_by_sid()["RET-1"]) == 1
     row = outbox("RET-1")
     assert (row["state"], row["attempts"], row["result"], row["last_http_status"]) == \
@@ -415,9 +421,9 @@ def test_429_waits_for_retry_after_seconds():
     wait_states({"done": 1})
     reqs = MOCK.requests()
     # a 429 did not create anything: no lookup
-    assert trace() == [("POST", "/auth/token", 200), ("POST", "/api/Tickets", 429),
-                       ("POST", "/api/Tickets", 200)]
-    waited = reqs[2]["received_at"] - reqs[1]["answered_at"]
+    assert trace() == [("GET", "/api/authinfo", 200), ("POST", "/token", 200),
+                       ("POST", "/api/Tickets", 429), ("POST", "/api/Tickets", 200)]
+    waited = reqs[3]["received_at"] - reqs[2]["answered_at"]
     assert 0.95 <= waited < 2.5, "retried after %.3f s, Retry-After said 1 s" % waited
     check_delivered("RL-1", expected_payload("RL-1", "Rate limited", "high"), attempts=2)
 
@@ -434,8 +440,8 @@ def test_429_without_retry_after_backs_off_exponentially():
                                      "Message": "Rate Limit Reached - 300 Requests per rolling 5 minute window"}}})
     add_cases([("RLN-1", "Rate limited, no Retry-After", "high")])
     wait_states({"done": 1})
-    assert trace() == [("POST", "/auth/token", 200)] + [("POST", "/api/Tickets", 429)] * 3 + \
-        [("POST", "/api/Tickets", 200)]
+    assert trace() == [("GET", "/api/authinfo", 200), ("POST", "/token", 200)] + \
+        [("POST", "/api/Tickets", 429)] * 3 + [("POST", "/api/Tickets", 200)]
     reqs = creates()
     assert all("retry_after" not in r["fault"] for r in reqs[:3])
     for k, (lo, hi) in enumerate([(0.05, 0.1), (0.1, 0.2), (0.2, 0.4)]):
@@ -583,7 +589,8 @@ def test_status_while_halo_is_unreachable():
         st = status_row(iid)
         return st if st["pending"] == 1 and st["last_error"] else None
     st = wait_until(failing, timeout=10, msg="status shows the connection failure")
-    assert st["last_error"].startswith("halo_itsm: POST /auth/token failed: "), st["last_error"]
+    # the first request, the discovery of the authorisation server, fails
+    assert st["last_error"].startswith("halo_itsm: GET /api/authinfo failed: "), st["last_error"]
     assert "127.0.0.1 port %d" % closed_port in st["last_error"], st["last_error"]
     assert st["problem"] == "retrying: " + outbox("DOWN-1")["last_error"], st
     assert st["last_success_at"] is None and st["dead"] == 0
@@ -594,7 +601,8 @@ def test_status_while_halo_is_unreachable():
     q("UPDATE halo_itsm.integrations SET instance_url = %s WHERE id = %s",
       "http://127.0.0.1:%d" % MOCK_PORT, iid)
     wait_states({"done": 1})
-    assert trace() == [("POST", "/auth/token", 200), ("POST", "/api/Tickets", 200)]
+    assert trace() == [("GET", "/api/authinfo", 200), ("POST", "/token", 200),
+                       ("POST", "/api/Tickets", 200)]
     st = status_row(iid)
     assert (st["pending"], st["dead"], st["problem"]) == (0, 0, "ok"), st
     assert st["last_success_at"] > st["last_error_at"]
@@ -641,11 +649,11 @@ def test_commit_wakes_the_worker_and_rollback_does_not():
         conn.commit()
         wait_states({"done": 2}, timeout=5)
         reqs = MOCK.requests()
-        assert trace() == [("POST", "/auth/token", 200), ("POST", "/api/Tickets", 200),
-                           ("POST", "/api/Tickets", 200)]
+        assert trace() == [("GET", "/api/authinfo", 200), ("POST", "/token", 200),
+                           ("POST", "/api/Tickets", 200), ("POST", "/api/Tickets", 200)]
         assert reqs[0]["received_at"] - committed < 1.0, \
             "first request %.3f s after the commit" % (reqs[0]["received_at"] - committed)
-        assert reqs[2]["received_at"] - committed < 1.5
+        assert reqs[3]["received_at"] - committed < 1.5
         assert sorted(mock_tickets_by_sid()) == ["WAKE-1", "WAKE-2"]
         assert q1("SELECT count(*) FROM halo_itsm.cases WHERE sid = 'WAKE-RB'") == 0
     finally:

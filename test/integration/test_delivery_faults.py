@@ -32,10 +32,7 @@ def halo_create(tickets):
     """Create tickets in the mock through its Halo API, as another Halo user would;
     returns the stored tickets. (These requests appear in the mock's request log.)"""
     base = "http://127.0.0.1:%d" % MOCK_PORT
-    form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": "test-client",
-                                   "client_secret": "test-secret", "scope": "all"}).encode()
-    with urllib.request.urlopen(base + "/auth/token", data=form, timeout=10) as resp:
-        token = json.load(resp)["access_token"]
+    token = MOCK_TOKEN()
     req = urllib.request.Request(base + "/api/Tickets", data=json.dumps(tickets).encode(),
                                  headers={"Content-Type": "application/json",
                                           "Authorization": "Bearer " + token})
@@ -75,10 +72,11 @@ def _lost_answer_found(honour_filter):
     reqs = MOCK.requests(since=since)
     mine = mock_tickets_by_sid()["LOST-1"]
     assert len(mine) == 1 and mine[0]["id"] > max(d["id"] for d in decoys), mine
-    assert trace(since=since) == [("POST", "/auth/token", 200), ("POST", "/api/Tickets", "dropped"),
+    assert trace(since=since) == [("GET", "/api/authinfo", 200), ("POST", "/token", 200),
+                                  ("POST", "/api/Tickets", "dropped"),
                                   ("GET", "/api/Tickets", 200), confirm(mine[0]["id"])], trace(since=since)
-    assert reqs[1]["fault"] == {"type": "drop_after_create"}
-    assert reqs[2]["query"] == lookup_query("LOST-1")
+    assert reqs[2]["fault"] == {"type": "drop_after_create"}
+    assert reqs[3]["query"] == lookup_query("LOST-1")
     hid = check_delivered("LOST-1", expected_payload("LOST-1", "Answer lost", "high"),
                           attempts=2, linked_by="found", result="found", posts=1)
     assert hid == mine[0]["id"]
@@ -116,12 +114,13 @@ def test_list_items_are_candidates_only():
                              "body": {"record_count": 1, "tickets": [{"id": 1001, "summary": "CAND-1 other"}]}}}])
     add_cases([("CAND-1", "Candidate", "low")])
     wait_states({"done": 1})
-    assert trace(since=since) == [("POST", "/auth/token", 200), ("POST", "/api/Tickets", "dropped"),
+    assert trace(since=since) == [("GET", "/api/authinfo", 200), ("POST", "/token", 200),
+                                  ("POST", "/api/Tickets", "dropped"),
                                   ("GET", "/api/Tickets", 200), confirm(1001),
                                   ("GET", "/api/Tickets", 200), confirm(1001),
                                   ("POST", "/api/Tickets", 200)]
     reqs = MOCK.requests(since=since)
-    assert reqs[4]["query"] == search_query("CAND-1")
+    assert reqs[5]["query"] == search_query("CAND-1")
     check_delivered("CAND-1", expected_payload("CAND-1", "Candidate", "low"), attempts=2)
     assert sorted(mock_tickets_by_sid()) == ["CAND-1", "CAND-1x"]
 
@@ -151,9 +150,9 @@ def test_real_list_items_carry_list_columns_only():
 def MOCK_TOKEN():
     """A token of the mock's test client."""
     form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": "test-client",
-                                   "client_secret": "test-secret", "scope": "all"}).encode()
-    with urllib.request.urlopen("http://127.0.0.1:%d/auth/token" % MOCK_PORT, data=form,
-                                timeout=10) as resp:
+                                   "client_secret": "test-secret",
+                                   "scope": "read:tickets edit:tickets"}).encode()
+    with urllib.request.urlopen(MOCK.auth_url() + "/token", data=form, timeout=10) as resp:
         return json.load(resp)["access_token"]
 
 
@@ -177,13 +176,14 @@ def test_dropped_request_lookup_finds_nothing_and_creates_once():
     reqs = MOCK.requests(since=since)
     # the filter is ignored: the one ticket is a candidate, not ours; the search finds it
     # again (its summary holds the sid), not ours; nothing else: create
-    assert trace(since=since) == [("POST", "/auth/token", 200), ("POST", "/api/Tickets", "dropped"),
+    assert trace(since=since) == [("GET", "/api/authinfo", 200), ("POST", "/token", 200),
+                                  ("POST", "/api/Tickets", "dropped"),
                                   ("GET", "/api/Tickets", 200), confirm(1001),
                                   ("GET", "/api/Tickets", 200), confirm(1001),
                                   ("POST", "/api/Tickets", 200)]
-    assert reqs[2]["query"] == lookup_query("GONE-1")
-    assert reqs[4]["query"] == search_query("GONE-1")
-    assert reqs[1]["json"] == reqs[6]["json"]
+    assert reqs[3]["query"] == lookup_query("GONE-1")
+    assert reqs[5]["query"] == search_query("GONE-1")
+    assert reqs[2]["json"] == reqs[7]["json"]
     check_delivered("GONE-1", expected_payload("GONE-1", "Request lost", "medium", "Nobody saw it"),
                     attempts=2)
     assert len(MOCK.tickets()) == 2
@@ -224,7 +224,8 @@ def test_lookup_pages_through_newer_look_alikes():
     wait_states({"done": 1})
     newer = list(range(ours + 30, ours, -1))
     # the filter is ignored (41 tickets): the search, newest first, 25 a page, each confirmed
-    assert worker_trace(since, others) == [("POST", "/auth/token", 200), ("POST", "/api/Tickets", "dropped"),
+    assert worker_trace(since, others) == [("GET", "/api/authinfo", 200), ("POST", "/token", 200),
+                                           ("POST", "/api/Tickets", "dropped"),
                                            ("GET", "/api/Tickets", 200), ("GET", "/api/Tickets", 200)] + \
         [confirm(t) for t in newer[:25]] + [("GET", "/api/Tickets", 200)] + \
         [confirm(t) for t in newer[25:] + [ours]], worker_trace(since, others)
@@ -245,7 +246,7 @@ def test_lookup_gives_up_after_50_confirmations_without_a_second_ticket():
     t = worker_trace(since, others)
     assert len([x for x in t if x[1] == "/api/Tickets" and x[0] == "GET"]) == 3, t
     assert len([x for x in t if x[1].startswith("/api/Tickets/")]) == 50
-    assert len(t) == 2 + 3 + 50 and len(creates_for("MANY-1", since=since)) == 1
+    assert len(t) == 3 + 3 + 50 and len(creates_for("MANY-1", since=since)) == 1
     row = outbox("MANY-1")
     assert row["last_error"] == (
         'halo_itsm: could not tell whether an earlier attempt created the ticket of "MANY-1": '
@@ -300,7 +301,7 @@ def _sid_found_after_lost_answer(sid, honour_filter, template=None, decoys_after
     mine = mock_tickets_by_sid()[sid]
     assert len(mine) == 1, mine
     reqs = [r for r in MOCK.requests(since=since) if r["seq"] not in others]
-    assert reqs[2]["query"] == lookup_query(sid)
+    assert reqs[3]["query"] == lookup_query(sid)
     assert len(creates_for(sid, since=since)) == 1
     hid = check_delivered(sid, expected_payload(sid, "Long sid", "high", **({"template": template} if template else {})),
                           attempts=2, linked_by="found", result="found", posts=1)
@@ -313,14 +314,14 @@ def _sid_found_after_lost_answer(sid, honour_filter, template=None, decoys_after
 def test_250_character_sid_found_after_lost_answer():
     assert len(LONG_SID) == 250
     t, mine, _ = _sid_found_after_lost_answer(LONG_SID, honour_filter=True)
-    assert t[2:] == [("GET", "/api/Tickets"), ("GET", "/api/Tickets/%d" % mine["id"])]
+    assert t[3:] == [("GET", "/api/Tickets"), ("GET", "/api/Tickets/%d" % mine["id"])]
 
 
 @timeout(60)
 def test_250_character_sid_found_when_halo_ignores_the_filter():
     t, mine, _ = _sid_found_after_lost_answer(LONG_SID, honour_filter=False)
     # four tickets, newest first: ours is the first candidate
-    assert t[2:] == [("GET", "/api/Tickets"), ("GET", "/api/Tickets/%d" % mine["id"])]
+    assert t[3:] == [("GET", "/api/Tickets"), ("GET", "/api/Tickets/%d" % mine["id"])]
 
 
 @timeout(60)
@@ -363,9 +364,9 @@ def test_timeout_after_create_is_found():
     reqs = MOCK.requests()
     tid = mock_tickets_by_sid()["SLOW-1"][0]["id"]
     assert [(r["method"], r["path"]) for r in reqs] == \
-        [("POST", "/auth/token"), ("POST", "/api/Tickets"), ("GET", "/api/Tickets"),
-         ("GET", "/api/Tickets/%d" % tid)]
-    assert reqs[2]["received_at"] - reqs[1]["received_at"] >= 2.9
+        [("GET", "/api/authinfo"), ("POST", "/token"), ("POST", "/api/Tickets"),
+         ("GET", "/api/Tickets"), ("GET", "/api/Tickets/%d" % tid)]
+    assert reqs[3]["received_at"] - reqs[2]["received_at"] >= 2.9
     check_delivered("SLOW-1", expected_payload("SLOW-1", "Slow Halo", "critical"),
                     attempts=2, linked_by="found", result="found", posts=1)
     row = outbox("SLOW-1")

@@ -57,9 +57,9 @@ def fault_rules(seed):
     """The fault mix on token requests, lookups and creates (each its own seeded
     generator), the first two token requests failing, and three token revocations."""
     return [
-        {"method": "POST", "path": "/auth/token", "count": 2,
+        {"method": "POST", "path": "/token", "count": 2,
          "action": {"type": "status", "status": 500}},
-        {"method": "POST", "path": "/auth/token", "random": dict(FAULT_MIX, seed=seed)},
+        {"method": "POST", "path": "/token", "random": dict(FAULT_MIX, seed=seed)},
         {"method": "GET", "path": "/api/Tickets", "random": dict(FAULT_MIX, seed=seed + 1)},
         {"method": "POST", "path": "/api/Tickets", "random": dict(FAULT_MIX, seed=seed + 2)},
         {"method": "POST", "path": "/api/Tickets", "count": 3, "action": {"type": "expire_tokens"}},
@@ -107,7 +107,7 @@ def test_fault_mix_one_ticket_per_case():
         assert stats[("POST /api/Tickets", what)] > 0, (what, summary(stats))
     for what in ("status 500", "status 429"):
         assert stats[("GET /api/Tickets", what)] > 0, (what, summary(stats))
-    assert stats[("POST /auth/token", "status 500")] >= 2, summary(stats)
+    assert stats[("POST /token", "status 500")] >= 2, summary(stats)
     # answers lost after Halo created the ticket were found by the lookup, not re-created
     found = q1("SELECT count(*) FROM halo_itsm.tickets WHERE linked_by = 'found'")
     assert found > 0
@@ -192,9 +192,9 @@ def test_halo_down_then_back_backlog_drains():
                                  s["problem"].startswith("retrying: ") else None)(_status()),
                         timeout=20, msg="status shows the outage")
         assert st["pending"] + st["in_flight"] == N_OUTAGE and st["dead"] == 0, st
-        assert "POST /auth/token failed" in st["last_error"], st
+        assert "GET /api/authinfo failed" in st["last_error"], st
         assert "onnect" in st["last_error"], st       # "Couldn't connect ..." / "Failed to connect"
-        assert "POST /auth/token failed" in st["problem"], st
+        assert "GET /api/authinfo failed" in st["problem"], st
         assert st["last_success_at"] is None, st
         time.sleep(max(0.0, 4 - (time.monotonic() - outage_start)))   # a few seconds' outage
         st = _status()

@@ -107,7 +107,7 @@ def excerpt(data, limit=200):
 def reason(path, data, why):
     """The last_error of an item whose answers at path could not be used twice (a token
     answer is not quoted: it may hold a secret)."""
-    quoted = "(not shown: it may hold a token)" if path.endswith("/auth/token") else excerpt(data)
+    quoted = "(not shown: it may hold a token)" if path.endswith("/token") else excerpt(data)
     return ("halo_itsm: Halo's answer 200 to %s cannot be used: %s; it reads: %s"
             % (path, why, quoted)) + GAVE_UP
 
@@ -188,7 +188,7 @@ def check_round(expect_dead, expect_done, iid):
 def test_bad_token_answers_fail_their_integrations_items_only():
     rows = bad_answers("token")
     ids = connect_integrations(len(rows) + 1, prefix="hostile")
-    rules = [answer(data, method="POST", path="/auth/token",
+    rules = [answer(data, method="POST", path="/token",
                     body_contains="client_id=hostile-client-%d&" % k)
              for k, (_, data, _) in enumerate(rows, start=1)]
     MOCK.faults(rules)
@@ -198,7 +198,7 @@ def test_bad_token_answers_fail_their_integrations_items_only():
     settle()
     got = by_sid()
     for k, (name, data, why) in enumerate(rows, start=1):
-        error = reason("POST /auth/token", data, why)
+        error = reason("POST %s/token" % MOCK.auth_url(), data, why)
         assert got["TOK-%d" % k][1:] == ("dead", None, error, 2), (name, got["TOK-%d" % k], error)
         check_status(ids[k - 1], [got["TOK-%d" % k][0]], {got["TOK-%d" % k][0]: error})
     # the integration whose token answer was good delivered its case
@@ -451,7 +451,8 @@ def test_check_connection_refuses_a_token_a_header_cannot_carry():
     # (which would add a header line of Halo's choosing) is not sent anywhere
     iid = fresh_integration(team="SOC")
     MOCK.faults(answer(json.dumps({"access_token": "abc\r\nX-Evil: 1", "expires_in": 3600}).encode(),
-                       method="POST", path="/auth/token"))
+                       method="POST", path="/token"))
     got = q1("SELECT halo_itsm.check_connection(%s)", iid)
     assert got["token"] == "failed", got
-    assert [(r["method"], r["path"]) for r in MOCK.requests()] == [("POST", "/auth/token")]
+    assert [(r["method"], r["path"]) for r in MOCK.requests()] == \
+        [("GET", "/api/authinfo"), ("POST", "/token")]

@@ -76,21 +76,32 @@ def test_redirects_not_followed():
     # a 3xx is not a success, not retryable, and never followed
     assert (it["state"], it["status"]) == ("dead", 302), it
     assert "Halo answered 302 to POST /api/Tickets" in it["error"], it
-    assert requests_seen() == [("POST", "/auth/token"), ("POST", "/api/Tickets")]
+    assert requests_seen() == [("GET", "/api/authinfo"), ("POST", "/token"), ("POST", "/api/Tickets")]
     assert MOCK.tickets() == []
 
     # 307/308 would resend the body (with the client secret) to the new place
+    token_url = MOCK.auth_url() + "/token"
     for status in (307, 301):
         fresh_integration(DB)
-        MOCK.faults({"method": "POST", "path": "/auth/token", "count": 1,
+        MOCK.faults({"method": "POST", "path": "/token", "count": 1,
                      "action": {"type": "status", "status": status, "body": {},
                                 "headers": {"Location": elsewhere + "/auth/token"}}})
         add_case("REDIR-%d" % status)
         deliver()
         it = item("REDIR-%d" % status)
-        assert "Halo answered %d to POST /auth/token" % status in it["error"], it
+        assert "Halo answered %d to POST %s" % (status, token_url) in it["error"], it
         assert it["state"] in ("pending", "dead"), it
-        assert requests_seen() == [("POST", "/auth/token")], requests_seen()
+        assert requests_seen() == [("GET", "/api/authinfo"), ("POST", "/token")], requests_seen()
+    # nor is a redirect of the discovery followed: the secret goes nowhere
+    fresh_integration(DB)
+    MOCK.faults({"method": "GET", "path": "/api/authinfo", "count": 1,
+                 "action": {"type": "status", "status": 307, "body": {},
+                            "headers": {"Location": elsewhere + "/api/authinfo"}}})
+    add_case("REDIR-AUTHINFO")
+    deliver()
+    it = item("REDIR-AUTHINFO")
+    assert "Halo answered 307 to GET /api/authinfo" in it["error"], it
+    assert requests_seen() == [("GET", "/api/authinfo")], requests_seen()
 
 
 # --- schemes and credentials --------------------------------------------------------------
@@ -114,7 +125,7 @@ def test_http_refused_unless_allowed():
     deliver(conn)
     it = item("HTTP-1")
     assert it["state"] == "pending" and it["status"] is None, it
-    assert "POST /auth/token failed" in it["error"] and "http" in it["error"].lower(), it
+    assert "GET /api/authinfo failed" in it["error"] and "http" in it["error"].lower(), it
     assert requests_seen() == []
 
     with conn.cursor() as cur:
@@ -168,7 +179,7 @@ def test_private_addresses_refused_by_deliver():
     for sid, url in sids.items():
         it = item(sid)
         assert it["state"] == "pending", (url, it)
-        assert "POST /auth/token refused: the instance host resolves to a private, loopback" \
+        assert "GET /api/authinfo refused: the instance host resolves to a private, loopback" \
             in it["error"], (url, it)
     assert requests_seen() == []
 
@@ -184,7 +195,7 @@ def test_private_addresses_refused_by_worker():
         problem = q1("SELECT problem FROM halo_itsm.status WHERE integration_id IS NOT NULL",
                      db="halo")
         assert "private, loopback or link-local" in problem, problem
-        assert requests_seen() == []
+        assert requests_seen() == [], MOCK.requests()
     finally:
         reset_system(["halo_itsm.allow_private_addresses"])
     due_now("halo")
@@ -228,7 +239,7 @@ def test_tls_verified_with_own_ca():
         deliver(conn)
         assert item("TLS-1")["state"] == "done", item("TLS-1")
         assert [(r["method"], r["path"]) for r in tls.mock.requests()] == \
-            [("POST", "/auth/token"), ("POST", "/api/Tickets")]
+            [("GET", "/api/authinfo"), ("POST", "/token"), ("POST", "/api/Tickets")]
         assert [t["third_party_id_string"] for t in tls.mock.tickets()] == ["TLS-1"]
 
         # the certificate names 127.0.0.1 only: "localhost" fails even with the CA
@@ -239,7 +250,7 @@ def test_tls_verified_with_own_ca():
         it = item("TLS-2")
         assert it["state"] == "pending", it
         assert "localhost" in it["error"] and "certificate" in it["error"].lower(), it
-        assert len(tls.mock.requests()) == 2
+        assert len(tls.mock.requests()) == 3
     finally:
         reset_system(["halo_itsm.ca_file"])
         tls.stop()

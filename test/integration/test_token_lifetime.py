@@ -30,8 +30,10 @@ def _stream(lifetime):
     wait_states({"done": n})
     took = time.monotonic() - start
     reqs = MOCK.requests()
-    tokens = [r for r in reqs if r["path"] == "/auth/token"]
-    api = [r for r in reqs if r["path"].startswith("/api/")]
+    tokens = [r for r in reqs if r["path"] == "/token"]
+    # the authorisation server is discovered once, whatever the tokens' lifetime
+    assert [r["path"] for r in reqs].count("/api/authinfo") == 1, [r["path"] for r in reqs]
+    api = [r for r in reqs if r["path"].startswith("/api/") and r["path"] != "/api/authinfo"]
     # (a 1 s token may expire on its way, answered 401 and renewed once: so no more
     # than one 401 per token, and n creates answered 200)
     assert [r["status"] for r in api].count(200) == n, [(r["path"], r["status"]) for r in api]

@@ -119,8 +119,9 @@ def _post_action_as(client_id, client_secret, tid, note):
     """POST /api/Actions to the mock with a token of this API application; the action."""
     base = "http://127.0.0.1:%d" % MOCK_PORT
     form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": client_id,
-                                   "client_secret": client_secret, "scope": "all"}).encode()
-    with urllib.request.urlopen(base + "/auth/token", data=form, timeout=10) as resp:
+                                   "client_secret": client_secret,
+                                   "scope": "read:tickets edit:tickets"}).encode()
+    with urllib.request.urlopen(MOCK.auth_url() + "/token", data=form, timeout=10) as resp:
         token = json.load(resp)["access_token"]
     req = urllib.request.Request(base + "/api/Actions",
                                  data=json.dumps([{"ticket_id": tid, "note": note,
@@ -255,7 +256,7 @@ def test_rejections_answer_their_http_status():
 
 def _mock_token():
     data = b"grant_type=client_credentials&client_id=test-client&client_secret=test-secret&scope=read:tickets"
-    req = urllib.request.Request("http://127.0.0.1:%d/auth/token" % MOCK_PORT, data=data, method="POST",
+    req = urllib.request.Request(MOCK.auth_url() + "/token", data=data, method="POST",
                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())["access_token"]

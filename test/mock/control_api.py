@@ -192,6 +192,8 @@ def sign(req, state):
 
 ROUTES = [
     (r'health', {'GET': lambda r, s: (200, {'ok': True})}),
+    (r'servers', {'GET': lambda r, s: (200, {'instance': s.instance_url,
+                                             'auth': s.auth_server_url})}),
     (r'reset', {'POST': reset}),
     (r'config', {'GET': config, 'POST': config}),
     (r'requests', {'GET': requests_log, 'DELETE': requests_log}),

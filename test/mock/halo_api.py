@@ -1,8 +1,9 @@
 """
 halo_api.py - the Halo ITSM REST endpoints of the mock server.
 
-POST /auth/token (OAuth2 client credentials) and the /api/... endpoints the
-extension uses: Tickets (create/update/list/get), Actions (list/create) and the
+POST {auth server}/token (OAuth2 client credentials, with the scopes the API
+application is granted), GET /api/authinfo (which names the authorisation
+server) and the /api/... endpoints the extension uses: Tickets (create/update/list/get), Actions (list/create) and the
 lookup lists (Team, Category, Client, TicketType, Priority, Status).  Every
 function takes a Request (see handler.py) and the State and returns
 (status, json_body[, extra_headers]).  Field names follow Halo's OpenAPI subset;
@@ -24,7 +25,8 @@ def halo_error(message, status=400):
 
 
 def auth_token(req, state):
-    """POST /auth/token: issue a bearer token for valid client credentials (form or Basic)."""
+    """POST {auth server}/token (or {instance}/auth/token): issue a bearer token for valid
+    client credentials (form or Basic) and a granted scope."""
     if req.method != 'POST':
         return 405, {'error': 'method not allowed'}
     form = urllib.parse.parse_qs(req.body.decode('utf-8', 'replace'), keep_blank_values=True)
@@ -44,9 +46,32 @@ def auth_token(req, state):
     if client is None:
         return 401, {'error': 'invalid_client',
                      'error_description': 'unknown client, wrong secret or wrong tenant'}
+    # the stricter reading of OAuth2: every scope asked for must be granted to the API
+    # application (an application granted 'all' is not given a narrower scope), and an
+    # empty scope is refused
+    asked = first.get('scope', '').split(' ')
+    if not all(asked) or any(x not in client['scopes'] for x in asked):
+        return 400, {'error': 'invalid_scope',
+                     'error_description': 'the API application is not granted the scope asked for'}
     token, expires_in = state.issue_token(client['client_id'])
     return 200, {'access_token': token, 'token_type': 'Bearer',
                  'expires_in': expires_in, 'scope': first.get('scope', '')}
+
+
+def authinfo(req, state):
+    """GET /api/authinfo (no token needed): the authorisation server's URL and, when
+    configured, the tenant, as Halo answers them; 404 when the token endpoint is on the
+    instance (the older Halo)."""
+    if req.method != 'GET':
+        return 405, {'error': 'method not allowed'}
+    url = state.auth_url()
+    if url is None:
+        return 404, {'error': 'not found'}
+    body = {'auth_url': url}
+    tenant = state.config_copy('authinfo_tenant')
+    if tenant is not None:
+        body['tenant_id'] = tenant
+    return 200, body
 
 
 def _qbool(req, name):

@@ -40,6 +40,11 @@ def utc_iso(ts=None):
                          time.gmtime(time.time() if ts is None else ts))
 
 
+# the scopes an API application grants unless a test says otherwise: those halo_itsm's
+# setup guide asks for
+DEFAULT_SCOPES = ('read:tickets', 'edit:tickets', 'read:customers')
+
+
 def default_config(latency_ms=0):
     """Return a fresh copy of the default configuration."""
     return {
@@ -50,7 +55,13 @@ def default_config(latency_ms=0):
         'honour_third_party_filter': False,
         'rate_limit': None,
         'clients': [{'client_id': 'test-client', 'client_secret': 'test-secret',
-                     'tenant': None}],
+                     'tenant': None, 'scopes': list(DEFAULT_SCOPES)}],
+        # where the token endpoint is: 'separate' (Halo's authorisation server, another
+        # port of this process, at {auth_path}/token, named by GET /api/authinfo) or
+        # 'instance' (the older POST {instance}/auth/token; no /api/authinfo)
+        'auth_server': 'separate',
+        'auth_path': '',
+        'authinfo_tenant': None,
         'teams': [{'id': 1, 'name': 'SOC'}, {'id': 2, 'name': 'Service Desk'}],
         'categories': [{'id': 1, 'value': 'Security>Incident', 'type_id': 1},
                        {'id': 2, 'value': 'Security', 'type_id': 1}],
@@ -98,9 +109,35 @@ def _clients(value):
         tenant = c.get('tenant')
         if tenant is not None and not isinstance(tenant, str):
             raise ValueError('entry %d: tenant must be a string' % i)
+        scopes = c.get('scopes', list(DEFAULT_SCOPES))
+        if not (isinstance(scopes, list) and all(isinstance(x, str) for x in scopes)):
+            raise ValueError('entry %d: scopes must be a list of strings' % i)
         out.append({'client_id': c['client_id'], 'client_secret': c['client_secret'],
-                    'tenant': tenant or None})
+                    'tenant': tenant or None, 'scopes': scopes})
     return out
+
+
+def _one_of(*values):
+    """Validate a value among values."""
+    def check(value):
+        if value not in values:
+            raise ValueError('expected one of %s' % ', '.join(map(str, values)))
+        return value
+    return check
+
+
+def _auth_path(value):
+    """Validate a path prefix: '' or '/word[/word...]' without a trailing slash."""
+    if not isinstance(value, str) or not re.fullmatch(r'(/[A-Za-z0-9._~-]+)*', value):
+        raise ValueError("expected '' or a path such as '/auth'")
+    return value
+
+
+def _optional_text(value):
+    """Validate a string or null."""
+    if value is not None and not isinstance(value, str):
+        raise ValueError('expected a string or null')
+    return value
 
 
 def _number(value):
@@ -138,6 +175,9 @@ CONFIG_KEYS = {
     'honour_third_party_filter': _boolean,
     'rate_limit': _rate_limit,
     'clients': _clients,
+    'auth_server': _one_of('separate', 'instance'),
+    'auth_path': _auth_path,
+    'authinfo_tenant': _optional_text,
     'teams': lambda v: _named_list(v, 'name'),
     'categories': lambda v: _named_list(v, 'value', {'type_id': 1}),
     'customers': lambda v: _named_list(v, 'name'),
@@ -190,6 +230,9 @@ class State:
         # every token issued, webhook secret configured and signature sent since the
         # start; reset() keeps it, so that the log hygiene test can grep for all of them
         self.ledger = {'tokens': [], 'webhook_secrets': [], 'signatures': []}
+        # the base URLs of this process's servers, set once they listen (mock_halo.py)
+        self.instance_url = None
+        self.auth_server_url = None
         self.reset()
 
     def reset(self):
@@ -229,6 +272,14 @@ class State:
             return copy.deepcopy(self.config if key is None else self.config[key])
 
     # ---- tokens -----------------------------------------------------------
+
+    def auth_url(self):
+        """The authorisation server's URL as GET /api/authinfo names it, or None when the
+        token endpoint is on the instance (auth_server 'instance')."""
+        with self.lock:
+            if self.config['auth_server'] != 'separate' or self.auth_server_url is None:
+                return None
+            return self.auth_server_url + self.config['auth_path']
 
     def find_client(self, client_id, client_secret, tenant):
         """Return the registered client matching the credentials and tenant, or None."""

@@ -6,7 +6,9 @@ handshake done in the connection's own thread).  MockHandler speaks HTTP/1.1 wit
 keep-alive, reads each request (Content-Length or chunked), logs every request
 outside /_mock/ with the time its request line was read, applies fault rules,
 rate limit and latency, checks bearer tokens on /api/..., and dispatches to
-halo_api or control_api.  Every answer is JSON with an exact Content-Length,
+halo_api or control_api.  The same handler serves the authorisation server (a
+MockServer with role 'auth' on another port, sharing the State), which answers
+the token endpoint only.  Every answer is JSON with an exact Content-Length,
 except an injected fault's raw body (faults.raw_answer), sent as it is.
 """
 
@@ -114,6 +116,7 @@ class MockHandler(BaseHTTPRequestHandler):
             self.send_json(*self.safely(control_api.route, req, state))
             return
         entry = state.log_request({
+            'server': self.server.role,
             'method': self.command, 'path': path, 'query': query, 'headers': headers,
             'body': body.decode('utf-8', 'replace'), 'json': req.json,
             'received_at': self.received_at, 'status': None, 'answered_at': None})
@@ -157,17 +160,27 @@ class MockHandler(BaseHTTPRequestHandler):
         self.send_json(*result)
 
     def dispatch(self, req):
-        """Route /auth/token and authenticated /api/... requests."""
+        """Route the token endpoint (on the authorisation server, or on the instance when
+        auth_server is 'instance'), /api/authinfo and authenticated /api/... requests."""
         state = self.server.state
         lower = req.path.lower().rstrip('/')
-        if lower != '/auth/token' and lower != '/api' and not lower.startswith('/api/'):
+        separate = state.config_copy('auth_server') == 'separate'
+        if self.server.role == 'auth':
+            token_path = state.config_copy('auth_path').lower() + '/token'
+            if not separate or lower != token_path:
+                return 404, {'error': 'not found'}
+        elif lower == '/auth/token' and separate:
+            return 404, {'error': 'not found'}
+        elif lower != '/auth/token' and lower != '/api' and not lower.startswith('/api/'):
             return 404, {'error': 'not found'}
         limited = state.rate_limited()
         if limited is not None:
             return 429, {'ClassName': 'HaloRateLimitException',
                          'Message': 'Rate Limit Reached - 300 Requests per rolling 5 minute window'}, limited
-        if lower == '/auth/token':
+        if self.server.role == 'auth' or lower == '/auth/token':
             return halo_api.auth_token(req, state)
+        if lower == '/api/authinfo':
+            return halo_api.authinfo(req, state)
         scheme, _, token = req.headers.get('authorization', '').strip().partition(' ')
         client_id = state.check_token(token.strip()) if scheme.lower() == 'bearer' else None
         if client_id is None:
@@ -217,11 +230,14 @@ class MockServer(ThreadingHTTPServer):
     # is retried after 1 s, the test cluster's connect_timeout. Real servers queue more.
     request_queue_size = 128
 
-    def __init__(self, port, state, ssl_context=None, quiet=False):
-        """Bind 127.0.0.1:port (0 = ephemeral) and remember state and options."""
+    def __init__(self, port, state, ssl_context=None, quiet=False, role='instance'):
+        """Bind 127.0.0.1:port (0 = ephemeral) and remember state and options. role:
+        'instance' (the Halo instance) or 'auth' (its authorisation server, which
+        answers the token endpoint only)."""
         self.state = state
         self.ssl_context = ssl_context
         self.quiet = quiet
+        self.role = role
         super().__init__(('127.0.0.1', port), MockHandler)
 
     @property

@@ -37,11 +37,17 @@ class Results:
 class Client:
     """A keep-alive JSON client for the mock."""
 
-    def __init__(self, port):
-        """Open a connection to 127.0.0.1:port."""
+    def __init__(self, port, auth_port=None):
+        """Open a connection to 127.0.0.1:port (the instance); token calls go to
+        auth_port (the authorisation server)."""
         self.port = port
+        self.auth = Client(auth_port) if auth_port else None
         self.conn = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
         self.token = None
+
+    def token_call(self, form, query=''):
+        """POST /token to the authorisation server; (status, headers, JSON)."""
+        return self.auth.call('POST', '/token' + query, form=form)
 
     def call(self, method, path, body=None, form=None, auth=True, raw=None):
         """Send one request; return (status, headers, parsed JSON or None)."""
@@ -75,7 +81,7 @@ class Client:
 
     def login(self):
         """Fetch a token for the default client."""
-        _, _, tok = self.call('POST', '/auth/token', form={
+        _, _, tok = self.token_call({
             'grant_type': 'client_credentials', 'client_id': 'test-client',
             'client_secret': 'test-secret', 'scope': 'read:tickets edit:tickets'})
         self.token = tok and tok.get('access_token')
@@ -111,11 +117,31 @@ def start_receiver():
 
 def check_tickets(r, c, has_schema):
     """Token, ticket and action flows."""
-    st, _, b = c.call('POST', '/auth/token', form={'grant_type': 'password'})
+    st, _, b = c.call('GET', '/api/authinfo')
+    r.check('authinfo names the authorisation server',
+            st == 200 and b == {'auth_url': 'http://127.0.0.1:%d' % c.auth.port}, b)
+    form = {'grant_type': 'client_credentials', 'client_id': 'test-client',
+            'client_secret': 'test-secret', 'scope': 'read:tickets'}
+    r.check('no token endpoint on the instance', c.call('POST', '/auth/token', form=form)[0] == 404)
+    st, _, b = c.token_call({'grant_type': 'password'})
     r.check('bad grant -> 400', st == 400 and b == {'error': 'unsupported_grant_type'}, b)
-    st, _, b = c.call('POST', '/auth/token', form={
-        'grant_type': 'client_credentials', 'client_id': 'test-client', 'client_secret': 'x'})
+    st, _, b = c.token_call(dict(form, client_secret='x'))
     r.check('bad secret -> 401', st == 401 and b['error'] == 'invalid_client', b)
+    for scope in ('all', '', 'read:tickets  edit:tickets', 'read:tickets all'):
+        st, _, b = c.token_call(dict(form, scope=scope))
+        r.check('scope %r not granted -> 400' % scope, st == 400 and b['error'] == 'invalid_scope', b)
+    c.call('POST', '/_mock/config', {'auth_server': 'instance'})
+    st, _, b = c.call('POST', '/auth/token', form=form)
+    r.check('auth_server instance: token on the instance', st == 200, b)
+    r.check('auth_server instance: no authinfo', c.call('GET', '/api/authinfo')[0] == 404)
+    r.check('auth_server instance: no /token', c.token_call(form)[0] == 404)
+    c.call('POST', '/_mock/config', {'auth_server': 'separate', 'auth_path': '/auth',
+                                     'authinfo_tenant': 'acme'})
+    st, _, b = c.call('GET', '/api/authinfo')
+    r.check('authinfo with auth_path and tenant', b == {
+        'auth_url': 'http://127.0.0.1:%d/auth' % c.auth.port, 'tenant_id': 'acme'}, b)
+    r.check('token under auth_path', c.auth.call('POST', '/auth/token', form=form)[0] == 200)
+    c.call('POST', '/_mock/config', {'auth_path': '', 'authinfo_tenant': None})
     st, _, b = c.call('GET', '/api/Tickets')
     r.check('no token -> 401', st == 401 and b == {'error': 'invalid_token'}, b)
     tok = c.login()
@@ -287,9 +313,9 @@ def check_expiry(r, c):
     c.call('POST', '/_mock/config', {'token_expires_in': 1, 'clients': [
         {'client_id': 'test-client', 'client_secret': 'test-secret', 'tenant': 'acme'}]})
     r.check('tenant required', c.login() is not None and c.token is None)
-    st, _, b = c.call('POST', '/auth/token?tenant=acme', form={
+    st, _, b = c.token_call({
         'grant_type': 'client_credentials', 'client_id': 'test-client',
-        'client_secret': 'test-secret'})
+        'client_secret': 'test-secret', 'scope': 'read:customers'}, '?tenant=acme')
     c.token = b and b.get('access_token')
     r.check('tenant token', st == 200 and b['expires_in'] == 1, b)
     r.check('token works', c.call('GET', '/api/Status')[0] == 200)
@@ -305,7 +331,7 @@ def run(openapi=None):
     r = Results()
     r.check('golden vector', webhooks.golden_ok())
     server = start_in_thread(port=0, openapi=openapi, quiet=True)
-    c = Client(server.server_address[1])
+    c = Client(server.server_address[1], server.auth.server_address[1])
     try:
         for part in (lambda: check_tickets(r, c, server.state.schemas is not None),
                      lambda: check_faults(r, c), lambda: check_webhooks(r, c),
@@ -317,6 +343,8 @@ def run(openapi=None):
     finally:
         server.shutdown()
         server.server_close()
+        server.auth.shutdown()
+        server.auth.server_close()
     print('%d passed, %d failed' % (r.passed, r.failed))
     sys.stdout.flush()
     return 0 if r.failed == 0 else 1
