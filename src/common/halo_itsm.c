@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  * halo_itsm.c
  *	  Entry point of the halo_itsm extension: _PG_init delegates to each
- *	  part (settings, shared memory, the launcher of the background worker).
+ *	  part (settings, shared memory, the launcher of the background worker,
+ *	  the webhook listener).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -11,6 +12,7 @@
 #include "storage/ipc.h"
 
 #include "halo_itsm.h"
+#include "hi_listener.h"
 
 PG_MODULE_MAGIC;
 
@@ -38,4 +40,5 @@ _PG_init(void)
 	shmem_request_hook = hi_shmem_request_hook;
 	hi_shmem_init();
 	hi_launcher_register();
+	hi_listener_register();
 }
