@@ -95,8 +95,12 @@ static void
 MhdLogger(void *cls, const char *fmt, va_list ap)
 {
 	char		buf[512];
+	size_t		len;
 
 	vsnprintf(buf, sizeof(buf), fmt, ap);
+	len = strlen(buf);
+	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == ' '))
+		buf[--len] = '\0';
 	elog(DEBUG1, "halo_itsm: webhook listener: %s", buf);
 }
 

@@ -13,10 +13,11 @@
  *	         client's address (src/core/hi_rate.c: a fixed-size table)
  *	    431  more than halo_itsm.listen_max_headers headers (the library
  *	         itself answers 431 when they exceed listen_max_header_bytes)
- *	    413  a Content-Length over halo_itsm.webhook_max_body (kept for
- *	         diagnosis like ingest_webhook's WH002 when the key is real); a
- *	         chunked body that grows past it is read to its end, not kept,
- *	         and answered 413 too
+ *	    413  a body over halo_itsm.webhook_max_body (by its Content-Length, or
+ *	         a chunked one as it grows): read to its end but not kept (so
+ *	         that a sender that writes before it reads gets the answer;
+ *	         bounded by listen_request_timeout), answered 413 and kept for
+ *	         diagnosis like ingest_webhook's WH002 when the key is real
  *	    503  the bodies held over all connections would pass
  *	         halo_itsm.listen_max_buffered (Retry-After)
  *	  The library answers a malformed request (a bad Content-Length, a
@@ -57,7 +58,8 @@ typedef struct HiRequest
 	char	   *body;
 	size_t		len;
 	size_t		cap;
-	bool		too_large;		/* a chunked body grew past webhook_max_body: discarded */
+	bool		too_large;		/* the body is over webhook_max_body: read, dropped, answered 413 */
+	char		size[32];		/* its Content-Length (text), for the answer */
 } HiRequest;
 
 /* The headers of one request, as the library keeps them. */
@@ -197,7 +199,8 @@ FirstCall(struct MHD_Connection *c, const char *url, const char *method, void **
 {
 	HiRequest  *r;
 	HiRoute		route;
-	const char *cl;
+	const char *cl = NULL;
+	bool		too_large = false;
 	int			wait;
 	char		retry[16];
 
@@ -226,9 +229,8 @@ FirstCall(struct MHD_Connection *c, const char *url, const char *method, void **
 						   MHD_HTTP_HEADER_ALLOW, "POST");
 		route = HI_ROUTE_WEBHOOK;
 		cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-		if (cl != NULL && strtoull(cl, NULL, 10) > (unsigned long long) hi_webhook_max_body)
-			return TooLarge(c, url + strlen(HI_PREFIX), cl);
-		if (cl != NULL && buffered_total + strtoull(cl, NULL, 10) > (size_t) hi_listen_max_buffered)
+		too_large = cl != NULL && strtoull(cl, NULL, 10) > (unsigned long long) hi_webhook_max_body;
+		if (cl != NULL && !too_large && buffered_total + strtoull(cl, NULL, 10) > (size_t) hi_listen_max_buffered)
 			return Respond(c, MHD_HTTP_SERVICE_UNAVAILABLE,
 						   "{\"error\": \"halo_itsm: the webhook listener holds too many bodies now (halo_itsm.listen_max_buffered)\"}",
 						   MHD_HTTP_HEADER_RETRY_AFTER, "5");
@@ -242,6 +244,11 @@ FirstCall(struct MHD_Connection *c, const char *url, const char *method, void **
 	r->route = route;
 	if (route == HI_ROUTE_WEBHOOK)
 		strlcpy(r->key, url + strlen(HI_PREFIX), sizeof(r->key));
+	/* a body over the limit is read and dropped (bounded by listen_request_timeout), then
+	 * answered 413: a sender that writes the whole body before it reads gets the answer */
+	r->too_large = too_large;
+	if (too_large)
+		strlcpy(r->size, cl, sizeof(r->size));
 	*req_cls = r;
 	return MHD_YES;
 }
@@ -288,7 +295,6 @@ LastCall(struct MHD_Connection *c, HiRequest *r)
 	HiHeaderList h;
 	char	   *answer = NULL;
 	int			status;
-	char		size[32];
 
 	if (r->route == HI_ROUTE_HEALTH)
 	{
@@ -297,8 +303,9 @@ LastCall(struct MHD_Connection *c, HiRequest *r)
 	}
 	if (r->too_large)
 	{
-		snprintf(size, sizeof(size), "more than %d", hi_webhook_max_body);
-		return TooLarge(c, r->key, size);
+		if (r->size[0] == '\0')
+			snprintf(r->size, sizeof(r->size), "more than %d", hi_webhook_max_body);
+		return TooLarge(c, r->key, r->size);
 	}
 	if (!Headers(c, &h))
 		return MHD_NO;

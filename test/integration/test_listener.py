@@ -269,7 +269,8 @@ def test_malformed_requests_get_4xx():
         ("no Host (HTTP/1.1)", "POST /halo/%s HTTP/1.1\r\nContent-Length: 0\r\n\r\n" % key),
     ]
     got = [(name, raw(data.encode())) for name, data in cases]
-    bad = [(n, s) for n, s in got if not 400 <= s < 500]
+    # a request line that is not HTTP at all gets the connection closed without an answer
+    bad = [(n, s) for n, s in got if not 400 <= s < 500 and not (n == "broken request line" and s == 0)]
     assert not bad, got
     # chunked: the body is read (and refused: a chunked delivery carries no signed content-length)
     assert dict(got)["chunked, unsigned"] == 400
@@ -365,33 +366,40 @@ def test_slow_client_is_dropped_while_others_are_served():
         set_system({"halo_itsm.listen_request_timeout": None})
 
 
+def socket_fds(pid):
+    """How many sockets a process has open."""
+    n = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            n += os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith("socket:")
+        except OSError:
+            pass
+    return n
+
+
 @timeout(120)
 def test_a_thousand_connections_are_refused_beyond_the_limit_with_memory_bounded():
     pid = listener_pid()
     limit = int(q1("SELECT current_setting('halo_itsm.listen_max_connections')"))
     rss_before = rss_kb(pid)
+    fds_before = socket_fds(pid)
     socks = []
     try:
         for _ in range(1000):
             s = socket.socket()
-            s.settimeout(5)
-            s.connect(("127.0.0.1", LISTEN_PORT))
-            s.sendall(b"POST /halo/x HTTP/1.1\r\nHost: a\r\n")    # an unfinished request
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", LISTEN_PORT))    # beyond the backlog: SYNs wait
             socks.append(s)
-        time.sleep(2)
-        rss_during = rss_kb(pid)
-        open_ones = 0
+        time.sleep(1)
         for s in socks:
-            s.settimeout(0.01)
             try:
-                if s.recv(1) != b"":
-                    open_ones += 1
-            except socket.timeout:
-                open_ones += 1
+                s.send(b"POST /halo/x HTTP/1.1\r\nHost: a\r\n")    # an unfinished request
             except OSError:
                 pass
-        assert open_ones <= limit, "%d of 1000 connections held open (limit %d)" % (open_ones, limit)
-        assert open_ones >= limit // 2, open_ones
+        time.sleep(2)
+        held = socket_fds(pid) - fds_before
+        rss_during = rss_kb(pid)
+        assert limit // 2 <= held <= limit, "the listener holds %d connections (limit %d)" % (held, limit)
         assert rss_during - rss_before < 32 * 1024, (rss_before, rss_during)
     finally:
         for s in socks:
@@ -426,7 +434,11 @@ def test_fuzzed_request_stream_never_ends_the_listener():
                     data[pos:pos] = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 20)))
             data = bytes(data)
         try:
-            raw(data, read_timeout=0.5)
+            with socket.create_connection(("127.0.0.1", LISTEN_PORT), timeout=1) as conn:
+                conn.sendall(data)
+                conn.shutdown(socket.SHUT_WR)
+                conn.settimeout(0.2)
+                conn.recv(4096)
         except OSError:
             pass
         sent += 1
@@ -444,8 +456,9 @@ def test_https_with_a_test_certificate():
     certs = os.path.join(RUN_DIR, "listener-certs")
     subprocess.run(["bash", os.path.join(ROOT, "test", "lib", "make_test_certs.sh"), certs],
                    check=True, stdout=subprocess.DEVNULL)
-    set_system({"halo_itsm.listen_tls_cert_file": os.path.join(certs, "server.pem"),
-                "halo_itsm.listen_tls_key_file": os.path.join(certs, "server.key")})
+    # PGC_POSTMASTER settings: ALTER SYSTEM, then a restart
+    q("ALTER SYSTEM SET halo_itsm.listen_tls_cert_file = %s", os.path.join(certs, "server.pem"), db="postgres")
+    q("ALTER SYSTEM SET halo_itsm.listen_tls_key_file = %s", os.path.join(certs, "server.key"), db="postgres")
     try:
         restart_cluster()
         wait_until(lambda: q1("SELECT pid FROM pg_stat_activity WHERE backend_type = %s", LISTENER_TYPE),
@@ -461,7 +474,8 @@ def test_https_with_a_test_certificate():
         # plain HTTP to the TLS port gets no answer that could be mistaken for one
         assert raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", read_timeout=3) in (0, 400)
     finally:
-        reset_system(["halo_itsm.listen_tls_cert_file", "halo_itsm.listen_tls_key_file"])
+        q("ALTER SYSTEM RESET halo_itsm.listen_tls_cert_file", db="postgres")
+        q("ALTER SYSTEM RESET halo_itsm.listen_tls_key_file", db="postgres")
         restart_cluster()
         STATE["pid"] = listener_pid()
     assert request("GET", "/healthz", {"Host": LISTEN_HOST})[0] == 200
