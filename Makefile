@@ -5,9 +5,13 @@
 
 MODULE_big = halo_itsm
 EXTENSION = halo_itsm
+# The one version number: default_version in the control file. The install script's
+# name, the C library's reported version (halo_itsm.version(), the HTTP User-Agent),
+# META.json and debian/changelog follow it (test/release/check_release.sh checks them).
+EXTVERSION = $(shell sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" $(EXTENSION).control)
 # The install script is generated from sql/{common,outbound,inbound}/, one file per
 # responsibility, concatenated in the order of their numbered names.
-HI_INSTALL_SQL = sql/halo_itsm--1.0.sql
+HI_INSTALL_SQL = sql/halo_itsm--$(EXTVERSION).sql
 SQL_ROOMS = common outbound inbound
 SQL_PARTS = $(foreach n,$(sort $(notdir $(wildcard $(SQL_ROOMS:%=sql/%/*.sql)))),$(wildcard $(SQL_ROOMS:%=sql/%/$(n))))
 DATA_built = $(HI_INSTALL_SQL)
@@ -17,7 +21,7 @@ CORE_OBJS = src/core/hi_template.o src/core/hi_signature.o src/core/hi_backoff.o
 PG_OBJS = $(patsubst %.c,%.o,$(wildcard src/common/*.c src/outbound/*.c src/inbound/*.c))
 OBJS = $(CORE_OBJS) $(PG_OBJS)
 
-PG_CPPFLAGS = -Isrc/include -Isrc/core $(shell curl-config --cflags)
+PG_CPPFLAGS = -Isrc/include -Isrc/core $(shell curl-config --cflags) -DHI_EXTVERSION='"$(EXTVERSION)"'
 PG_CFLAGS = -Werror -Wall
 SHLIB_LINK = $(shell curl-config --libs) -lssl -lcrypto -lmicrohttpd
 

@@ -5,8 +5,9 @@
 # mock Halo server, then runs in order: unit tests, pg_regress, integration tests,
 # fuzzers (briefly). A stage whose files do not exist yet is reported as skipped.
 # Environment:
-#   HI_ONLY=unit,regress,integration,fuzz,bench   run only these stages
+#   HI_ONLY=unit,regress,integration,fuzz,bench,release   run only these stages
 #   (bench: the benchmark harness once with tiny sizes, to keep it working; no timing is asserted)
+#   (release: META.json and versions, the Debian package built, installed and regress-tested)
 #   HI_KEEP=1                               leave cluster and mock running afterwards
 #   HI_FUZZ_SECONDS=N                       fuzzing time (default 5)
 #   HI_FAST=1                               fsync=off, synchronous_commit=off
@@ -124,6 +125,16 @@ stage_bench() {
     fi
 }
 
+# The release checks (test/release/run.sh), on their own cluster and mock: it installs the
+# Debian package, tests it, and installs this tree's build again.
+stage_release() {
+    if [ ! -f test/release/run.sh ]; then skip release "test/release/run.sh not found"; return; fi
+    echo "=== release: metadata and the Debian package"
+    HI_PG_PORT=$((PG_PORT + 30)) HI_MOCK_PORT=$((MOCK_PORT + 30)) HI_RECEIVER_PORT=$((RECEIVER_PORT + 30)) \
+        HI_RUN_DIR="$HI_RUN-release" run_stage bash test/release/run.sh
+    count_summary release $?
+}
+
 stage_fuzz() {
     if [ ! -f test/fuzz/run.sh ]; then skip fuzz "test/fuzz/run.sh not found"; return; fi
     echo "=== fuzzers (${HI_FUZZ_SECONDS:-5} s)"
@@ -196,4 +207,5 @@ stage_wanted regress && stage_regress
 stage_wanted integration && stage_integration
 stage_wanted fuzz && stage_fuzz
 stage_wanted bench && stage_bench
+stage_wanted release && stage_release
 finish

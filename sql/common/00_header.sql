@@ -1,5 +1,5 @@
 /*
- * halo_itsm--1.0.sql: install script of the halo_itsm extension.
+ * halo_itsm--<version>.sql: install script of the halo_itsm extension.
  *
  * Tables (cases, detections, tickets, outbox, timeline, integrations and their
  * secrets), the triggers that write the outbox in the inserting transaction,

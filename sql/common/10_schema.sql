@@ -1,7 +1,7 @@
 /*
  * 10_schema.sql: the tables of halo_itsm: integrations and their secrets, cases,
  * detections, tickets, the outbox, the timeline and webhook deliveries.
- * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
+ * Part of the install script sql/halo_itsm--<version>.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
  */
 
 CREATE TYPE halo_itsm.severity AS ENUM ('critical', 'high', 'medium', 'low', 'info');

@@ -1,7 +1,7 @@
 /*
  * 20_setup.sql: C helpers and the functions that set up an integration (connect,
  * configure, configure_ids, set_credentials, set_enabled).
- * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
+ * Part of the install script sql/halo_itsm--<version>.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
  */
 
 -- ---------------------------------------------------------------------------

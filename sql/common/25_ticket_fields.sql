@@ -1,7 +1,7 @@
 /*
  * 25_ticket_fields.sql: extra ticket fields per integration (configure_ticket_fields), for
  * Halo instances whose ticket type has mandatory fields; checked against Halo's ticket schema.
- * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
+ * Part of the install script sql/halo_itsm--<version>.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
  */
 
 -- The fields of a Halo ticket and their JSON types: generated from the "Faults" schema's

@@ -1,7 +1,7 @@
 /*
  * 90_privileges.sql: privileges: nothing for PUBLIC but what is safe; secrets only for the
  * extension owner and superusers.
- * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
+ * Part of the install script sql/halo_itsm--<version>.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
  */
 
 -- ---------------------------------------------------------------------------

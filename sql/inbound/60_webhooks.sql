@@ -3,7 +3,7 @@
  * ingest_webhook() (verification in C, src/inbound/webhook.c), applying a ticket's state and
  * notes to the linked case or detection (shared by webhooks and API syncs), queueing
  * syncs, reconcile(), and timeline helpers.
- * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
+ * Part of the install script sql/halo_itsm--<version>.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
  *
  * Rules (docs/webhooks.md explains them to users):
  * - A ticket whose status_id is in the integration's closed_status_ids, or whose

@@ -3,7 +3,7 @@
  * (configure_webhook_signature()), the kept rejected deliveries (rejected_webhooks) and
  * their diagnosis (diagnose_webhook()). Verification itself is src/inbound/webhook.c; the layouts
  * are src/core/hi_signature.c's; the kept deliveries live in shared memory (src/inbound/rejected.c).
- * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
+ * Part of the install script sql/halo_itsm--<version>.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
  */
 
 -- The signing settings of an integration; no row means the defaults (today's scheme).

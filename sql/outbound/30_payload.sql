@@ -1,7 +1,7 @@
 /*
  * 30_payload.sql: the ticket payload (ticket_payload and its parts) and the triggers that
  * write the outbox in the inserting transaction.
- * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
+ * Part of the install script sql/halo_itsm--<version>.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
  */
 
 -- ---------------------------------------------------------------------------

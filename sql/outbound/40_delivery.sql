@@ -1,7 +1,7 @@
 /*
  * 40_delivery.sql: the SQL side of delivery: recovering abandoned items, claiming due
  * items, recording outcomes.
- * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
+ * Part of the install script sql/halo_itsm--<version>.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
  */
 
 -- ---------------------------------------------------------------------------

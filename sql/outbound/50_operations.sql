@@ -1,7 +1,7 @@
 /*
  * 50_operations.sql: operations: retry, purge, the status view, deliver(), check_connection()
  * and the pg_cron jobs.
- * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
+ * Part of the install script sql/halo_itsm--<version>.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
  */
 
 -- ---------------------------------------------------------------------------

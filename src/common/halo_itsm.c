@@ -1,13 +1,19 @@
 /*-------------------------------------------------------------------------
  * halo_itsm.c
  *	  Entry point of the halo_itsm extension: _PG_init delegates to each
+<<<<<<< HEAD
  *	  part (settings, shared memory, the launcher of the background worker,
  *	  the webhook listener).
+=======
+ *	  part (settings, shared memory, the launcher of the background worker),
+ *	  and halo_itsm.library_version(), the version this library was built as.
+>>>>>>> main
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "utils/builtins.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 
@@ -17,6 +23,8 @@
 PG_MODULE_MAGIC;
 
 void		_PG_init(void);
+
+PG_FUNCTION_INFO_V1(halo_itsm_library_version);
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 
@@ -41,4 +49,11 @@ _PG_init(void)
 	hi_shmem_init();
 	hi_launcher_register();
 	hi_listener_register();
+}
+
+/* The extension version this library was built as (EXTVERSION in the Makefile). */
+Datum
+halo_itsm_library_version(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(HI_EXTVERSION));
 }

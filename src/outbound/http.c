@@ -27,7 +27,7 @@
 #include "hi_http.h"
 
 #define HI_MAX_RESPONSE (8 * 1024 * 1024)
-#define HI_USER_AGENT "halo_itsm/1.0 (PostgreSQL extension)"
+#define HI_USER_AGENT "halo_itsm/" HI_EXTVERSION " (PostgreSQL extension)"
 
 static bool curl_ready = false;
 
