@@ -14,7 +14,13 @@ EXTVERSION = $(shell sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" $(EXTENS
 HI_INSTALL_SQL = sql/halo_itsm--$(EXTVERSION).sql
 SQL_ROOMS = common outbound inbound
 SQL_PARTS = $(foreach n,$(sort $(notdir $(wildcard $(SQL_ROOMS:%=sql/%/*.sql)))),$(wildcard $(SQL_ROOMS:%=sql/%/$(n))))
-DATA_built = $(HI_INSTALL_SQL)
+# Upgrades: sql/updates/A--B.sql holds what runs once on the way from A to B (ALTER TABLE,
+# new tables and types, DROP of a function whose signature changed); the script
+# PostgreSQL runs, sql/halo_itsm--A--B.sql, is that followed by every re-runnable part
+# (the parts not named *.once.sql: CREATE OR REPLACE functions, views, triggers, grants).
+SQL_REPEATABLE = $(filter-out %.once.sql,$(SQL_PARTS))
+HI_UPDATE_SQL = $(patsubst sql/updates/%.sql,sql/halo_itsm--%.sql,$(wildcard sql/updates/*--$(EXTVERSION).sql))
+DATA_built = $(HI_INSTALL_SQL) $(HI_UPDATE_SQL)
 
 CORE_OBJS = src/core/hi_template.o src/core/hi_signature.o src/core/hi_backoff.o src/core/hi_html.o \
 	src/core/hi_answer.o src/core/hi_webhook_status.o src/core/hi_rate.o
@@ -39,3 +45,6 @@ $(OBJS): $(wildcard src/include/*.h src/core/*.h)
 
 $(HI_INSTALL_SQL): $(SQL_PARTS)
 	cat $(SQL_PARTS) > $@
+
+sql/halo_itsm--%--$(EXTVERSION).sql: sql/updates/%--$(EXTVERSION).sql $(SQL_REPEATABLE)
+	cat $^ > $@

@@ -18,6 +18,6 @@ GRANT EXECUTE ON FUNCTION halo_itsm.priority_id(halo_itsm.integrations, halo_its
 GRANT EXECUTE ON FUNCTION halo_itsm._worker_problem() TO PUBLIC;
 
 -- Webhooks: the signature calculator is harmless; ingest_webhook (SECURITY DEFINER) is
--- granted by the administrator to the receiver's role only (see docs/webhooks.md);
+-- granted by the administrator to the receiver's role only (README, "Webhooks", "Privileges");
 -- everything else (settings, rotation, reconcile, the timeline) stays with the owner.
 GRANT EXECUTE ON FUNCTION halo_itsm.webhook_signature(text, jsonb, bytea) TO PUBLIC;

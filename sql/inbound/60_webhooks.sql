@@ -5,7 +5,7 @@
  * syncs, reconcile(), and timeline helpers.
  * Part of the install script sql/halo_itsm--<version>.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
  *
- * Rules (docs/webhooks.md explains them to users):
+ * Rules (the README's "Webhooks" section explains them to users):
  * - A ticket whose status_id is in the integration's closed_status_ids, or whose
  *   hasbeenclosed is true, closes the linked case (or detection) once: status 'closed',
  *   closed_at, and one 'closed' timeline entry naming who closed it. A closed row stays
@@ -22,7 +22,7 @@
  *   (GET /api/Tickets/{id} and GET /api/Actions), which the worker or deliver() performs
  *   and _apply_sync() applies by the same rules.
  * SQLSTATEs of class WH are the webhook rejections (table in src/inbound/webhook.c and
- * docs/webhooks.md); WH011 is raised here (and WH008 for a batch element that is not an
+ * the README); WH011 is raised here (and WH008 for a batch element that is not an
  * object). A verified event that names no ticket is accepted as 'ignored' (WH010 is no
  * longer raised: Halo would count the 400 towards disabling the webhook).
  */

@@ -204,14 +204,12 @@ BEGIN
         -- once per transaction: the worker records many items of an integration in one
         UPDATE halo_itsm.integrations i SET last_success_at = now()
          WHERE i.id = o.integration_id AND i.last_success_at IS DISTINCT FROM now();
-    ELSIF outcome IN ('synced', 'skipped') THEN
+    ELSIF outcome = 'synced' THEN
         UPDATE halo_itsm.outbox x
            SET state = 'done', finished_at = now(), claimed_by = NULL, last_http_status = http_status,
-               result = outcome, last_error = CASE WHEN outcome = 'skipped' THEN error END
+               result = outcome, last_error = NULL
          WHERE x.id = o.id;
-        IF outcome = 'synced' THEN
-            UPDATE halo_itsm.integrations i SET last_success_at = now() WHERE i.id = o.integration_id;
-        END IF;
+        UPDATE halo_itsm.integrations i SET last_success_at = now() WHERE i.id = o.integration_id;
     ELSIF outcome = 'retry' THEN
         UPDATE halo_itsm.outbox x
            SET state = 'pending', claimed_by = NULL, last_http_status = http_status, last_error = error,
@@ -220,7 +218,7 @@ BEGIN
          WHERE x.id = o.id;
         UPDATE halo_itsm.integrations i SET last_error = error, last_error_at = now() WHERE i.id = o.integration_id;
     ELSIF outcome = 'requeue' THEN
-        -- Not attempted (budget, shutdown): back to the queue without counting an attempt.
+        -- Not attempted (the integration's request budget was spent): back to the queue without counting an attempt.
         UPDATE halo_itsm.outbox x
            SET state = 'pending', claimed_by = NULL, attempts = greatest(x.attempts - 1, 0),
                last_error = coalesce(error, x.last_error),
@@ -239,12 +237,3 @@ BEGIN
 END
 $$;
 
--- Seconds until the next pending item is due (NULL when none is queued).
-CREATE FUNCTION halo_itsm._next_due_in()
-RETURNS double precision LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp AS $$
-    SELECT greatest(extract(epoch FROM min(o.next_attempt_at) - now()), 0)::double precision
-      FROM halo_itsm.outbox o
-      JOIN halo_itsm.integrations i ON i.id = o.integration_id
-     WHERE o.state = 'pending' AND i.enabled AND i.configured_at IS NOT NULL
-$$;

@@ -28,9 +28,11 @@ PG_FUNCTION_INFO_V1(halo_itsm_library_version);
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 
+static void ShmemRequestHook(void);
+
 /* Chains our shared-memory request after any earlier hook. */
 static void
-hi_shmem_request_hook(void)
+ShmemRequestHook(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
@@ -45,7 +47,7 @@ _PG_init(void)
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = hi_shmem_request_hook;
+	shmem_request_hook = ShmemRequestHook;
 	hi_shmem_init();
 	hi_launcher_register();
 	hi_listener_register();

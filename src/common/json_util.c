@@ -2,8 +2,8 @@
  * json_util.c
  *	  Reading Halo's JSON answers with PostgreSQL's jsonb parser: fields of
  *	  the token answer and of tickets, the candidate ids of a ticket list and
- *	  whether a whole ticket carries our third_party_id_string. Parse
- *	  errors come back as NULL, not ERROR.
+ *	  whether a whole ticket carries our third_party_id_string. Text that
+ *	  is not JSON comes back as NULL, not ERROR.
  *	  Answers from Halo go through hi_json_parse_answer(), which also says
  *	  why an answer cannot be used and makes text jsonb cannot store (NUL,
  *	  lone surrogates) storable.
@@ -13,49 +13,104 @@
 
 #include <limits.h>
 
+#include "access/xact.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
+#include "utils/resowner.h"
 
 #include "hi_answer.h"
 #include "hi_json.h"
+
+static bool IsUnreadableJson(int sqlerrcode);
+static Jsonb *ParseJsonb(const char *text, char **why);
+static bool JsonLookup(JsonbContainer *obj, const char *key, JsonbValue *out);
+static bool ParseInt64(const char *s, size_t len, int64 *out);
+
+/*
+ * True for the errors that say a text cannot be read as jsonb: data
+ * exceptions (syntax, a number out of range, bad escapes) and program
+ * limits (nesting too deep for the stack, a value too large). Any other
+ * error (a cancel, a shutdown, out of memory) is not the text's fault.
+ */
+static bool
+IsUnreadableJson(int sqlerrcode)
+{
+	int			category = ERRCODE_TO_CATEGORY(sqlerrcode);
+
+	return category == ERRCODE_DATA_EXCEPTION || category == ERRCODE_PROGRAM_LIMIT_EXCEEDED;
+}
+
+/*
+ * Runs jsonb_in on text in the current memory context; NULL with *why
+ * (when why is given) when the text cannot be read as jsonb. Inside a
+ * transaction the parse runs in a subtransaction, so that whatever the
+ * error left behind is released with it; outside one (the worker parses
+ * between its transactions) there is nothing to release: jsonb_in takes no
+ * locks, buffers or other resources. Errors that are not about the text
+ * (IsUnreadableJson) are raised again.
+ */
+static Jsonb *
+ParseJsonb(const char *text, char **why)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	bool		subxact = IsTransactionState();
+	Jsonb	   *volatile result = NULL;
+	ErrorData  *volatile edata = NULL;
+
+	if (subxact)
+	{
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(cxt);
+	}
+	PG_TRY();
+	{
+		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+		if (subxact)
+			ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		if (subxact)
+			RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	if (edata == NULL)
+		return result;
+	if (!IsUnreadableJson(edata->sqlerrcode))
+		ReThrowError(edata);
+	if (why)
+		*why = psprintf("%s%s%s", edata->message, edata->detail ? ": " : "",
+						edata->detail ? edata->detail : "");
+	FreeErrorData(edata);
+	return NULL;
+}
 
 /* Parses text as jsonb in the current memory context; NULL when it is not JSON. */
 Jsonb *
 hi_json_parse(const char *text)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	Jsonb	   *volatile result = NULL;
-
-	PG_TRY();
-	{
-		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		FlushErrorState();
-		result = NULL;
-	}
-	PG_END_TRY();
-	return result;
+	return ParseJsonb(text, NULL);
 }
 
 /*
  * Parses an answer body of len bytes from Halo as jsonb (in the current
  * memory context). The body must be UTF-8 without NUL bytes; \u0000 and
  * lone surrogate escapes become U+FFFD (hi_json_scrub_escapes, in place).
- * Returns NULL with *why (palloc'd) saying what is wrong, never an ERROR.
+ * Returns NULL with *why (palloc'd) saying what is wrong; only an error
+ * that is not about the answer (a cancel, out of memory) is raised.
  */
 Jsonb *
 hi_json_parse_answer(char *body, size_t len, char **why)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	Jsonb	   *volatile result = NULL;
-	char	   *volatile text = body;
-
 	*why = NULL;
 	if (body == NULL || len == 0)
 	{
@@ -73,34 +128,18 @@ hi_json_parse_answer(char *body, size_t len, char **why)
 		return NULL;
 	}
 	hi_json_scrub_escapes(body, len);
-	PG_TRY();
-	{
-		/*
-		 * No conversion: the extension installs only in UTF-8 databases
-		 * (00_header.sql), and the worker parses outside any transaction,
-		 * where PostgreSQL could not convert anyway.
-		 */
-		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		*why = psprintf("%s%s%s", edata->message, edata->detail ? ": " : "",
-						edata->detail ? edata->detail : "");
-		FreeErrorData(edata);
-		result = NULL;
-	}
-	PG_END_TRY();
-	return result;
+	/*
+	 * No conversion: the extension installs only in UTF-8 databases
+	 * (00_header.sql), and the worker parses outside any transaction, where
+	 * PostgreSQL could not convert anyway.
+	 */
+	return ParseJsonb(body, why);
 }
 
 /* Looks up key in an object container; false when absent or obj is not an object. */
 static bool
-hi_json_lookup(JsonbContainer *obj, const char *key, JsonbValue *out)
+JsonLookup(JsonbContainer *obj, const char *key, JsonbValue *out)
 {
 	if (obj == NULL || !JsonContainerIsObject(obj))
 		return false;
@@ -109,7 +148,7 @@ hi_json_lookup(JsonbContainer *obj, const char *key, JsonbValue *out)
 
 /* Parses len bytes of s as a whole decimal integer (no fraction, no overflow). */
 static bool
-hi_parse_int64(const char *s, size_t len, int64 *out)
+ParseInt64(const char *s, size_t len, int64 *out)
 {
 	char		buf[24];
 	char	   *end;
@@ -133,16 +172,16 @@ hi_json_get_int64(JsonbContainer *obj, const char *key, int64 *out)
 {
 	JsonbValue	v;
 
-	if (!hi_json_lookup(obj, key, &v))
+	if (!JsonLookup(obj, key, &v))
 		return false;
 	if (v.type == jbvNumeric)
 	{
 		char	   *digits = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
 
-		return hi_parse_int64(digits, strlen(digits), out);
+		return ParseInt64(digits, strlen(digits), out);
 	}
 	if (v.type == jbvString)
-		return hi_parse_int64(v.val.string.val, v.val.string.len, out);
+		return ParseInt64(v.val.string.val, v.val.string.len, out);
 	return false;
 }
 
@@ -152,7 +191,7 @@ hi_json_get_text(JsonbContainer *obj, const char *key)
 {
 	JsonbValue	v;
 
-	if (!hi_json_lookup(obj, key, &v) || v.type != jbvString)
+	if (!JsonLookup(obj, key, &v) || v.type != jbvString)
 		return NULL;
 	return pnstrdup(v.val.string.val, v.val.string.len);
 }
@@ -163,7 +202,7 @@ hi_json_get_container(JsonbContainer *obj, const char *key)
 {
 	JsonbValue	v;
 
-	if (!hi_json_lookup(obj, key, &v) || v.type != jbvBinary)
+	if (!JsonLookup(obj, key, &v) || v.type != jbvBinary)
 		return NULL;
 	return v.val.binary.data;
 }
@@ -239,7 +278,7 @@ hi_json_ticket_is(Jsonb *jb, const char *third_party_id)
 
 	if (jb == NULL || !JsonContainerIsObject(&jb->root))
 		return -1;
-	if (!hi_json_lookup(&jb->root, "third_party_id_string", &tp) || tp.type != jbvString)
+	if (!JsonLookup(&jb->root, "third_party_id_string", &tp) || tp.type != jbvString)
 		return 0;
 	return (size_t) tp.val.string.len == idlen &&
 		memcmp(tp.val.string.val, third_party_id, idlen) == 0 ? 1 : 0;

@@ -28,11 +28,14 @@ PG_FUNCTION_INFO_V1(halo_itsm_secret_from_file);
 /* Longest secret file accepted (Halo's client secrets are well under 200 bytes). */
 #define HI_SECRET_FILE_MAX 4096
 
+static void CheckSecretFile(const char *path, const struct stat *st);
+static int	ReadSecret(int fd, const char *path, char *buf);
+
 #define HINT_MODE "Make the file readable only by the database server's operating-system user, e.g. chown postgres and chmod 600 (or chmod 640 with a group the server belongs to)."
 
 /* Refuses a file that is not a regular file or that other users could read or change. */
 static void
-hi_check_secret_file(const char *path, const struct stat *st)
+CheckSecretFile(const char *path, const struct stat *st)
 {
 	if (!S_ISREG(st->st_mode))
 		ereport(ERROR,
@@ -55,7 +58,7 @@ hi_check_secret_file(const char *path, const struct stat *st)
 
 /* Reads up to HI_SECRET_FILE_MAX bytes of an open file into buf; returns how many. */
 static int
-hi_read_secret(int fd, const char *path, char *buf)
+ReadSecret(int fd, const char *path, char *buf)
 {
 	int			len = 0;
 
@@ -120,8 +123,8 @@ halo_itsm_secret_from_file(PG_FUNCTION_ARGS)
 				(errcode_for_file_access(),
 				 errmsg("halo_itsm: could not stat the secret file \"%s\": %m", path),
 				 errhint("Check that the database server may read the file.")));
-	hi_check_secret_file(path, &st);
-	len = hi_read_secret(fd, path, buf);
+	CheckSecretFile(path, &st);
+	len = ReadSecret(fd, path, buf);
 	CloseTransientFile(fd);
 
 	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' ||

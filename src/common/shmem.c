@@ -38,8 +38,8 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static bool wake_pending = false;
 static bool xact_callback_registered = false;
 
-static void hi_shmem_startup(void);
-static void hi_xact_callback(XactEvent event, void *arg);
+static void ShmemStartup(void);
+static void WakeAtCommitCallback(XactEvent event, void *arg);
 
 PG_FUNCTION_INFO_V1(halo_itsm_wake_worker_at_commit);
 PG_FUNCTION_INFO_V1(halo_itsm_worker_running);
@@ -58,12 +58,12 @@ void
 hi_shmem_init(void)
 {
 	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = hi_shmem_startup;
+	shmem_startup_hook = ShmemStartup;
 }
 
 /* Creates or attaches to the shared state. */
 static void
-hi_shmem_startup(void)
+ShmemStartup(void)
 {
 	bool		found;
 
@@ -181,7 +181,7 @@ hi_shmem_swap_extension_state(int state)
 
 /* Sets the worker's latch at commit; forgets the request at abort. */
 static void
-hi_xact_callback(XactEvent event, void *arg)
+WakeAtCommitCallback(XactEvent event, void *arg)
 {
 	Latch	   *latch = NULL;
 
@@ -217,7 +217,7 @@ hi_wake_worker_at_commit(void)
 {
 	if (!xact_callback_registered)
 	{
-		RegisterXactCallback(hi_xact_callback, NULL);
+		RegisterXactCallback(WakeAtCommitCallback, NULL);
 		xact_callback_registered = true;
 	}
 	wake_pending = true;

@@ -1,6 +1,6 @@
 /*
  * hi_signature.h
- *		The webhook signature scheme of shared/webhook-signature.md: header
+ *		The webhook signature schemes (README, "Webhooks"): header
  *		value trimming, the canonical string, HMAC-SHA256 signing and
  *		constant-time verification, and the content-length check.
  *

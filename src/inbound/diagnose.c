@@ -2,9 +2,9 @@
  * diagnose.c
  *	  halo_itsm.diagnose_webhook(rejected_id): takes a kept rejected
  *	  delivery (src/inbound/rejected.c) and the integration's webhook secrets
- *	  (current and previous), tries every candidate signing scheme of
- *	  shared/webhook-signature.md (signature header, digest encoding and
- *	  prefix as found in the delivery; signed headers and their order;
+ *	  (current and previous), tries every candidate signing scheme (README,
+ *	  "Webhooks": signature header, digest encoding and prefix as found in
+ *	  the delivery; signed headers and their order;
  *	  timestamp header or none; canonical layout) and answers which one
  *	  verifies it, with the configure_webhook_signature() call that sets it,
  *	  or that none does and what to check.
@@ -35,6 +35,7 @@
 
 #include "halo_itsm.h"
 #include "hi_signature.h"
+#include "hi_spi.h"
 
 #define MAX_SEEN	64			/* headers of the delivery considered */
 #define MAX_CHOICES	8			/* signature or timestamp header candidates */
@@ -76,12 +77,19 @@ PG_FUNCTION_INFO_V1(halo_itsm_diagnose_webhook);
 static void CollectSeen(Diag *d, const char *headers_json);
 static SeenHeader *Seen(Diag *d, const char *name);
 static void LoadDiagSecrets(Diag *d, int integration_id, char **configured_sig, char **configured_ts);
+static bool TrySecrets(Diag *d, int layout, unsigned char *canon, size_t canon_len);
 static bool TryLayouts(Diag *d);
 static bool TryOrderings(Diag *d, const char **pool, const char **pool_values, int npool, bool *used, int depth);
-static bool TryScheme(Diag *d, const char *configured_ts);
+static bool TryScheme(Diag *d);
 static void AddChoice(const char **choices, int *n, const char *name);
 static char *BuildCall(Diag *d, int integration_id);
 static void AppendJsonString(StringInfo buf, const char *key, const char *value);
+static int	SignatureChoices(Diag *d, const char *configured_sig, const char **choices);
+static int	TimestampChoices(Diag *d, const char *configured_ts, const char **choices);
+static bool TakeSignature(Diag *d, const char *sig_header);
+static bool SearchSchemes(Diag *d, const char *configured_sig, const char *configured_ts, bool *any_signature);
+static void AppendVerified(StringInfo out, Diag *d, HiRejected *r);
+static void AppendUnverified(StringInfo out, HiRejected *r, bool any_signature);
 
 /* Reads the kept headers (JSON text of an object) into d->seen. */
 static void
@@ -171,12 +179,39 @@ LoadDiagSecrets(Diag *d, int integration_id, char **configured_sig, char **confi
 	*configured_ts = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4);
 }
 
+/*
+ * Tries the current and the previous secret on one canonical string (of
+ * the given layout, NULL when it cannot be built); true when one verifies,
+ * the layout and secret noted in d. Frees canon.
+ */
+static bool
+TrySecrets(Diag *d, int layout, unsigned char *canon, size_t canon_len)
+{
+	int			k;
+
+	for (k = 0; canon != NULL && k < 2; k++)
+	{
+		if (d->secrets[k] == NULL || d->secrets[k][0] == '\0')
+			continue;
+		d->tried++;
+		if (hi_signature_verify_enc(d->secrets[k], strlen(d->secrets[k]), canon, canon_len,
+									d->encoding, d->prefix, d->sig_value, strlen(d->sig_value)) == HI_SIG_OK)
+		{
+			free(canon);
+			d->layout = layout;
+			d->secret_used = k;
+			return true;
+		}
+	}
+	free(canon);
+	return false;
+}
+
 /* Tries every layout over the current names and values; true when one verifies. */
 static bool
 TryLayouts(Diag *d)
 {
 	int			layout;
-	int			k;
 
 	for (layout = 0; layout < HI_LAYOUT_COUNT; layout++)
 	{
@@ -186,23 +221,8 @@ TryLayouts(Diag *d)
 		if (layout == HI_LAYOUT_BODY)
 			continue;			/* tried once, without headers (TryScheme) */
 		canon = hi_canonical_build(layout, d->names, d->values, d->n, d->body, d->body_len, &canon_len);
-		if (canon == NULL)
-			continue;
-		for (k = 0; k < 2; k++)
-		{
-			if (d->secrets[k] == NULL || d->secrets[k][0] == '\0')
-				continue;
-			d->tried++;
-			if (hi_signature_verify_enc(d->secrets[k], strlen(d->secrets[k]), canon, canon_len,
-										d->encoding, d->prefix, d->sig_value, strlen(d->sig_value)) == HI_SIG_OK)
-			{
-				free(canon);
-				d->layout = layout;
-				d->secret_used = k;
-				return true;
-			}
-		}
-		free(canon);
+		if (TrySecrets(d, layout, canon, canon_len))
+			return true;
 	}
 	return false;
 }
@@ -242,7 +262,7 @@ TryOrderings(Diag *d, const char **pool, const char **pool_values, int npool, bo
 
 /* Tries the signed-header orderings and layouts for the chosen signature and timestamp headers. */
 static bool
-TryScheme(Diag *d, const char *configured_ts)
+TryScheme(Diag *d)
 {
 	static const char *const base[3] = {"content-length", "content-type", "host"};
 	const char *pool[POOL_MAX];
@@ -250,7 +270,6 @@ TryScheme(Diag *d, const char *configured_ts)
 	bool		used[POOL_MAX];
 	int			npool = 0;
 	int			i;
-	int			k;
 
 	for (i = 0; i < 3; i++)
 	{
@@ -290,23 +309,8 @@ TryScheme(Diag *d, const char *configured_ts)
 
 		d->n = 0;
 		canon = hi_canonical_build(HI_LAYOUT_BODY, NULL, NULL, 0, d->body, d->body_len, &canon_len);
-		for (k = 0; canon != NULL && k < 2; k++)
-		{
-			if (d->secrets[k] == NULL || d->secrets[k][0] == '\0')
-				continue;
-			d->tried++;
-			if (hi_signature_verify_enc(d->secrets[k], strlen(d->secrets[k]), canon, canon_len,
-										d->encoding, d->prefix, d->sig_value, strlen(d->sig_value)) == HI_SIG_OK)
-			{
-				free(canon);
-				d->layout = HI_LAYOUT_BODY;
-				d->secret_used = k;
-				return true;
-			}
-		}
-		free(canon);
+		return TrySecrets(d, HI_LAYOUT_BODY, canon, canon_len);
 	}
-	(void) configured_ts;
 	return false;
 }
 
@@ -357,6 +361,165 @@ AppendJsonString(StringInfo buf, const char *key, const char *value)
 		escape_json(buf, value);
 }
 
+/* The candidate signature headers: the configured one, x-signature, and any that looks like one. */
+static int
+SignatureChoices(Diag *d, const char *configured_sig, const char **choices)
+{
+	int			n = 0;
+	int			i;
+
+	AddChoice(choices, &n, configured_sig);
+	AddChoice(choices, &n, "x-signature");
+	for (i = 0; i < d->nseen; i++)
+	{
+		size_t		plen;
+
+		if (strstr(d->seen[i].name, "signature") != NULL ||
+			(d->seen[i].value != NULL &&
+			 hi_signature_split(d->seen[i].value, strlen(d->seen[i].value), &plen) >= 0))
+			AddChoice(choices, &n, d->seen[i].name);
+	}
+	return n;
+}
+
+/* The candidate timestamp headers: the configured one, x-halo-date, any date-like one, and none (NULL). */
+static int
+TimestampChoices(Diag *d, const char *configured_ts, const char **choices)
+{
+	int			n = 0;
+	int			i;
+
+	AddChoice(choices, &n, configured_ts);
+	AddChoice(choices, &n, "x-halo-date");
+	for (i = 0; i < d->nseen; i++)
+		if (strstr(d->seen[i].name, "date") != NULL || strstr(d->seen[i].name, "timestamp") != NULL)
+			AddChoice(choices, &n, d->seen[i].name);
+	choices[n++] = NULL;		/* none */
+	return n;
+}
+
+/*
+ * Takes the signature header sig_header as the one being tried, when the
+ * delivery carries it once with a digest: its value, encoding and prefix
+ * go into d. False when it carries no usable signature.
+ */
+static bool
+TakeSignature(Diag *d, const char *sig_header)
+{
+	SeenHeader *h = Seen(d, sig_header);
+	size_t		tlen,
+				plen;
+	const char *t;
+	int			enc;
+
+	if (h == NULL || h->count != 1 || h->value == NULL)
+		return false;
+	t = hi_trim_header_value(h->value, strlen(h->value), &tlen);
+	enc = hi_signature_split(t, tlen, &plen);
+	if (enc < 0)
+		return false;
+	d->sig_header = sig_header;
+	d->sig_value = pnstrdup(t, tlen);
+	d->encoding = enc;
+	memcpy(d->prefix, t, plen);
+	d->prefix[plen] = '\0';
+	return true;
+}
+
+/*
+ * Tries every candidate signature header with every candidate timestamp
+ * header; true when a scheme verifies (it is left in d). *any_signature
+ * says whether the delivery carried a signature at all.
+ */
+static bool
+SearchSchemes(Diag *d, const char *configured_sig, const char *configured_ts, bool *any_signature)
+{
+	const char *sig_choices[MAX_CHOICES];
+	const char *ts_choices[MAX_CHOICES + 1];
+	int			nsig = SignatureChoices(d, configured_sig, sig_choices);
+	int			nts = TimestampChoices(d, configured_ts, ts_choices);
+	int			i,
+				j;
+
+	*any_signature = false;
+	for (i = 0; i < nsig; i++)
+	{
+		if (!TakeSignature(d, sig_choices[i]))
+			continue;
+		*any_signature = true;
+		for (j = 0; j < nts; j++)
+		{
+			if (ts_choices[j] != NULL && strcmp(ts_choices[j], d->sig_header) == 0)
+				continue;
+			d->ts_header = ts_choices[j];
+			if (TryScheme(d))
+				return true;
+		}
+	}
+	return false;
+}
+
+/* Appends the verifying scheme, the call that sets it, and a clock hint when the date is off. */
+static void
+AppendVerified(StringInfo out, Diag *d, HiRejected *r)
+{
+	TimestampTz date;
+	int			i;
+
+	AppendJsonString(out, "layout", hi_layout_name(d->layout));
+	AppendJsonString(out, "signature_header", d->sig_header);
+	appendStringInfoString(out, ",\"signed_headers\":[");
+	for (i = 0; i < d->n; i++)
+	{
+		if (i > 0)
+			appendStringInfoChar(out, ',');
+		escape_json(out, d->names[i]);
+	}
+	appendStringInfoChar(out, ']');
+	AppendJsonString(out, "digest", d->encoding == HI_ENC_HEX ? "hex" : "base64");
+	AppendJsonString(out, "prefix", d->prefix);
+	AppendJsonString(out, "timestamp_header", d->ts_header ? d->ts_header : "none");
+	AppendJsonString(out, "secret", d->secret_used == 0 ? "current" : "previous");
+	AppendJsonString(out, "call", BuildCall(d, r->integration_id));
+	if (d->ts_header != NULL && hi_webhook_parse_date(Seen(d, d->ts_header)->value, &date))
+	{
+		int64		offset = (r->received_at - date) / USECS_PER_SEC;
+
+		appendStringInfo(out, ",\"date_offset_seconds\":" INT64_FORMAT, offset);
+		if (offset > hi_webhook_tolerance_s || -offset > hi_webhook_tolerance_s)
+			AppendJsonString(out, "hint",
+							 psprintf("The signature verifies, but the delivery was dated " INT64_FORMAT " seconds %s the database's clock "
+									  "when it arrived (at most %d accepted): check the clocks (NTP) of Halo's side and of the database server, "
+									  "or raise halo_itsm.webhook_tolerance. A replayed old delivery is refused on purpose.",
+									  offset > 0 ? offset : -offset, offset > 0 ? "behind" : "ahead of",
+									  hi_webhook_tolerance_s));
+	}
+}
+
+/* Appends why nothing verifies and what to check. */
+static void
+AppendUnverified(StringInfo out, HiRejected *r, bool any_signature)
+{
+	AppendJsonString(out, "layout", NULL);
+	AppendJsonString(out, "call", NULL);
+	if (r->body_len < 0)
+		AppendJsonString(out, "hint",
+						 "The body of this delivery was not kept (larger than 64 kB): nothing can be verified. "
+						 "Choose the \"event information only\" payload in Halo, resend a delivery and diagnose that one.");
+	else if (!any_signature)
+		AppendJsonString(out, "hint",
+						 "The delivery carries no header with a signature (the base64 or hex of 32 bytes, after an optional prefix): "
+						 "in Halo's webhook, enable \"Sign Request Body with a Secret Key\" with algorithm SHA-256, "
+						 "and make sure that the receiver passes every request header to halo_itsm.ingest_webhook().");
+	else
+		AppendJsonString(out, "hint",
+						 psprintf("No candidate layout verifies this delivery with the webhook secret of integration %d (current or previous). "
+								  "Check the secret: Halo's webhook must have the one from SELECT secret FROM halo_itsm.webhook_settings(%d). "
+								  "Check the host: Halo signs the host it posts to; when a proxy rewrites Host, set halo_itsm.webhook_base_url to that public URL. "
+								  "Check that the receiver passes the raw body and every header unchanged, and the clocks (NTP) when Halo signs a date.",
+								  r->integration_id, r->integration_id));
+}
+
 /*
  * SQL: halo_itsm.diagnose_webhook(rejected_id bigint) RETURNS jsonb:
  * {"verified", "layout", "call", ...} (see the top of this file).
@@ -369,16 +532,10 @@ halo_itsm_diagnose_webhook(PG_FUNCTION_ARGS)
 	Diag		d;
 	char	   *configured_sig;
 	char	   *configured_ts;
-	const char *sig_choices[MAX_CHOICES];
-	const char *ts_choices[MAX_CHOICES + 1];
-	int			nsig = 0;
-	int			nts = 0;
-	int			i,
-				j;
+	int			i;
 	bool		verified = false;
 	bool		any_signature = false;
 	StringInfoData out;
-	Jsonb	   *result;
 
 	if (!hi_rejected_fetch(id, &r))
 		ereport(ERROR,
@@ -392,119 +549,23 @@ halo_itsm_diagnose_webhook(PG_FUNCTION_ARGS)
 	d.body_len = r.body_len > 0 ? (size_t) r.body_len : 0;
 	d.base_host = hi_webhook_base_host();
 
-	SPI_connect();
+	hi_spi_connect(0);
 	LoadDiagSecrets(&d, r.integration_id, &configured_sig, &configured_ts);
-
-	AddChoice(sig_choices, &nsig, configured_sig);
-	AddChoice(sig_choices, &nsig, "x-signature");
-	for (i = 0; i < d.nseen; i++)
-	{
-		size_t		plen;
-
-		if (strstr(d.seen[i].name, "signature") != NULL ||
-			(d.seen[i].value != NULL &&
-			 hi_signature_split(d.seen[i].value, strlen(d.seen[i].value), &plen) >= 0))
-			AddChoice(sig_choices, &nsig, d.seen[i].name);
-	}
-	AddChoice(ts_choices, &nts, configured_ts);
-	AddChoice(ts_choices, &nts, "x-halo-date");
-	for (i = 0; i < d.nseen; i++)
-		if (strstr(d.seen[i].name, "date") != NULL || strstr(d.seen[i].name, "timestamp") != NULL)
-			AddChoice(ts_choices, &nts, d.seen[i].name);
-	ts_choices[nts++] = NULL;	/* none */
-
-	for (i = 0; i < nsig && !verified && r.body_len >= 0; i++)
-	{
-		SeenHeader *h = Seen(&d, sig_choices[i]);
-		size_t		tlen,
-					plen;
-		const char *t;
-		int			enc;
-
-		if (h == NULL || h->count != 1 || h->value == NULL)
-			continue;
-		t = hi_trim_header_value(h->value, strlen(h->value), &tlen);
-		enc = hi_signature_split(t, tlen, &plen);
-		if (enc < 0)
-			continue;
-		any_signature = true;
-		d.sig_header = sig_choices[i];
-		d.sig_value = pnstrdup(t, tlen);
-		d.encoding = enc;
-		memcpy(d.prefix, t, plen);
-		d.prefix[plen] = '\0';
-		for (j = 0; j < nts && !verified; j++)
-		{
-			if (ts_choices[j] != NULL && strcmp(ts_choices[j], d.sig_header) == 0)
-				continue;
-			d.ts_header = ts_choices[j];
-			verified = TryScheme(&d, configured_ts);
-		}
-	}
+	if (r.body_len >= 0)
+		verified = SearchSchemes(&d, configured_sig, configured_ts, &any_signature);
 
 	initStringInfo(&out);
 	appendStringInfo(&out, "{\"verified\":%s,\"rejected_id\":" INT64_FORMAT ",\"integration_id\":%d,\"tried\":%ld",
 					 verified ? "true" : "false", r.id, r.integration_id, d.tried);
 	AppendJsonString(&out, "sqlstate", r.sqlstate);
 	if (verified)
-	{
-		TimestampTz date;
-
-		AppendJsonString(&out, "layout", hi_layout_name(d.layout));
-		AppendJsonString(&out, "signature_header", d.sig_header);
-		appendStringInfoString(&out, ",\"signed_headers\":[");
-		for (i = 0; i < d.n; i++)
-		{
-			if (i > 0)
-				appendStringInfoChar(&out, ',');
-			escape_json(&out, d.names[i]);
-		}
-		appendStringInfoChar(&out, ']');
-		AppendJsonString(&out, "digest", d.encoding == HI_ENC_HEX ? "hex" : "base64");
-		AppendJsonString(&out, "prefix", d.prefix);
-		AppendJsonString(&out, "timestamp_header", d.ts_header ? d.ts_header : "none");
-		AppendJsonString(&out, "secret", d.secret_used == 0 ? "current" : "previous");
-		AppendJsonString(&out, "call", BuildCall(&d, r.integration_id));
-		if (d.ts_header != NULL && hi_webhook_parse_date(Seen(&d, d.ts_header)->value, &date))
-		{
-			int64		offset = (r.received_at - date) / USECS_PER_SEC;
-
-			appendStringInfo(&out, ",\"date_offset_seconds\":" INT64_FORMAT, offset);
-			if (offset > hi_webhook_tolerance_s || -offset > hi_webhook_tolerance_s)
-				AppendJsonString(&out, "hint",
-								 psprintf("The signature verifies, but the delivery was dated " INT64_FORMAT " seconds %s the database's clock "
-										  "when it arrived (at most %d accepted): check the clocks (NTP) of Halo's side and of the database server, "
-										  "or raise halo_itsm.webhook_tolerance. A replayed old delivery is refused on purpose.",
-										  offset > 0 ? offset : -offset, offset > 0 ? "behind" : "ahead of",
-										  hi_webhook_tolerance_s));
-		}
-	}
+		AppendVerified(&out, &d, &r);
 	else
-	{
-		AppendJsonString(&out, "layout", NULL);
-		AppendJsonString(&out, "call", NULL);
-		if (r.body_len < 0)
-			AppendJsonString(&out, "hint",
-							 "The body of this delivery was not kept (larger than 64 kB): nothing can be verified. "
-							 "Choose the \"event information only\" payload in Halo, resend a delivery and diagnose that one.");
-		else if (!any_signature)
-			AppendJsonString(&out, "hint",
-							 "The delivery carries no header with a signature (the base64 or hex of 32 bytes, after an optional prefix): "
-							 "in Halo's webhook, enable \"Sign Request Body with a Secret Key\" with algorithm SHA-256, "
-							 "and make sure that the receiver passes every request header to halo_itsm.ingest_webhook().");
-		else
-			AppendJsonString(&out, "hint",
-							 psprintf("No candidate layout verifies this delivery with the webhook secret of integration %d (current or previous). "
-									  "Check the secret: Halo's webhook must have the one from SELECT secret FROM halo_itsm.webhook_settings(%d). "
-									  "Check the host: Halo signs the host it posts to; when a proxy rewrites Host, set halo_itsm.webhook_base_url to that public URL. "
-									  "Check that the receiver passes the raw body and every header unchanged, and the clocks (NTP) when Halo signs a date.",
-									  r.integration_id, r.integration_id));
-	}
+		AppendUnverified(&out, &r, any_signature);
 	appendStringInfoChar(&out, '}');
 	for (i = 0; i < 2; i++)
 		if (d.secrets[i] != NULL)
 			explicit_bzero(d.secrets[i], strlen(d.secrets[i]));
 	SPI_finish();
-	result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
-	PG_RETURN_JSONB_P(result);
+	PG_RETURN_JSONB_P(DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data))));
 }

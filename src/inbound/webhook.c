@@ -67,6 +67,7 @@
 #include "halo_itsm.h"
 #include "hi_answer.h"
 #include "hi_signature.h"
+#include "hi_spi.h"
 
 #define ERRCODE_HI_UNKNOWN_KEY			MAKE_SQLSTATE('W','H','0','0','1')
 #define ERRCODE_HI_BODY_TOO_LARGE		MAKE_SQLSTATE('W','H','0','0','2')
@@ -81,6 +82,9 @@
 #define HINT_SIGNING "In Halo's webhook, enable \"Sign Request Body with a Secret Key\" with algorithm SHA-256, " \
 	"header x-signature and the signed headers content-length, content-type, host and x-halo-date; " \
 	"the receiver must pass every request header to halo_itsm.ingest_webhook() unchanged."
+
+/* The hint of an SPI failure: the install script is missing or old. */
+#define HINT_UP_TO_DATE "Check that the halo_itsm extension is installed and up to date."
 
 /* The default scheme's header names (also webhook_signature()'s). */
 #define HI_DEFAULT_SIGNED "content-length,content-type,host,x-halo-date"
@@ -156,6 +160,8 @@ static void DupObjectStart(void *state);
 static void DupObjectEnd(void *state);
 static void DupFieldStart(void *state, char *fname, bool isnull);
 static int	DupKeyCompare(const ListCell *a, const ListCell *b);
+static void CheckBodySize(HiSecrets *secrets, Size body_len);
+static Datum VerifyAndApply(HiSecrets *secrets, Jsonb *headers, const char *body_data, Size body_len);
 static Datum IngestWebhook(FunctionCallInfo fcinfo);
 static Datum WebhookSignature(FunctionCallInfo fcinfo);
 static void RethrowHidingStatement(MemoryContext cxt);
@@ -441,7 +447,6 @@ LoadSecrets(const char *key, HiSecrets *s)
 {
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1];
-	int			rc;
 	HeapTuple	tup;
 	TupleDesc	desc;
 	bool		isnull;
@@ -461,12 +466,7 @@ LoadSecrets(const char *key, HiSecrets *s)
 				   "  LEFT JOIN halo_itsm.webhook_signatures w ON w.integration_id OPERATOR(pg_catalog.=) i.id "
 				   " WHERE i.webhook_key OPERATOR(pg_catalog.=) $1",
 				   1, types);
-		rc = SPI_execute_plan(secrets_plan, values, NULL, true, 1);
-		if (rc != SPI_OK_SELECT)
-			ereport(ERROR,
-					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("halo_itsm: reading the webhook settings failed: %s", SPI_result_code_string(rc)),
-					 errhint("Check that the halo_itsm extension is installed and up to date.")));
+		hi_execute(secrets_plan, values, NULL, true, "reading the webhook settings", HINT_UP_TO_DATE);
 	}
 	if (key == NULL || SPI_processed == 0)
 		ereport(ERROR,
@@ -694,18 +694,14 @@ ApplyWebhook(int integration_id, Jsonb *payload)
 	Oid			types[2] = {INT4OID, JSONBOID};
 	Datum		values[2];
 	bool		isnull;
-	int			rc;
 	Datum		d;
 
 	values[0] = Int32GetDatum(integration_id);
 	values[1] = JsonbPGetDatum(payload);
 	hi_prepare(&apply_plan, "SELECT halo_itsm._apply_webhook($1, $2)", 2, types);
-	rc = SPI_execute_plan(apply_plan, values, NULL, false, 1);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("halo_itsm: applying the webhook failed: %s", SPI_result_code_string(rc)),
-				 errhint("Check that the halo_itsm extension is installed and up to date.")));
+	hi_execute(apply_plan, values, NULL, false, "applying the webhook", HINT_UP_TO_DATE);
+	if (SPI_processed != 1)
+		elog(ERROR, "halo_itsm: _apply_webhook returned " UINT64_FORMAT " rows", SPI_processed);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (isnull)
 		elog(ERROR, "halo_itsm: _apply_webhook returned NULL");
@@ -782,6 +778,38 @@ CheckDelivery(HiSecrets *secrets, Jsonb *headers, const char *body_data, Size bo
 	PG_END_TRY();
 }
 
+/* Refuses a body larger than halo_itsm.webhook_max_body (WH002), wiping the secrets first. */
+static void
+CheckBodySize(HiSecrets *secrets, Size body_len)
+{
+	if (body_len <= (Size) hi_webhook_max_body)
+		return;
+	ForgetSecrets(secrets);
+	ereport(ERROR,
+			(errcode(ERRCODE_HI_BODY_TOO_LARGE),
+			 errmsg("halo_itsm: the webhook body has %zu bytes, more than halo_itsm.webhook_max_body (%d bytes)",
+					(size_t) body_len, hi_webhook_max_body),
+			 errhint("Choose the \"event information only\" payload in Halo, or raise halo_itsm.webhook_max_body.")));
+}
+
+/* Checks a delivery's headers and signature (the secrets wiped afterwards), then reads and applies its body. */
+static Datum
+VerifyAndApply(HiSecrets *secrets, Jsonb *headers, const char *body_data, Size body_len)
+{
+	PG_TRY();
+	{
+		CheckDelivery(secrets, headers, body_data, body_len);
+	}
+	PG_FINALLY();
+	{
+		ForgetSecrets(secrets);
+	}
+	PG_END_TRY();
+
+	/* Verified: now the body may be read. */
+	return ApplyWebhook(secrets->integration_id, ParsePayload(body_data, (int) body_len));
+}
+
 /*
  * Verifies a delivery (see the table at the top), then applies it; returns
  * the result. A rejection (class WH) of a delivery that named a real
@@ -796,41 +824,16 @@ IngestWebhook(FunctionCallInfo fcinfo)
 	MemoryContext cxt = CurrentMemoryContext;
 	bytea	   *volatile body = NULL;
 	HiSecrets	secrets;
-	Jsonb	   *payload;
 	volatile Datum result = (Datum) 0;
 
-	SPI_connect();
+	hi_spi_connect(0);
 	LoadSecrets(key, &secrets);
 
 	PG_TRY();
 	{
-		const char *body_data;
-
-		if (body_len > (Size) hi_webhook_max_body)
-		{
-			ForgetSecrets(&secrets);
-			ereport(ERROR,
-					(errcode(ERRCODE_HI_BODY_TOO_LARGE),
-					 errmsg("halo_itsm: the webhook body has %zu bytes, more than halo_itsm.webhook_max_body (%d bytes)",
-							(size_t) body_len, hi_webhook_max_body),
-					 errhint("Choose the \"event information only\" payload in Halo, or raise halo_itsm.webhook_max_body.")));
-		}
+		CheckBodySize(&secrets, body_len);
 		body = PG_ARGISNULL(2) ? NULL : PG_GETARG_BYTEA_PP(2);
-		body_data = body ? VARDATA_ANY(body) : "";
-
-		PG_TRY();
-		{
-			CheckDelivery(&secrets, headers, body_data, body_len);
-		}
-		PG_FINALLY();
-		{
-			ForgetSecrets(&secrets);
-		}
-		PG_END_TRY();
-
-		/* Verified: now the body may be read. */
-		payload = ParsePayload(body_data, (int) body_len);
-		result = ApplyWebhook(secrets.integration_id, payload);
+		result = VerifyAndApply(&secrets, headers, body ? VARDATA_ANY(body) : "", body_len);
 	}
 	PG_CATCH();
 	{

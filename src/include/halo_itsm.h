@@ -88,9 +88,6 @@ extern void hi_pin_worker_session(void);
 extern int	hi_pin_begin(void);
 extern void hi_pin_end(int level);
 
-/* SPI: a statement prepared once per process and kept (store.c) */
-extern SPIPlanPtr hi_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types);
-
 /* the launcher (launcher.c) and the delivery worker it starts (worker.c) */
 extern void hi_launcher_register(void);
 extern PGDLLEXPORT void halo_itsm_launcher_main(Datum arg);

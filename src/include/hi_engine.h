@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  * hi_engine.h
- *	  The delivery engine: outbox items in progress, their HTTP exchanges
- *	  with Halo driven by libcurl's multi interface, OAuth2 tokens and the
- *	  request budget per integration.
+ *	  The delivery engine (engine.c): outbox items in progress and their
+ *	  HTTP exchanges with Halo on libcurl's multi interface. The engine's
+ *	  integrations, tokens and request budgets are in hi_instance.h
+ *	  (instance.c); claiming and recording items in hi_store.h (store.c).
  *-------------------------------------------------------------------------
  */
 #ifndef HI_ENGINE_H
@@ -22,7 +23,6 @@ typedef enum HiItemKind
 
 typedef enum HiStep
 {
-	HI_STEP_START,
 	HI_STEP_TOKEN,
 	HI_STEP_LOOKUP,				/* list candidates (engine.c explains the phases) */
 	HI_STEP_CONFIRM,			/* read one candidate whole: is it ours? */
@@ -92,13 +92,13 @@ extern HiItem *hi_item_new(void);
 extern void hi_item_free(HiItem *item);
 
 extern void hi_engine_submit(HiItem *item);
+extern void hi_engine_submit_all(HiItem *items);
+extern HiOutcome hi_item_retry_or_dead(HiItem *item, bool retryable, long retry_after_ms);
 extern bool hi_engine_wait(long timeout_ms);
 extern HiItem *hi_engine_pop_finished(void);
 extern bool hi_engine_pop_finished_peek(void);
 extern int	hi_engine_active(void);
 extern int	hi_engine_claim_room(void);
-extern int	hi_engine_busy_integrations(int **ids);
 extern void hi_engine_abort_all(void);
-extern void hi_engine_forget_tokens(void);
 
 #endif							/* HI_ENGINE_H */

@@ -16,7 +16,6 @@ typedef struct HiRequest
 	struct curl_slist *headers;
 	char	   *url;			/* malloc'd */
 	char	   *post_body;		/* malloc'd, NULL for GET */
-	char		method[8];
 	char	   *path;			/* malloc'd, for messages: "POST /api/Tickets" */
 	/* answer */
 	char	   *body;			/* malloc'd, NUL-terminated */

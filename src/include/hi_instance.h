@@ -2,7 +2,8 @@
  * hi_instance.h
  *	  The delivery engine's view of each Halo integration: credentials,
  *	  cached token, lanes in use and the request budget (instance.c).
- *	  Private to the engine (engine.c).
+ *	  Used by the engine (engine.c); the claim asks it which integrations
+ *	  are busy (store.c), the worker makes it forget tokens (worker.c).
  *-------------------------------------------------------------------------
  */
 #ifndef HI_INSTANCE_H
@@ -38,5 +39,7 @@ extern HiInstance *hi_instance_for(HiItem *item);
 extern void hi_instance_set_token(HiInstance *in, const char *token, TimestampTz expires);
 extern long hi_budget_wait_ms(HiInstance *in, TimestampTz now);
 extern void hi_budget_note(HiInstance *in, TimestampTz now);
+extern int	hi_instances_busy(int **ids);
+extern void hi_instances_forget_tokens(void);
 
 #endif							/* HI_INSTANCE_H */

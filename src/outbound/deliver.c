@@ -17,9 +17,13 @@
 
 #include "halo_itsm.h"
 #include "hi_engine.h"
+#include "hi_spi.h"
 #include "hi_store.h"
 
 PG_FUNCTION_INFO_V1(halo_itsm_deliver);
+
+static int	DeliverClaim(int room, ErrorData **failed);
+static int	DeliverLoop(int max_items, bool only_without_worker);
 
 /*
  * Claims as many items as there is room for, commits, and starts them;
@@ -28,27 +32,20 @@ PG_FUNCTION_INFO_V1(halo_itsm_deliver);
  * raise once the items already in flight are recorded.
  */
 static int
-hi_deliver_claim(int room, ErrorData **failed)
+DeliverClaim(int room, ErrorData **failed)
 {
 	HiItem	   *claimed = NULL;
-	HiItem	   *item;
 	int			n;
 
 	*failed = hi_store_claim_subxact(false, room, &claimed, &n, NULL);
 	SPI_commit();
-	while (claimed)
-	{
-		item = claimed;
-		claimed = item->next;
-		item->next = NULL;
-		hi_engine_submit(item);
-	}
+	hi_engine_submit_all(claimed);
 	return n;
 }
 
 /* The body of deliver(): returns the number of items finished. */
 static int
-hi_deliver_loop(int max_items, bool only_without_worker)
+DeliverLoop(int max_items, bool only_without_worker)
 {
 	int			done = 0;
 	bool		more = true;
@@ -87,7 +84,7 @@ hi_deliver_loop(int max_items, bool only_without_worker)
 
 			if (room > 0)
 			{
-				more = hi_deliver_claim(room, &failed) == room;
+				more = DeliverClaim(room, &failed) == room;
 				if (failed)
 					more = false;	/* finish what is in flight, then say why */
 			}
@@ -128,12 +125,12 @@ halo_itsm_deliver(PG_FUNCTION_ARGS)
 				 errmsg("halo_itsm: max_items must be positive, not %d", max_items),
 				 errhint("Pass the largest number of outbox items to deliver in this call, e.g. 100.")));
 
-	SPI_connect_ext(SPI_OPT_NONATOMIC);
+	hi_spi_connect(SPI_OPT_NONATOMIC);
 	/* an earlier call that failed half-way may have left items in the engine */
 	hi_engine_abort_all();
 	PG_TRY();
 	{
-		done = hi_deliver_loop(max_items, only_without_worker);
+		done = DeliverLoop(max_items, only_without_worker);
 	}
 	PG_CATCH();
 	{

@@ -79,22 +79,36 @@ static WaitEventSet *wait_set = NULL;	/* the latch, postmaster death and curl_ep
 static TimestampTz timer_deadline = -1;
 static HiRequest *in_flight = NULL;	/* requests added to the multi handle */
 
-static void hi_engine_init(void);
-static void hi_engine_kick(void);
-static void hi_item_start_step(HiItem *item);
-static void hi_item_on_response(HiItem *item, HiRequest *req);
-static void hi_item_fail(HiItem *item, HiRequest *req);
-static void hi_lookup_begin(HiItem *item);
-static void hi_lookup_next(HiItem *item);
-static void hi_lookup_list_answer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why);
-static void hi_item_bad_answer(HiItem *item, HiRequest *req, const char *why);
-static bool hi_actions_answer_ok(Jsonb *jb);
-static void hi_item_finish(HiItem *item, HiOutcome outcome);
-static void hi_queue_push(HiItem **head, HiItem **tail, HiItem *item);
-static void hi_token_done(HiItem *item, HiRequest *req);
-static void hi_read_multi_info(void);
-static int	hi_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp);
-static int	hi_timer_cb(CURLM *m, long timeout_ms, void *userp);
+static void EngineInit(void);
+static void EngineKick(void);
+static bool StepMaySend(HiItem *item, TimestampTz now);
+static HiRequest *BuildTokenRequest(HiItem *item);
+static HiRequest *BuildLookupRequest(HiItem *item);
+static HiRequest *BuildTicketRequest(HiItem *item, int64 ticket_id);
+static HiRequest *BuildCreateRequest(HiItem *item);
+static HiRequest *BuildActionsRequest(HiItem *item);
+static HiRequest *BuildStepRequest(HiItem *item);
+static void SendRequest(HiItem *item, HiRequest *req);
+static void StartStep(HiItem *item);
+static void OnResponse(HiItem *item, HiRequest *req);
+static void OnFailure(HiItem *item, HiRequest *req);
+static void OnTokenAnswer(HiItem *item, HiRequest *req);
+static void OnLookupAnswer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why);
+static void OnConfirmAnswer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why);
+static void OnCreateAnswer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why);
+static void OnTicketAnswer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why);
+static void OnActionsAnswer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why);
+static bool ActionsAnswerOk(Jsonb *jb);
+static void LookupBegin(HiItem *item);
+static void LookupNext(HiItem *item);
+static void FinishFailed(HiItem *item, char *desc, bool retryable, long retry_after_ms);
+static void FailItem(HiItem *item, HiRequest *req);
+static void BadAnswer(HiItem *item, HiRequest *req, const char *why);
+static void FinishItem(HiItem *item, HiOutcome outcome);
+static void QueuePush(HiItem **head, HiItem **tail, HiItem *item);
+static void ReadMultiInfo(void);
+static int	SocketCallback(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp);
+static int	TimerCallback(CURLM *m, long timeout_ms, void *userp);
 
 /*
  * Creates the engine's memory context, instance table, wait set and multi
@@ -103,7 +117,7 @@ static int	hi_timer_cb(CURLM *m, long timeout_ms, void *userp);
  * a socket costs one epoll_ctl when libcurl changes what it waits for.
  */
 static void
-hi_engine_init(void)
+EngineInit(void)
 {
 	if (multi != NULL)
 		return;
@@ -140,8 +154,8 @@ hi_engine_init(void)
 	multi = curl_multi_init();
 	if (multi == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("halo_itsm: could not create a libcurl multi handle")));
-	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, hi_socket_cb);
-	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, hi_timer_cb);
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, SocketCallback);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, TimerCallback);
 	curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
 	/*
 	 * Idle connections kept for reuse. Every POST takes a fresh connection
@@ -159,7 +173,7 @@ hi_item_new(void)
 	MemoryContext cxt;
 	HiItem	   *item;
 
-	hi_engine_init();
+	EngineInit();
 	cxt = AllocSetContextCreate(engine_cxt, "halo_itsm item", ALLOCSET_SMALL_SIZES);
 	item = MemoryContextAllocZero(cxt, sizeof(HiItem));
 	item->cxt = cxt;
@@ -180,19 +194,33 @@ hi_item_free(HiItem *item)
 void
 hi_engine_submit(HiItem *item)
 {
-	hi_engine_init();
+	EngineInit();
 	item->inst = hi_instance_for(item);
 	item->inst->held++;
 	item->outcome = HI_OUT_NONE;
 	if (item->kind == HI_KIND_SYNC)
 		item->step = HI_STEP_GET_TICKET;
 	else if (item->maybe_sent)
-		hi_lookup_begin(item);
+		LookupBegin(item);
 	else
 		item->step = HI_STEP_CREATE;
-	hi_queue_push(&waiting_head, &waiting_tail, item);
+	QueuePush(&waiting_head, &waiting_tail, item);
 	n_waiting++;
-	hi_engine_kick();
+	EngineKick();
+}
+
+/* Submits a claimed list of items (linked by next), in order. */
+void
+hi_engine_submit_all(HiItem *items)
+{
+	while (items)
+	{
+		HiItem	   *item = items;
+
+		items = item->next;
+		item->next = NULL;
+		hi_engine_submit(item);
+	}
 }
 
 /*
@@ -201,7 +229,7 @@ hi_engine_submit(HiItem *item)
  * they were claimed.
  */
 static void
-hi_engine_kick(void)
+EngineKick(void)
 {
 	HiItem	   *item = waiting_head;
 	HiItem	   *prev = NULL;
@@ -226,7 +254,7 @@ hi_engine_kick(void)
 		item->next = NULL;
 		item->inst->active++;
 		n_active++;
-		hi_item_start_step(item);
+		StartStep(item);
 		item = next;
 	}
 }
@@ -248,24 +276,25 @@ hi_engine_claim_room(void)
 	return 2 * hi_max_concurrent_requests - (n_active + n_waiting);
 }
 
-/* Builds and starts the request of the item's current step (fetching a token first if needed). */
-static void
-hi_item_start_step(HiItem *item)
+/*
+ * Settles what must happen before the item's current step can send: the
+ * item is dead when its case or detection is gone, waits for a token
+ * another item is fetching, fetches one first, or goes back to the queue
+ * when the integration's request budget is spent. True when the step (or
+ * the token step put before it) may send now.
+ */
+static bool
+StepMaySend(HiItem *item, TimestampTz now)
 {
 	HiInstance *in = item->inst;
-	TimestampTz now = GetCurrentTimestamp();
-	HiRequest  *req = NULL;
 	long		wait_ms;
-	MemoryContext old;
-	StringInfoData path;
-	StringInfoData query;
 
 	if (item->kind != HI_KIND_SYNC && item->sid == NULL)
 	{
 		/* its case or detection was deleted after the claim, or bypassing the triggers */
 		item->error = MemoryContextStrdup(item->cxt, "halo_itsm: the case or detection of this outbox item no longer exists; nothing was sent");
-		hi_item_finish(item, HI_OUT_DEAD);
-		return;
+		FinishItem(item, HI_OUT_DEAD);
+		return false;
 	}
 	/* in->token_expires is when to renew; a token this item just fetched is used at least once */
 	if (item->step != HI_STEP_TOKEN &&
@@ -276,7 +305,7 @@ hi_item_start_step(HiItem *item)
 			/* another item is fetching the token: wait for it */
 			item->next = in->token_waiters;
 			in->token_waiters = item;
-			return;
+			return false;
 		}
 		item->resume_step = item->step;
 		item->step = HI_STEP_TOKEN;
@@ -289,79 +318,114 @@ hi_item_start_step(HiItem *item)
 		item->error = MemoryContextStrdup(item->cxt, "halo_itsm: the request budget of this integration is spent; waiting for the window to move on");
 		if (item->step == HI_STEP_TOKEN)
 			item->step = item->resume_step;
-		hi_item_finish(item, HI_OUT_REQUEUE);
-		return;
+		FinishItem(item, HI_OUT_REQUEUE);
+		return false;
 	}
+	return true;
+}
 
-	old = MemoryContextSwitchTo(item->cxt);
-	item->token_fresh = false;
-	initStringInfo(&path);
+/* The token request: POST /auth/token with the client credentials. */
+static HiRequest *
+BuildTokenRequest(HiItem *item)
+{
+	HiInstance *in = item->inst;
+	StringInfoData body;
+	StringInfoData query;
+	char	   *e_id = hi_url_escape(in->client_id);
+	char	   *e_secret = hi_url_escape(in->client_secret);
+	char	   *e_scope = hi_url_escape(TOKEN_SCOPE);
+	HiRequest  *req;
+
+	initStringInfo(&body);
 	initStringInfo(&query);
+	appendStringInfo(&body, "grant_type=client_credentials&client_id=%s&client_secret=%s&scope=%s",
+					 e_id, e_secret, e_scope);
+	if (in->tenant)
+		appendStringInfo(&query, "tenant=%s", hi_url_escape(in->tenant));
+	req = hi_request_new("POST", in->base_url, "/auth/token", query.data, NULL,
+						 "application/x-www-form-urlencoded", body.data);
+	explicit_bzero(body.data, body.len);
+	explicit_bzero(e_secret, strlen(e_secret));
+	in->token_fetching = true;
+	return req;
+}
+
+/* A lookup page: GET /api/Tickets by third_party_id_string, or by search. */
+static HiRequest *
+BuildLookupRequest(HiItem *item)
+{
+	StringInfoData query;
+
+	initStringInfo(&query);
+	if (item->lookup_phase == HI_LOOKUP_BY_TPID)
+		appendStringInfo(&query,
+						 "third_party_id_string=%s&order=id&orderdesc=true&pageinate=true&page_size=%d&page_no=1",
+						 hi_url_escape(item->sid), LOOKUP_TPID_PAGE);
+	else
+		appendStringInfo(&query,
+						 "search=%s&order=id&orderdesc=true&pageinate=true&page_size=%d&page_no=%d",
+						 hi_url_escape(item->lookup_search), LOOKUP_SEARCH_PAGE,
+						 item->lookup_page);
+	return hi_request_new("GET", item->inst->base_url, "/api/Tickets", query.data, item->inst->token, NULL, NULL);
+}
+
+/* One ticket: GET /api/Tickets/{id} (a lookup's candidate, or a sync's ticket). */
+static HiRequest *
+BuildTicketRequest(HiItem *item, int64 ticket_id)
+{
+	char	   *path = psprintf("/api/Tickets/" INT64_FORMAT, ticket_id);
+
+	return hi_request_new("GET", item->inst->base_url, path, NULL, item->inst->token, NULL, NULL);
+}
+
+/* The create: POST /api/Tickets with the ticket object in an array. */
+static HiRequest *
+BuildCreateRequest(HiItem *item)
+{
+	char	   *body = psprintf("[%s]", item->payload);
+
+	return hi_request_new("POST", item->inst->base_url, "/api/Tickets", NULL, item->inst->token,
+						  "application/json", body);
+}
+
+/* A sync's actions: GET /api/Actions of the ticket (note_html comes only when asked for). */
+static HiRequest *
+BuildActionsRequest(HiItem *item)
+{
+	char	   *query = psprintf("ticket_id=" INT64_FORMAT "&excludesys=true&includehtmlnote=true",
+								 item->halo_ticket_id);
+
+	return hi_request_new("GET", item->inst->base_url, "/api/Actions", query, item->inst->token, NULL, NULL);
+}
+
+/* The request of the item's current step, built in the item's memory context. */
+static HiRequest *
+BuildStepRequest(HiItem *item)
+{
 	switch (item->step)
 	{
 		case HI_STEP_TOKEN:
-			{
-				StringInfoData body;
-				char	   *e_id = hi_url_escape(in->client_id);
-				char	   *e_secret = hi_url_escape(in->client_secret);
-				char	   *e_scope = hi_url_escape(TOKEN_SCOPE);
-
-				initStringInfo(&body);
-				appendStringInfo(&body, "grant_type=client_credentials&client_id=%s&client_secret=%s&scope=%s",
-								 e_id, e_secret, e_scope);
-				if (in->tenant)
-					appendStringInfo(&query, "tenant=%s", hi_url_escape(in->tenant));
-				req = hi_request_new("POST", in->base_url, "/auth/token", query.data, NULL,
-									 "application/x-www-form-urlencoded", body.data);
-				explicit_bzero(body.data, body.len);
-				explicit_bzero(e_secret, strlen(e_secret));
-				in->token_fetching = true;
-				break;
-			}
+			return BuildTokenRequest(item);
 		case HI_STEP_LOOKUP:
-			{
-				if (item->lookup_phase == HI_LOOKUP_BY_TPID)
-					appendStringInfo(&query,
-									 "third_party_id_string=%s&order=id&orderdesc=true&pageinate=true&page_size=%d&page_no=1",
-									 hi_url_escape(item->sid), LOOKUP_TPID_PAGE);
-				else
-					appendStringInfo(&query,
-									 "search=%s&order=id&orderdesc=true&pageinate=true&page_size=%d&page_no=%d",
-									 hi_url_escape(item->lookup_search), LOOKUP_SEARCH_PAGE,
-									 item->lookup_page);
-				req = hi_request_new("GET", in->base_url, "/api/Tickets", query.data, in->token, NULL, NULL);
-				break;
-			}
+			return BuildLookupRequest(item);
 		case HI_STEP_CONFIRM:
-			appendStringInfo(&path, "/api/Tickets/" INT64_FORMAT, item->candidates[item->next_candidate]);
-			req = hi_request_new("GET", in->base_url, path.data, NULL, in->token, NULL, NULL);
-			break;
+			return BuildTicketRequest(item, item->candidates[item->next_candidate]);
 		case HI_STEP_CREATE:
-			{
-				StringInfoData body;
-
-				initStringInfo(&body);
-				appendStringInfo(&body, "[%s]", item->payload);
-				req = hi_request_new("POST", in->base_url, "/api/Tickets", NULL, in->token,
-									 "application/json", body.data);
-				break;
-			}
+			return BuildCreateRequest(item);
 		case HI_STEP_GET_TICKET:
-			appendStringInfo(&path, "/api/Tickets/" INT64_FORMAT, item->halo_ticket_id);
-			req = hi_request_new("GET", in->base_url, path.data, NULL, in->token, NULL, NULL);
-			break;
+			return BuildTicketRequest(item, item->halo_ticket_id);
 		case HI_STEP_GET_ACTIONS:
-			/* note_html comes only when asked for */
-			appendStringInfo(&query, "ticket_id=" INT64_FORMAT "&excludesys=true&includehtmlnote=true",
-							 item->halo_ticket_id);
-			req = hi_request_new("GET", in->base_url, "/api/Actions", query.data, in->token, NULL, NULL);
-			break;
-		case HI_STEP_START:
-			elog(ERROR, "halo_itsm: item in an impossible step");
+			return BuildActionsRequest(item);
 	}
-	MemoryContextSwitchTo(old);
+	elog(ERROR, "halo_itsm: item in an impossible step");
+	return NULL;
+}
+
+/* Hands a request to libcurl's multi handle (or answers it at once with the failure). */
+static void
+SendRequest(HiItem *item, HiRequest *req)
+{
 	req->owner = item;
-	hi_budget_note(in, now);
 	if (curl_multi_add_handle(multi, req->easy) == CURLM_OK)
 	{
 		req->prev = NULL;
@@ -373,119 +437,165 @@ hi_item_start_step(HiItem *item)
 	else
 	{
 		hi_request_finish(req, CURLE_FAILED_INIT);
-		hi_item_on_response(item, req);
+		OnResponse(item, req);
 		hi_request_free(req);
 	}
 }
 
+/* Builds and starts the request of the item's current step (fetching a token first if needed). */
+static void
+StartStep(HiItem *item)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	HiRequest  *req;
+	MemoryContext old;
+
+	if (!StepMaySend(item, now))
+		return;
+	old = MemoryContextSwitchTo(item->cxt);
+	item->token_fresh = false;
+	req = BuildStepRequest(item);
+	MemoryContextSwitchTo(old);
+	hi_budget_note(item->inst, now);
+	SendRequest(item, req);
+}
+
+/*
+ * Continues an item after an answer that is not a 2xx: renews the token
+ * once on a 401, skips a candidate that is gone, gives up a sync whose
+ * ticket is gone, and otherwise fails the item (retry or dead).
+ */
+static void
+OnFailure(HiItem *item, HiRequest *req)
+{
+	bool		answered = req->result == CURLE_OK;
+
+	if (answered && req->status == 401 && !item->token_renewed)
+	{
+		/* the token expired or was revoked: renew it once and repeat the step */
+		item->token_renewed = true;
+		hi_instance_set_token(item->inst, NULL, 0);
+		StartStep(item);
+	}
+	else if (answered && req->status == 404 && item->step == HI_STEP_GET_TICKET)
+	{
+		item->http_status = 404;
+		item->error = MemoryContextStrdup(item->cxt, "halo_itsm: the ticket no longer exists in Halo; nothing to sync");
+		FinishItem(item, HI_OUT_DEAD);
+	}
+	else if (answered && req->status == 404 && item->step == HI_STEP_CONFIRM)
+	{
+		/* the candidate is gone (deleted since the list): not ours */
+		item->next_candidate++;
+		LookupNext(item);
+	}
+	else
+		FailItem(item, req);
+}
+
+/* A candidate's ticket: ours (found), someone else's (next), or unusable. */
+static void
+OnConfirmAnswer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why)
+{
+	int			r = jb ? hi_json_ticket_is(jb, item->sid) : -1;
+
+	if (r == 1)
+	{
+		item->result_ticket_id = item->candidates[item->next_candidate];
+		FinishItem(item, HI_OUT_FOUND);
+	}
+	else if (r == 0)
+	{
+		item->next_candidate++;
+		LookupNext(item);
+	}
+	else
+		BadAnswer(item, req, why ? why : "it is not a ticket object");
+}
+
+/* The create's answer: the new ticket's id, or an answer to look behind. */
+static void
+OnCreateAnswer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why)
+{
+	int64		id;
+
+	if (jb && hi_json_get_int64(hi_json_first_object(jb), "id", &id) && id > 0)
+	{
+		item->result_ticket_id = id;
+		FinishItem(item, HI_OUT_CREATED);
+	}
+	else
+	{
+		/* Halo took the request but its answer has no id: look before sending again */
+		BadAnswer(item, req, why ? why : "it has no ticket id");
+	}
+}
+
+/* A sync's ticket: kept, and the actions asked for next. */
+static void
+OnTicketAnswer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why)
+{
+	if (jb == NULL || !JsonContainerIsObject(&jb->root))
+	{
+		BadAnswer(item, req, why ? why : "it is not a ticket object");
+		return;
+	}
+	item->ticket_jb = jb;
+	item->step = HI_STEP_GET_ACTIONS;
+	StartStep(item);
+}
+
+/* A sync's actions: kept, and the item synced. */
+static void
+OnActionsAnswer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why)
+{
+	if (jb == NULL || !ActionsAnswerOk(jb))
+	{
+		BadAnswer(item, req, why ? why : "it is not a list of actions");
+		return;
+	}
+	item->actions_jb = jb;
+	FinishItem(item, HI_OUT_SYNCED);
+}
+
 /* Continues an item after the answer to its current step. */
 static void
-hi_item_on_response(HiItem *item, HiRequest *req)
+OnResponse(HiItem *item, HiRequest *req)
 {
-	HiInstance *in = item->inst;
-	bool		ok = req->result == CURLE_OK && req->status >= 200 && req->status < 300;
 	Jsonb	   *jb;
 	char	   *why = NULL;
 	MemoryContext old;
 
 	if (item->step == HI_STEP_TOKEN)
 	{
-		hi_token_done(item, req);
+		OnTokenAnswer(item, req);
 		return;
 	}
-	if (req->result == CURLE_OK && req->status == 401 && !item->token_renewed)
+	if (!(req->result == CURLE_OK && req->status >= 200 && req->status < 300))
 	{
-		/* the token expired or was revoked: renew it once and repeat the step */
-		item->token_renewed = true;
-		hi_instance_set_token(in, NULL, 0);
-		hi_item_start_step(item);
-		return;
-	}
-	if (!ok)
-	{
-		if (item->step == HI_STEP_GET_TICKET && req->result == CURLE_OK && req->status == 404)
-		{
-			item->http_status = 404;
-			item->error = MemoryContextStrdup(item->cxt, "halo_itsm: the ticket no longer exists in Halo; nothing to sync");
-			hi_item_finish(item, HI_OUT_DEAD);
-			return;
-		}
-		if (item->step == HI_STEP_CONFIRM && req->result == CURLE_OK && req->status == 404)
-		{
-			/* the candidate is gone (deleted since the list): not ours */
-			item->next_candidate++;
-			hi_lookup_next(item);
-			return;
-		}
-		hi_item_fail(item, req);
+		OnFailure(item, req);
 		return;
 	}
 
 	item->http_status = (int) req->status;
 	old = MemoryContextSwitchTo(item->cxt);
+	jb = hi_json_parse_answer(req->body, req->body_len, &why);
 	switch (item->step)
 	{
 		case HI_STEP_LOOKUP:
-			jb = hi_json_parse_answer(req->body, req->body_len, &why);
-			hi_lookup_list_answer(item, req, jb, why);
+			OnLookupAnswer(item, req, jb, why);
 			break;
 		case HI_STEP_CONFIRM:
-			{
-				int			r;
-
-				jb = hi_json_parse_answer(req->body, req->body_len, &why);
-				r = jb ? hi_json_ticket_is(jb, item->sid) : -1;
-				if (r == 1)
-				{
-					item->result_ticket_id = item->candidates[item->next_candidate];
-					hi_item_finish(item, HI_OUT_FOUND);
-				}
-				else if (r == 0)
-				{
-					item->next_candidate++;
-					hi_lookup_next(item);
-				}
-				else
-					hi_item_bad_answer(item, req, why ? why : "it is not a ticket object");
-				break;
-			}
+			OnConfirmAnswer(item, req, jb, why);
+			break;
 		case HI_STEP_CREATE:
-			{
-				int64		id;
-
-				jb = hi_json_parse_answer(req->body, req->body_len, &why);
-				if (jb && hi_json_get_int64(hi_json_first_object(jb), "id", &id) && id > 0)
-				{
-					item->result_ticket_id = id;
-					hi_item_finish(item, HI_OUT_CREATED);
-				}
-				else
-				{
-					/* Halo took the request but its answer has no id: look before sending again */
-					hi_item_bad_answer(item, req, why ? why : "it has no ticket id");
-				}
-				break;
-			}
+			OnCreateAnswer(item, req, jb, why);
+			break;
 		case HI_STEP_GET_TICKET:
-			jb = hi_json_parse_answer(req->body, req->body_len, &why);
-			if (jb == NULL || !JsonContainerIsObject(&jb->root))
-			{
-				hi_item_bad_answer(item, req, why ? why : "it is not a ticket object");
-				break;
-			}
-			item->ticket_jb = jb;
-			item->step = HI_STEP_GET_ACTIONS;
-			hi_item_start_step(item);
+			OnTicketAnswer(item, req, jb, why);
 			break;
 		case HI_STEP_GET_ACTIONS:
-			jb = hi_json_parse_answer(req->body, req->body_len, &why);
-			if (jb == NULL || !hi_actions_answer_ok(jb))
-			{
-				hi_item_bad_answer(item, req, why ? why : "it is not a list of actions");
-				break;
-			}
-			item->actions_jb = jb;
-			hi_item_finish(item, HI_OUT_SYNCED);
+			OnActionsAnswer(item, req, jb, why);
 			break;
 		default:
 			elog(ERROR, "halo_itsm: answer for an item in an impossible step");
@@ -499,7 +609,7 @@ hi_item_on_response(HiItem *item, HiRequest *req)
  * the sid when the summary sent holds it, else that summary.
  */
 static void
-hi_lookup_begin(HiItem *item)
+LookupBegin(HiItem *item)
 {
 	MemoryContext old = MemoryContextSwitchTo(item->cxt);
 	Jsonb	   *payload = item->payload ? hi_json_parse(item->payload) : NULL;
@@ -524,7 +634,7 @@ hi_lookup_begin(HiItem *item)
  * candidates to confirm (see the comment on LOOKUP_TPID_PAGE).
  */
 static void
-hi_lookup_list_answer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why)
+OnLookupAnswer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why)
 {
 	int64		record_count = -1;
 	int			max = item->lookup_phase == HI_LOOKUP_BY_TPID ? LOOKUP_TPID_PAGE : LOOKUP_SEARCH_PAGE;
@@ -532,7 +642,7 @@ hi_lookup_list_answer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why)
 
 	if (n < 0)
 	{
-		hi_item_bad_answer(item, req, why ? why : "it is not a ticket list with usable ids");
+		BadAnswer(item, req, why ? why : "it is not a ticket list with usable ids");
 		return;
 	}
 	item->next_candidate = 0;
@@ -544,7 +654,7 @@ hi_lookup_list_answer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why)
 		{
 			/* filtered or not, no ticket claims our sid: create it */
 			item->step = HI_STEP_CREATE;
-			hi_item_start_step(item);
+			StartStep(item);
 			return;
 		}
 		if (n > max || record_count > max)
@@ -553,7 +663,7 @@ hi_lookup_list_answer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why)
 	else
 		item->lookup_more = n >= max &&
 			(record_count < 0 || (int64) item->lookup_page * max < record_count);
-	hi_lookup_next(item);
+	LookupNext(item);
 }
 
 /*
@@ -563,7 +673,7 @@ hi_lookup_list_answer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why)
  * LOOKUP_MAX_CONFIRMS the item is dead instead, nothing sent.
  */
 static void
-hi_lookup_next(HiItem *item)
+LookupNext(HiItem *item)
 {
 	if (item->next_candidate < item->n_candidates || item->lookup_more)
 	{
@@ -577,7 +687,7 @@ hi_lookup_next(HiItem *item)
 								   "(check Halo for a ticket whose third party id is the sid; SELECT halo_itsm.retry() looks again)",
 								   item->sid, item->confirms, item->lookup_search);
 			MemoryContextSwitchTo(old);
-			hi_item_finish(item, HI_OUT_DEAD);
+			FinishItem(item, HI_OUT_DEAD);
 			return;
 		}
 		if (item->next_candidate < item->n_candidates)
@@ -590,7 +700,7 @@ hi_lookup_next(HiItem *item)
 			item->lookup_page++;
 			item->step = HI_STEP_LOOKUP;
 		}
-		hi_item_start_step(item);
+		StartStep(item);
 		return;
 	}
 	if (item->lookup_phase == HI_LOOKUP_BY_TPID)
@@ -601,37 +711,54 @@ hi_lookup_next(HiItem *item)
 	}
 	else
 		item->step = HI_STEP_CREATE;
-	hi_item_start_step(item);
+	StartStep(item);
+}
+
+/*
+ * Whether a failed item is tried again: while the failure is retryable
+ * and attempts remain, it is, after the backoff (or the retry_after_ms
+ * Halo asked for, when >= 0) set in item->retry_in_ms, and HI_OUT_RETRY
+ * is returned; otherwise HI_OUT_DEAD.
+ */
+HiOutcome
+hi_item_retry_or_dead(HiItem *item, bool retryable, long retry_after_ms)
+{
+	if (!retryable || item->attempts >= hi_max_attempts)
+		return HI_OUT_DEAD;
+	item->retry_in_ms = hi_backoff_delay_ms(item->attempts, hi_backoff_base_ms, hi_backoff_max_ms,
+											pg_prng_double(&pg_global_prng_state), retry_after_ms);
+	return HI_OUT_RETRY;
+}
+
+/*
+ * Finishes a failed item with desc as its reason: retried or dead (see
+ * hi_item_retry_or_dead); a retryable failure out of attempts says so.
+ * Runs in the item's memory context.
+ */
+static void
+FinishFailed(HiItem *item, char *desc, bool retryable, long retry_after_ms)
+{
+	HiOutcome	outcome = hi_item_retry_or_dead(item, retryable, retry_after_ms);
+
+	if (outcome == HI_OUT_DEAD && retryable)
+		item->error = psprintf("%s (gave up after %d attempts; SELECT halo_itsm.retry() tries again)", desc, item->attempts);
+	else
+		item->error = desc;
+	FinishItem(item, outcome);
 }
 
 /* Finishes an item whose request failed: retry with backoff, or dead. */
 static void
-hi_item_fail(HiItem *item, HiRequest *req)
+FailItem(HiItem *item, HiRequest *req)
 {
 	bool		retryable = hi_request_is_retryable(req) || item->step == HI_STEP_TOKEN;
-	char	   *desc;
 	MemoryContext old = MemoryContextSwitchTo(item->cxt);
 
 	item->http_status = (int) req->status;
-	desc = hi_request_describe(req);
 	if (item->step == HI_STEP_CREATE && hi_request_may_have_reached_halo(req))
 		item->outcome_maybe_sent = true;
-	if (retryable && item->attempts < hi_max_attempts)
-	{
-		item->retry_in_ms = hi_backoff_delay_ms(item->attempts, hi_backoff_base_ms, hi_backoff_max_ms,
-												pg_prng_double(&pg_global_prng_state),
-												req->retry_after_ms);
-		item->error = desc;
-		MemoryContextSwitchTo(old);
-		hi_item_finish(item, HI_OUT_RETRY);
-		return;
-	}
-	if (retryable)
-		item->error = psprintf("%s (gave up after %d attempts; SELECT halo_itsm.retry() tries again)", desc, item->attempts);
-	else
-		item->error = desc;
+	FinishFailed(item, hi_request_describe(req), retryable, req->retry_after_ms);
 	MemoryContextSwitchTo(old);
-	hi_item_finish(item, HI_OUT_DEAD);
 }
 
 /*
@@ -642,7 +769,7 @@ hi_item_fail(HiItem *item, HiRequest *req)
  * for one) may have reached Halo, so the next attempt looks first.
  */
 static void
-hi_item_bad_answer(HiItem *item, HiRequest *req, const char *why)
+BadAnswer(HiItem *item, HiRequest *req, const char *why)
 {
 	MemoryContext old = MemoryContextSwitchTo(item->cxt);
 	/* a token answer is not quoted: whatever it holds may be a secret */
@@ -656,23 +783,13 @@ hi_item_bad_answer(HiItem *item, HiRequest *req, const char *why)
 		item->outcome_maybe_sent = true;
 	if (item->step == HI_STEP_TOKEN)
 		item->step = item->resume_step;
-	if (item->attempts < hi_max_attempts)
-	{
-		item->retry_in_ms = hi_backoff_delay_ms(item->attempts, hi_backoff_base_ms, hi_backoff_max_ms,
-												pg_prng_double(&pg_global_prng_state), -1);
-		item->error = desc;
-		MemoryContextSwitchTo(old);
-		hi_item_finish(item, HI_OUT_RETRY);
-		return;
-	}
-	item->error = psprintf("%s (gave up after %d attempts; SELECT halo_itsm.retry() tries again)", desc, item->attempts);
+	FinishFailed(item, desc, true, -1);
 	MemoryContextSwitchTo(old);
-	hi_item_finish(item, HI_OUT_DEAD);
 }
 
 /* True when an actions answer is {"actions": [...], ...} or a bare array. */
 static bool
-hi_actions_answer_ok(Jsonb *jb)
+ActionsAnswerOk(Jsonb *jb)
 {
 	JsonbContainer *a;
 
@@ -684,7 +801,7 @@ hi_actions_answer_ok(Jsonb *jb)
 
 /* Handles the answer to a token request, for the item and those waiting on it. */
 static void
-hi_token_done(HiItem *item, HiRequest *req)
+OnTokenAnswer(HiItem *item, HiRequest *req)
 {
 	HiInstance *in = item->inst;
 	HiItem	   *waiters = in->token_waiters;
@@ -722,12 +839,12 @@ hi_token_done(HiItem *item, HiRequest *req)
 	if (ok)
 	{
 		item->step = item->resume_step;
-		hi_item_start_step(item);
+		StartStep(item);
 	}
 	else if (answered)
-		hi_item_bad_answer(item, req, why);	/* a 2xx without a usable token */
+		BadAnswer(item, req, why);	/* a 2xx without a usable token */
 	else
-		hi_item_fail(item, req);
+		FailItem(item, req);
 
 	/* the waiters go on with the new token, or try to fetch one themselves */
 	while (waiters)
@@ -736,24 +853,24 @@ hi_token_done(HiItem *item, HiRequest *req)
 
 		waiters = w->next;
 		w->next = NULL;
-		hi_item_start_step(w);
+		StartStep(w);
 	}
 }
 
 /* Hands an item over to the finished list. */
 static void
-hi_item_finish(HiItem *item, HiOutcome outcome)
+FinishItem(HiItem *item, HiOutcome outcome)
 {
 	item->outcome = outcome;
 	item->inst->active--;
 	item->inst->held--;
 	n_active--;
-	hi_queue_push(&finished_head, &finished_tail, item);
+	QueuePush(&finished_head, &finished_tail, item);
 }
 
 /* Appends an item to a list given by its head and tail. */
 static void
-hi_queue_push(HiItem **head, HiItem **tail, HiItem *item)
+QueuePush(HiItem **head, HiItem **tail, HiItem *item)
 {
 	item->next = NULL;
 	if (*tail)
@@ -792,7 +909,7 @@ hi_engine_pop_finished_peek(void)
  * a failed epoll_ctl shows up as a transfer that times out.
  */
 static int
-hi_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+SocketCallback(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
 	struct epoll_event ev;
 
@@ -823,7 +940,7 @@ hi_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 
 /* libcurl timer callback: remembers when curl wants to be called back. */
 static int
-hi_timer_cb(CURLM *m, long timeout_ms, void *userp)
+TimerCallback(CURLM *m, long timeout_ms, void *userp)
 {
 	timer_deadline = timeout_ms < 0 ? -1 : GetCurrentTimestamp() + (TimestampTz) timeout_ms * 1000;
 	return 0;
@@ -831,7 +948,7 @@ hi_timer_cb(CURLM *m, long timeout_ms, void *userp)
 
 /* Collects finished transfers and moves their items on. */
 static void
-hi_read_multi_info(void)
+ReadMultiInfo(void)
 {
 	CURLMsg    *msg;
 	int			left;
@@ -851,7 +968,7 @@ hi_read_multi_info(void)
 		if (req->next)
 			req->next->prev = req->prev;
 		hi_request_finish(req, msg->data.result);
-		hi_item_on_response((HiItem *) req->owner, req);
+		OnResponse((HiItem *) req->owner, req);
 		hi_request_free(req);
 	}
 }
@@ -873,7 +990,7 @@ hi_engine_wait(long timeout_ms)
 	bool		latch = false;
 	TimestampTz now = GetCurrentTimestamp();
 
-	hi_engine_init();
+	EngineInit();
 	if (timer_deadline >= 0)
 	{
 		long		t = (long) ((timer_deadline - now + 999) / 1000);
@@ -912,9 +1029,9 @@ hi_engine_wait(long timeout_ms)
 			curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
 			progress = true;
 		}
-		hi_read_multi_info();
+		ReadMultiInfo();
 		/* lanes freed by the answers go on with waiting items at once */
-		hi_engine_kick();
+		EngineKick();
 		if (!progress)
 			break;
 	}

@@ -28,6 +28,7 @@
 #include "utils/syscache.h"
 
 #include "halo_itsm.h"
+#include "hi_spi.h"
 
 PG_FUNCTION_INFO_V1(halo_itsm_case_enqueue);
 PG_FUNCTION_INFO_V1(halo_itsm_restoring);
@@ -46,7 +47,7 @@ typedef struct EnqueueCache
 	AttrNumber	integration_attnum;
 } EnqueueCache;
 
-static EnqueueCache *enqueue_cache(FunctionCallInfo fcinfo, TupleDesc desc);
+static EnqueueCache *GetEnqueueCache(FunctionCallInfo fcinfo, TupleDesc desc);
 
 /*
  * True in a session that restores a dump: pg_dump writes
@@ -83,7 +84,7 @@ halo_itsm_restoring(PG_FUNCTION_ARGS)
 
 /* Looks up (once per statement) the function's owner and the columns it reads. */
 static EnqueueCache *
-enqueue_cache(FunctionCallInfo fcinfo, TupleDesc desc)
+GetEnqueueCache(FunctionCallInfo fcinfo, TupleDesc desc)
 {
 	EnqueueCache *cache = (EnqueueCache *) fcinfo->flinfo->fn_extra;
 	HeapTuple	proc;
@@ -130,7 +131,7 @@ halo_itsm_case_enqueue(PG_FUNCTION_ARGS)
 	if (hi_restoring())
 		return PointerGetDatum(NULL);	/* the restored outbox row follows in the dump */
 
-	cache = enqueue_cache(fcinfo, trig->tg_relation->rd_att);
+	cache = GetEnqueueCache(fcinfo, trig->tg_relation->rd_att);
 	values[0] = heap_getattr(trig->tg_trigtuple, cache->id_attnum, trig->tg_relation->rd_att, &isnull);
 	values[1] = heap_getattr(trig->tg_trigtuple, cache->integration_attnum, trig->tg_relation->rd_att, &isnull);
 	if (isnull)
@@ -139,8 +140,7 @@ halo_itsm_case_enqueue(PG_FUNCTION_ARGS)
 	/* as the owner, like SECURITY DEFINER (an error resets the user with the transaction) */
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(cache->owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "halo_itsm: SPI_connect failed");
+	hi_spi_connect(0);
 	hi_prepare(&enqueue_plan, ENQUEUE_SQL, 2, types);
 	rc = SPI_execute_plan(enqueue_plan, values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT)

@@ -31,15 +31,21 @@
 
 static bool curl_ready = false;
 
-static size_t hi_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata);
-static size_t hi_header_cb(char *buffer, size_t size, size_t nitems, void *userdata);
-static int	hi_progress_cb(void *clientp, curl_off_t dltotal, curl_off_t dlnow,
-						   curl_off_t ultotal, curl_off_t ulnow);
-static bool hi_interrupt_would_raise(void);
-static curl_socket_t hi_opensocket_cb(void *clientp, curlsocktype purpose,
-									  struct curl_sockaddr *address);
-static bool hi_address_is_private(const struct sockaddr *sa);
-static long hi_parse_retry_after(const char *value);
+static char *Strdup(const char *s);
+static HiRequest *AllocRequest(const char *method, const char *base_url, const char *path,
+							   const char *query, const char *body);
+static void SetPolicy(HiRequest *req);
+static void SetHeaders(HiRequest *req, const char *bearer, const char *content_type);
+static void SetPost(HiRequest *req);
+static size_t WriteCallback(char *ptr, size_t size, size_t nmemb, void *userdata);
+static size_t HeaderCallback(char *buffer, size_t size, size_t nitems, void *userdata);
+static int	ProgressCallback(void *clientp, curl_off_t dltotal, curl_off_t dlnow,
+							 curl_off_t ultotal, curl_off_t ulnow);
+static bool InterruptWouldRaise(void);
+static curl_socket_t OpenSocketCallback(void *clientp, curlsocktype purpose,
+										struct curl_sockaddr *address);
+static bool AddressIsPrivate(const struct sockaddr *sa);
+static long ParseRetryAfter(const char *value);
 
 /* Initialises libcurl once per process. */
 void
@@ -57,7 +63,7 @@ hi_http_global_init(void)
 
 /* Returns a malloc'd copy of s, or raises an out-of-memory error. */
 static char *
-hi_strdup(const char *s)
+Strdup(const char *s)
 {
 	char	   *r = strdup(s);
 
@@ -80,41 +86,37 @@ hi_url_escape(const char *s)
 	return r;
 }
 
-/* Builds a request (not started): method, base URL + path + query, optional bearer token and body. */
-HiRequest *
-hi_request_new(const char *method, const char *base_url, const char *path,
-			   const char *query, const char *bearer,
-			   const char *content_type, const char *body)
+/* A new request (no handle yet): its path for messages, its URL and a copy of its body, malloc'd. */
+static HiRequest *
+AllocRequest(const char *method, const char *base_url, const char *path,
+			 const char *query, const char *body)
 {
-	HiRequest  *req;
+	HiRequest  *req = calloc(1, sizeof(HiRequest));
 	StringInfoData url;
-	CURL	   *easy;
 
-	hi_http_global_init();
-	req = calloc(1, sizeof(HiRequest));
 	if (req == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("halo_itsm: out of memory")));
 	req->retry_after_ms = -1;
-	strlcpy(req->method, method, sizeof(req->method));
 	initStringInfo(&url);
 	appendStringInfo(&url, "%s %s", method, path);
-	req->path = hi_strdup(url.data);
+	req->path = Strdup(url.data);
 	resetStringInfo(&url);
 	appendStringInfo(&url, "%s%s", base_url, path);
 	if (query && query[0])
 		appendStringInfo(&url, "?%s", query);
-	req->url = hi_strdup(url.data);
+	req->url = Strdup(url.data);
 	pfree(url.data);
 	if (body)
-		req->post_body = hi_strdup(body);
+		req->post_body = Strdup(body);
+	return req;
+}
 
-	easy = curl_easy_init();
-	if (easy == NULL)
-	{
-		hi_request_free(req);
-		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("halo_itsm: could not create a libcurl handle")));
-	}
-	req->easy = easy;
+/* Sets halo_itsm's outbound policy and the answer's callbacks on the request's easy handle. */
+static void
+SetPolicy(HiRequest *req)
+{
+	CURL	   *easy = req->easy;
+
 	curl_easy_setopt(easy, CURLOPT_URL, req->url);
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, hi_allow_http ? "http,https" : "https");
 	curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "https");
@@ -130,15 +132,20 @@ hi_request_new(const char *method, const char *base_url, const char *path,
 		curl_easy_setopt(easy, CURLOPT_CAINFO, hi_ca_file);
 	curl_easy_setopt(easy, CURLOPT_USERAGENT, HI_USER_AGENT);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
-	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, hi_write_cb);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, WriteCallback);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
-	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, hi_header_cb);
+	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, HeaderCallback);
 	curl_easy_setopt(easy, CURLOPT_HEADERDATA, req);
-	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, hi_opensocket_cb);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, OpenSocketCallback);
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, req);
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
 	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+}
 
+/* Sets the request headers: Accept, the content type and the bearer token when given. */
+static void
+SetHeaders(HiRequest *req, const char *bearer, const char *content_type)
+{
 	req->headers = curl_slist_append(req->headers, "Accept: application/json");
 	if (content_type)
 	{
@@ -159,28 +166,54 @@ hi_request_new(const char *method, const char *base_url, const char *path,
 	}
 	/* no "Expect: 100-continue" round trip */
 	req->headers = curl_slist_append(req->headers, "Expect:");
-	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->headers);
+	curl_easy_setopt(req->easy, CURLOPT_HTTPHEADER, req->headers);
+}
 
-	if (strcmp(method, "POST") == 0)
+/* Makes the request a POST of its body, on a connection of its own. */
+static void
+SetPost(HiRequest *req)
+{
+	CURL	   *easy = req->easy;
+
+	curl_easy_setopt(easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->post_body ? req->post_body : "");
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) (req->post_body ? strlen(req->post_body) : 0));
+
+	/*
+	 * A POST is not idempotent. On a reused keep-alive connection that
+	 * closes without an answer, libcurl silently sends the request again on
+	 * a new connection, although the server may have acted on it (a
+	 * duplicate ticket). On a fresh connection it reports the failure
+	 * instead, and the engine looks the ticket up before resending. The
+	 * connection is closed afterwards rather than cached, so that idle
+	 * connections do not pile up in the connection cache.
+	 */
+	curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L);
+	curl_easy_setopt(easy, CURLOPT_FORBID_REUSE, 1L);
+}
+
+/* Builds a request (not started): method, base URL + path + query, optional bearer token and body. */
+HiRequest *
+hi_request_new(const char *method, const char *base_url, const char *path,
+			   const char *query, const char *bearer,
+			   const char *content_type, const char *body)
+{
+	HiRequest  *req;
+
+	hi_http_global_init();
+	req = AllocRequest(method, base_url, path, query, body);
+	req->easy = curl_easy_init();
+	if (req->easy == NULL)
 	{
-		curl_easy_setopt(easy, CURLOPT_POST, 1L);
-		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->post_body ? req->post_body : "");
-		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) (req->post_body ? strlen(req->post_body) : 0));
-
-		/*
-		 * A POST is not idempotent. On a reused keep-alive connection that
-		 * closes without an answer, libcurl silently sends the request again
-		 * on a new connection, although the server may have acted on it (a
-		 * duplicate ticket). On a fresh connection it reports the failure
-		 * instead, and the engine looks the ticket up before resending. The
-		 * connection is closed afterwards rather than cached, so that idle
-		 * connections do not pile up in the connection cache.
-		 */
-		curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L);
-		curl_easy_setopt(easy, CURLOPT_FORBID_REUSE, 1L);
+		hi_request_free(req);
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("halo_itsm: could not create a libcurl handle")));
 	}
+	SetPolicy(req);
+	SetHeaders(req, bearer, content_type);
+	if (strcmp(method, "POST") == 0)
+		SetPost(req);
 	else
-		curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+		curl_easy_setopt(req->easy, CURLOPT_HTTPGET, 1L);
 	return req;
 }
 
@@ -225,7 +258,7 @@ hi_request_finish(HiRequest *req, CURLcode code)
 	curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->status);
 	if (req->body == NULL)
 	{
-		req->body = hi_strdup("");
+		req->body = Strdup("");
 		req->body_len = 0;
 	}
 }
@@ -236,7 +269,7 @@ hi_request_finish(HiRequest *req, CURLcode code)
  * Other pending interrupts (e.g. a catchup) do not stop a transfer.
  */
 static bool
-hi_interrupt_would_raise(void)
+InterruptWouldRaise(void)
 {
 	if (!InterruptPending || InterruptHoldoffCount != 0 || CritSectionCount != 0)
 		return false;
@@ -251,24 +284,25 @@ hi_interrupt_would_raise(void)
  * would leave the handle in an undefined state.
  */
 static int
-hi_progress_cb(void *clientp, curl_off_t dltotal, curl_off_t dlnow,
-			   curl_off_t ultotal, curl_off_t ulnow)
+ProgressCallback(void *clientp, curl_off_t dltotal, curl_off_t dlnow,
+				 curl_off_t ultotal, curl_off_t ulnow)
 {
-	return hi_interrupt_would_raise() ? 1 : 0;
+	return InterruptWouldRaise() ? 1 : 0;
 }
 
 /*
  * Runs a request to completion in the calling process, staying cancellable:
- * a cancel or termination stops the transfer within about a second, and is
- * then raised here, after libcurl has returned, with req freed (the caller's
- * pointer is gone with the error).
+ * libcurl calls ProgressCallback at least about once a second, which stops
+ * the transfer when a cancel or termination is pending; it is then raised
+ * here, after libcurl has returned, with req freed (the caller's pointer is
+ * gone with the error). test_cancel checks it with an answer 10 s away.
  */
 bool
 hi_request_perform(HiRequest *req)
 {
 	CURLcode	code;
 
-	curl_easy_setopt(req->easy, CURLOPT_XFERINFOFUNCTION, hi_progress_cb);
+	curl_easy_setopt(req->easy, CURLOPT_XFERINFOFUNCTION, ProgressCallback);
 	curl_easy_setopt(req->easy, CURLOPT_XFERINFODATA, req);
 	curl_easy_setopt(req->easy, CURLOPT_NOPROGRESS, 0L);
 	code = curl_easy_perform(req->easy);
@@ -388,7 +422,7 @@ hi_answer_excerpt(const HiRequest *req, int max)
 
 /* libcurl write callback: appends to the malloc'd body, refusing oversized answers. */
 static size_t
-hi_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+WriteCallback(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
 	HiRequest  *req = (HiRequest *) userdata;
 	size_t		n = size * nmemb;
@@ -419,7 +453,7 @@ hi_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 
 /* libcurl header callback: keeps Retry-After. */
 static size_t
-hi_header_cb(char *buffer, size_t size, size_t nitems, void *userdata)
+HeaderCallback(char *buffer, size_t size, size_t nitems, void *userdata)
 {
 	HiRequest  *req = (HiRequest *) userdata;
 	size_t		n = size * nitems;
@@ -434,14 +468,14 @@ hi_header_cb(char *buffer, size_t size, size_t nitems, void *userdata)
 		value[len] = '\0';
 		while (len > 0 && (value[len - 1] == '\r' || value[len - 1] == '\n'))
 			value[--len] = '\0';
-		req->retry_after_ms = hi_parse_retry_after(value);
+		req->retry_after_ms = ParseRetryAfter(value);
 	}
 	return n;
 }
 
 /* Retry-After as milliseconds: delta-seconds, or an HTTP-date read by PostgreSQL's parser. */
 static long
-hi_parse_retry_after(const char *value)
+ParseRetryAfter(const char *value)
 {
 	long		ms = hi_parse_retry_after_seconds(value);
 	char		buf[MAXDATELEN + 1];
@@ -469,7 +503,7 @@ hi_parse_retry_after(const char *value)
 
 /* Whether an address is private, loopback, link-local or unspecified. */
 static bool
-hi_address_is_private(const struct sockaddr *sa)
+AddressIsPrivate(const struct sockaddr *sa)
 {
 	if (sa->sa_family == AF_INET)
 	{
@@ -492,7 +526,7 @@ hi_address_is_private(const struct sockaddr *sa)
 			memset(&v4, 0, sizeof(v4));
 			v4.sin_family = AF_INET;
 			memcpy(&v4.sin_addr, &a->s6_addr[12], 4);
-			return hi_address_is_private((struct sockaddr *) &v4);
+			return AddressIsPrivate((struct sockaddr *) &v4);
 		}
 		return IN6_IS_ADDR_LOOPBACK(a) || IN6_IS_ADDR_UNSPECIFIED(a) ||
 			IN6_IS_ADDR_LINKLOCAL(a) || (a->s6_addr[0] & 0xfe) == 0xfc;
@@ -502,11 +536,11 @@ hi_address_is_private(const struct sockaddr *sa)
 
 /* libcurl open-socket callback: refuses private addresses unless allowed. */
 static curl_socket_t
-hi_opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+OpenSocketCallback(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
 {
 	HiRequest  *req = (HiRequest *) clientp;
 
-	if (!hi_allow_private_addresses && hi_address_is_private(&address->addr))
+	if (!hi_allow_private_addresses && AddressIsPrivate(&address->addr))
 	{
 		/* curl overwrites errbuf with its own "Couldn't connect": keep the reason apart */
 		req->refused_private = true;

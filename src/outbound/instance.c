@@ -19,7 +19,7 @@
 static MemoryContext instance_cxt = NULL;
 static HTAB *instances = NULL;
 
-static bool hi_set_field(char **field, const char *value);
+static bool SetField(char **field, const char *value);
 
 /* Creates the (empty) table of instances in the engine's memory context. */
 void
@@ -45,7 +45,7 @@ hi_instances_reset(void)
 
 /* Replaces *field with a copy of value when it differs (wiping the old one); true if it changed. */
 static bool
-hi_set_field(char **field, const char *value)
+SetField(char **field, const char *value)
 {
 	if (*field == NULL && value == NULL)
 		return false;
@@ -75,12 +75,12 @@ hi_instance_for(HiItem *item)
 		memset(in, 0, sizeof(HiInstance));
 		in->id = id;
 	}
-	changed |= hi_set_field(&in->base_url, item->instance_url);
-	changed |= hi_set_field(&in->tenant, item->tenant);
-	changed |= hi_set_field(&in->client_id, item->client_id);
-	changed |= hi_set_field(&in->client_secret, item->client_secret);
+	changed |= SetField(&in->base_url, item->instance_url);
+	changed |= SetField(&in->tenant, item->tenant);
+	changed |= SetField(&in->client_id, item->client_id);
+	changed |= SetField(&in->client_secret, item->client_secret);
 	if (changed)
-		hi_set_field(&in->token, NULL);
+		SetField(&in->token, NULL);
 	return in;
 }
 
@@ -88,7 +88,7 @@ hi_instance_for(HiItem *item)
 void
 hi_instance_set_token(HiInstance *in, const char *token, TimestampTz expires)
 {
-	hi_set_field(&in->token, token);
+	SetField(&in->token, token);
 	in->token_expires = token ? expires : 0;
 }
 
@@ -98,7 +98,7 @@ hi_instance_set_token(HiInstance *in, const char *token, TimestampTz expires)
  * palloc'd array.
  */
 int
-hi_engine_busy_integrations(int **ids)
+hi_instances_busy(int **ids)
 {
 	HASH_SEQ_STATUS seq;
 	HiInstance *in;
@@ -164,7 +164,7 @@ hi_budget_note(HiInstance *in, TimestampTz now)
 
 /* Forgets every cached token (credentials may have changed). */
 void
-hi_engine_forget_tokens(void)
+hi_instances_forget_tokens(void)
 {
 	HASH_SEQ_STATUS seq;
 	HiInstance *in;
@@ -173,5 +173,5 @@ hi_engine_forget_tokens(void)
 		return;
 	hash_seq_init(&seq, instances);
 	while ((in = hash_seq_search(&seq)) != NULL)
-		hi_set_field(&in->token, NULL);
+		SetField(&in->token, NULL);
 }

@@ -15,7 +15,6 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
-#include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -26,8 +25,15 @@
 #include "utils/resowner.h"
 
 #include "halo_itsm.h"
-#include "hi_backoff.h"
+#include "hi_instance.h"
+#include "hi_spi.h"
 #include "hi_store.h"
+
+/* The hint of an SPI failure while claiming or recording. */
+#define STORE_HINT "The server log has the details; the outbox item stays queued."
+
+/* A step run in a subtransaction of its own (RunInSubxact). */
+typedef void (*SubxactStep) (void *arg);
 
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
@@ -35,43 +41,16 @@ static SPIPlanPtr sync_plan = NULL;
 static SPIPlanPtr recover_plan = NULL;
 static SPIPlanPtr all_busy_plan = NULL;
 
-/* Prepares a statement once per process, with search_path pinned, and keeps it (in *plan). */
-SPIPlanPtr
-hi_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
-{
-	if (*plan == NULL)
-	{
-		int			pin = hi_pin_begin();
-		SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
-
-		hi_pin_end(pin);
-
-		if (p == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("halo_itsm: could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result)),
-					 errhint("Check that the halo_itsm extension is installed and up to date (ALTER EXTENSION halo_itsm UPDATE).")));
-		SPI_keepplan(p);
-		*plan = p;
-	}
-	return *plan;
-}
-
-/* Runs a kept plan with search_path pinned; raises a clear error when SPI fails. */
-static void
-hi_execute(SPIPlanPtr plan, Datum *values, const char *nulls, const char *what)
-{
-	int			pin = hi_pin_begin();
-	int			rc = SPI_execute_plan(plan, values, nulls, false, 0);
-
-	hi_pin_end(pin);
-
-	if (rc < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("halo_itsm: %s failed: %s", what, SPI_result_code_string(rc)),
-				 errhint("The server log has the details; the outbox item stays queued.")));
-}
+static Datum BusyArray(int *n);
+static char *ColText(HeapTuple tup, TupleDesc desc, int col, MemoryContext cxt);
+static HiItem *ItemFromRow(uint64 i);
+static void RecordUnbuildable(HiItem *unbuildable);
+static const char *OutcomeName(HiOutcome outcome);
+static void RecordOne(HiItem *item);
+static const char *ErrorExcerpt(const char *msg);
+static ErrorData *RunInSubxact(SubxactStep step, void *arg);
+static void RecordStep(void *arg);
+static void ClaimStep(void *arg);
 
 /* True when the extension is installed in this database (plans are dropped when it is not). */
 bool
@@ -85,13 +64,13 @@ hi_store_extension_ready(void)
 
 /* The integrations the engine has no room for, as an int4[] Datum (their number in *n). */
 static Datum
-hi_busy_array(int *n)
+BusyArray(int *n)
 {
 	int		   *busy;
 	Datum	   *elems;
 	int			i;
 
-	*n = hi_engine_busy_integrations(&busy);
+	*n = hi_instances_busy(&busy);
 	elems = palloc(sizeof(Datum) * (*n + 1));
 	for (i = 0; i < *n; i++)
 		elems[i] = Int32GetDatum(busy[i]);
@@ -100,7 +79,7 @@ hi_busy_array(int *n)
 
 /* Copies column col of the current SPI row as a string into cxt (NULL stays NULL). */
 static char *
-hi_col_text(HeapTuple tup, TupleDesc desc, int col, MemoryContext cxt)
+ColText(HeapTuple tup, TupleDesc desc, int col, MemoryContext cxt)
 {
 	char	   *v = SPI_getvalue(tup, desc, col);
 	char	   *r;
@@ -112,11 +91,57 @@ hi_col_text(HeapTuple tup, TupleDesc desc, int col, MemoryContext cxt)
 	return r;
 }
 
-/* Reads an int8/int4/bool column of the current SPI row. */
-static Datum
-hi_col_datum(HeapTuple tup, TupleDesc desc, int col, bool *isnull)
+/* A new item from row i of the claim's answer (SPI_tuptable). */
+static HiItem *
+ItemFromRow(uint64 i)
 {
-	return SPI_getbinval(tup, desc, col, isnull);
+	HeapTuple	tup = SPI_tuptable->vals[i];
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	HiItem	   *item = hi_item_new();
+	bool		isnull;
+	Datum		d;
+	char	   *kind;
+
+	item->outbox_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	kind = SPI_getvalue(tup, desc, 2);
+	item->kind = strcmp(kind, "case") == 0 ? HI_KIND_CASE :
+		strcmp(kind, "detection") == 0 ? HI_KIND_DETECTION : HI_KIND_SYNC;
+	item->integration_id = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+	item->instance_url = ColText(tup, desc, 4, item->cxt);
+	item->tenant = ColText(tup, desc, 5, item->cxt);
+	item->client_id = ColText(tup, desc, 6, item->cxt);
+	item->client_secret = ColText(tup, desc, 7, item->cxt);
+	item->sid = ColText(tup, desc, 8, item->cxt);
+	item->payload = ColText(tup, desc, 9, item->cxt);
+	item->maybe_sent = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
+	item->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
+	item->halo_ticket_id = DatumGetInt64(SPI_getbinval(tup, desc, 12, &isnull));
+	if (isnull)
+		item->halo_ticket_id = 0;
+	d = SPI_getbinval(tup, desc, 13, &isnull);
+	if (!isnull)
+		memcpy(&item->claim_token, DatumGetUUIDP(d), sizeof(pg_uuid_t));
+	item->error = ColText(tup, desc, 14, item->cxt);
+	return item;
+}
+
+/* Records dead, with a warning, the claimed items whose ticket could not be built (a list). */
+static void
+RecordUnbuildable(HiItem *unbuildable)
+{
+	while (unbuildable)
+	{
+		HiItem	   *item = unbuildable;
+
+		unbuildable = item->next;
+		item->next = NULL;
+		ereport(WARNING,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("halo_itsm: outbox item " INT64_FORMAT " recorded dead: %s", item->outbox_id, item->error),
+				 errhint("Fix the cause, then SELECT halo_itsm.retry() queues it again.")));
+		hi_store_record(item);
+		hi_item_free(item);
+	}
 }
 
 /*
@@ -138,42 +163,17 @@ hi_store_claim(int max_items, HiItem **items)
 
 	values[0] = Int32GetDatum(max_items);
 	values[1] = Int32GetDatum(hi_max_requests_per_instance);
-	values[2] = hi_busy_array(&nbusy);
+	values[2] = BusyArray(&nbusy);
 	plan = hi_prepare(&claim_plan,
 					  "SELECT outbox_id, kind, integration_id, instance_url, tenant, client_id, client_secret, "
 					  "sid, payload, maybe_sent, attempts, halo_ticket_id, claim_token, payload_error "
 					  "FROM halo_itsm._claim($1, $2, $3)", 3, types);
-	hi_execute(plan, values, NULL, "claiming outbox items");
+	hi_execute(plan, values, NULL, false, "claiming outbox items", STORE_HINT);
 
 	for (i = 0; i < SPI_processed; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		HiItem	   *item = hi_item_new();
-		bool		isnull;
-		Datum		d;
-		char	   *kind;
+		HiItem	   *item = ItemFromRow(i);
 
-		item->outbox_id = DatumGetInt64(hi_col_datum(tup, desc, 1, &isnull));
-		kind = SPI_getvalue(tup, desc, 2);
-		item->kind = strcmp(kind, "case") == 0 ? HI_KIND_CASE :
-			strcmp(kind, "detection") == 0 ? HI_KIND_DETECTION : HI_KIND_SYNC;
-		item->integration_id = DatumGetInt32(hi_col_datum(tup, desc, 3, &isnull));
-		item->instance_url = hi_col_text(tup, desc, 4, item->cxt);
-		item->tenant = hi_col_text(tup, desc, 5, item->cxt);
-		item->client_id = hi_col_text(tup, desc, 6, item->cxt);
-		item->client_secret = hi_col_text(tup, desc, 7, item->cxt);
-		item->sid = hi_col_text(tup, desc, 8, item->cxt);
-		item->payload = hi_col_text(tup, desc, 9, item->cxt);
-		item->maybe_sent = DatumGetBool(hi_col_datum(tup, desc, 10, &isnull));
-		item->attempts = DatumGetInt32(hi_col_datum(tup, desc, 11, &isnull));
-		item->halo_ticket_id = DatumGetInt64(hi_col_datum(tup, desc, 12, &isnull));
-		if (isnull)
-			item->halo_ticket_id = 0;
-		d = hi_col_datum(tup, desc, 13, &isnull);
-		if (!isnull)
-			memcpy(&item->claim_token, DatumGetUUIDP(d), sizeof(pg_uuid_t));
-		item->error = hi_col_text(tup, desc, 14, item->cxt);
 		if (item->error != NULL)
 		{
 			/* its ticket could not be built: recorded dead below, never sent */
@@ -191,19 +191,7 @@ hi_store_claim(int max_items, HiItem **items)
 	*items = head;
 	nclaimed = SPI_processed;
 	/* after the loop: recording runs SPI, which replaces SPI_tuptable */
-	while (unbuildable)
-	{
-		HiItem	   *item = unbuildable;
-
-		unbuildable = item->next;
-		item->next = NULL;
-		ereport(WARNING,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("halo_itsm: outbox item " INT64_FORMAT " recorded dead: %s", item->outbox_id, item->error),
-				 errhint("Fix the cause, then SELECT halo_itsm.retry() queues it again.")));
-		hi_store_record(item);
-		hi_item_free(item);
-	}
+	RecordUnbuildable(unbuildable);
 	return (int) nclaimed;
 }
 
@@ -222,20 +210,20 @@ hi_store_all_busy(void)
 	bool		isnull;
 	Datum		d;
 
-	values[0] = hi_busy_array(&nbusy);
+	values[0] = BusyArray(&nbusy);
 	if (nbusy == 0)
 		return false;
 	plan = hi_prepare(&all_busy_plan,
 					  "SELECT NOT EXISTS (SELECT 1 FROM halo_itsm.integrations i "
 					  "WHERE i.enabled AND i.configured_at IS NOT NULL AND i.id OPERATOR(pg_catalog.<>) ALL ($1))", 1, types);
-	hi_execute(plan, values, NULL, "checking for integrations with room");
+	hi_execute(plan, values, NULL, false, "checking for integrations with room", STORE_HINT);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return !isnull && DatumGetBool(d);
 }
 
 /* The SQL name of an outcome. */
 static const char *
-hi_outcome_name(HiOutcome outcome)
+OutcomeName(HiOutcome outcome)
 {
 	switch (outcome)
 	{
@@ -260,7 +248,7 @@ hi_outcome_name(HiOutcome outcome)
 
 /* Records a finished item's outcome (and applies a sync's ticket and actions); may raise. */
 static void
-hi_store_record_one(HiItem *item)
+RecordOne(HiItem *item)
 {
 	Oid			types[8] = {INT8OID, TEXTOID, INT8OID, INT4OID, TEXTOID, INT8OID, BOOLOID, UUIDOID};
 	Datum		values[8];
@@ -278,11 +266,11 @@ hi_store_record_one(HiItem *item)
 		svalues[2] = JsonbPGetDatum(item->actions_jb);
 		svalues[3] = UUIDPGetDatum(&item->claim_token);
 		plan = hi_prepare(&sync_plan, "SELECT halo_itsm._apply_sync($1, $2, $3, $4)", 4, stypes);
-		hi_execute(plan, svalues, NULL, "applying a ticket sync");
+		hi_execute(plan, svalues, NULL, false, "applying a ticket sync", STORE_HINT);
 	}
 
 	values[0] = Int64GetDatum(item->outbox_id);
-	values[1] = CStringGetTextDatum(hi_outcome_name(item->outcome));
+	values[1] = CStringGetTextDatum(OutcomeName(item->outcome));
 	values[2] = Int64GetDatum(item->result_ticket_id);
 	if (item->result_ticket_id == 0)
 		nulls[2] = 'n';
@@ -297,13 +285,13 @@ hi_store_record_one(HiItem *item)
 	values[6] = BoolGetDatum(item->outcome_maybe_sent);
 	values[7] = UUIDPGetDatum(&item->claim_token);
 	plan = hi_prepare(&record_plan, "SELECT halo_itsm._record($1, $2, $3, $4, $5, $6, $7, $8)", 8, types);
-	hi_execute(plan, values, nulls, "recording a delivery outcome");
+	hi_execute(plan, values, nulls, false, "recording a delivery outcome", STORE_HINT);
 }
 
 /* At most HI_ERROR_MAX bytes of an error message (cut at a character boundary), for last_error and the log. */
 #define HI_ERROR_MAX 1000
 static const char *
-hi_error_excerpt(const char *msg)
+ErrorExcerpt(const char *msg)
 {
 	int			len = strlen(msg);
 
@@ -313,12 +301,11 @@ hi_error_excerpt(const char *msg)
 }
 
 /*
- * Runs hi_store_record_one in a subtransaction; returns NULL, or the error
- * it raised (the subtransaction rolled back). A cancel or shutdown is
- * raised again.
+ * Runs step(arg) in a subtransaction; returns NULL, or the error it raised
+ * (the subtransaction rolled back). A cancel or shutdown is raised again.
  */
 static ErrorData *
-hi_store_record_subxact(HiItem *item)
+RunInSubxact(SubxactStep step, void *arg)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -328,7 +315,7 @@ hi_store_record_subxact(HiItem *item)
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		hi_store_record_one(item);
+		step(arg);
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
@@ -346,6 +333,13 @@ hi_store_record_subxact(HiItem *item)
 	return edata;
 }
 
+/* RecordOne as a SubxactStep. */
+static void
+RecordStep(void *arg)
+{
+	RecordOne((HiItem *) arg);
+}
+
 /*
  * Records a finished item's outcome in a subtransaction of its own. When
  * applying or recording it fails, the subtransaction is rolled back and the
@@ -359,13 +353,13 @@ void
 hi_store_record(HiItem *item)
 {
 	ErrorData  *edata;
-	const char *was = item->outcome == HI_OUT_SYNCED ? NULL : hi_outcome_name(item->outcome);
+	const char *was = item->outcome == HI_OUT_SYNCED ? NULL : OutcomeName(item->outcome);
 	const char *msg;
 
-	edata = hi_store_record_subxact(item);
+	edata = RunInSubxact(RecordStep, item);
 	if (edata == NULL)
 		return;
-	msg = hi_error_excerpt(edata->message);
+	msg = ErrorExcerpt(edata->message);
 
 	if (was == NULL)
 		item->error = psprintf("halo_itsm: Halo's answers for ticket " INT64_FORMAT " could not be applied: %s",
@@ -379,27 +373,22 @@ hi_store_record(HiItem *item)
 	if (item->outcome == HI_OUT_CREATED || item->outcome == HI_OUT_FOUND)
 		item->outcome_maybe_sent = true;
 	item->result_ticket_id = 0;
-	if ((ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_TRANSACTION_ROLLBACK ||
-		 edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE) && item->attempts < hi_max_attempts)
-	{
-		item->retry_in_ms = hi_backoff_delay_ms(item->attempts, hi_backoff_base_ms, hi_backoff_max_ms,
-												pg_prng_double(&pg_global_prng_state), -1);
-		item->outcome = HI_OUT_RETRY;
-	}
-	else
-		item->outcome = HI_OUT_DEAD;
+	/* retried later when the database refused for the moment, dead otherwise */
+	item->outcome = hi_item_retry_or_dead(item,
+										  ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_TRANSACTION_ROLLBACK ||
+										  edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE, -1);
 	ereport(WARNING,
 			(errcode(edata->sqlerrcode),
 			 errmsg("halo_itsm: outbox item " INT64_FORMAT " recorded %s: %s", item->outbox_id,
-					hi_outcome_name(item->outcome), item->error)));
+					OutcomeName(item->outcome), item->error)));
 	FreeErrorData(edata);
-	edata = hi_store_record_subxact(item);
+	edata = RunInSubxact(RecordStep, item);
 	if (edata == NULL)
 		return;
 	ereport(WARNING,
 			(errcode(edata->sqlerrcode),
 			 errmsg("halo_itsm: outbox item " INT64_FORMAT " could not be recorded: %s", item->outbox_id,
-					hi_error_excerpt(edata->message)),
+					ErrorExcerpt(edata->message)),
 			 errhint("It stays in flight until recovered; it is looked up in Halo before it is sent again.")));
 	FreeErrorData(edata);
 }
@@ -417,9 +406,33 @@ hi_store_recover(bool include_self)
 	values[0] = BoolGetDatum(include_self);
 	values[1] = Int32GetDatum(hi_request_timeout_ms);
 	plan = hi_prepare(&recover_plan, "SELECT halo_itsm._recover_orphans($1, $2)", 2, types);
-	hi_execute(plan, values, NULL, "recovering abandoned outbox items");
+	hi_execute(plan, values, NULL, false, "recovering abandoned outbox items", STORE_HINT);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return isnull ? 0 : DatumGetInt32(d);
+}
+
+/* What hi_store_claim_subxact asks of its subtransaction, and what it got. */
+typedef struct ClaimRound
+{
+	bool		recover;
+	int			room;
+	bool	   *all_busy;
+	HiItem	   *items;
+	int			n;
+} ClaimRound;
+
+/* The claim round as a SubxactStep: recover, claim, check for room. */
+static void
+ClaimStep(void *arg)
+{
+	ClaimRound *r = (ClaimRound *) arg;
+
+	if (r->recover)
+		hi_store_recover(false);
+	if (r->room > 0)
+		r->n = hi_store_claim(r->room, &r->items);
+	if (r->all_busy)
+		*r->all_busy = r->n == 0 && hi_store_all_busy();
 }
 
 /*
@@ -433,54 +446,25 @@ hi_store_recover(bool include_self)
 ErrorData *
 hi_store_claim_subxact(bool recover, int room, HiItem **items, int *n, bool *all_busy)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	ErrorData  *volatile edata = NULL;
-	HiItem	   *volatile claimed = NULL;
+	ClaimRound	r = {recover, room, all_busy, NULL, 0};
+	ErrorData  *edata = RunInSubxact(ClaimStep, &r);
 
 	*items = NULL;
 	*n = 0;
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		HiItem	   *got = NULL;
-
-		if (recover)
-			hi_store_recover(false);
-		if (room > 0)
-			*n = hi_store_claim(room, &got);
-		claimed = got;
-		if (all_busy)
-			*all_busy = *n == 0 && hi_store_all_busy();
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
 	if (edata == NULL)
 	{
-		*items = claimed;
+		*items = r.items;
+		*n = r.n;
 		return NULL;
 	}
-	if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION)
-		ReThrowError(edata);
 	/* the claim was rolled back: its items were never claimed */
-	while (claimed)
+	while (r.items)
 	{
-		HiItem	   *item = claimed;
+		HiItem	   *item = r.items;
 
-		claimed = item->next;
+		r.items = item->next;
 		hi_item_free(item);
 	}
-	*n = 0;
 	if (all_busy)
 		*all_busy = false;
 	return edata;

@@ -27,6 +27,8 @@
 
 #include "halo_itsm.h"
 #include "hi_engine.h"
+#include "hi_instance.h"
+#include "hi_spi.h"
 #include "hi_store.h"
 
 #define RECOVER_INTERVAL_US (10 * USECS_PER_SEC)
@@ -119,7 +121,7 @@ hi_worker_round(bool claim, bool recover, bool *ready, bool *saturated, bool *fa
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	SPI_connect();
+	hi_spi_connect(0);
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "halo_itsm: recording and claiming");
 
@@ -154,13 +156,7 @@ hi_worker_round(bool claim, bool recover, bool *ready, bool *saturated, bool *fa
 	pgstat_report_activity(STATE_IDLE, NULL);
 
 	/* only now, with no transaction open, do the requests start */
-	while (claimed)
-	{
-		item = claimed;
-		claimed = item->next;
-		item->next = NULL;
-		hi_engine_submit(item);
-	}
+	hi_engine_submit_all(claimed);
 	return n;
 }
 
@@ -200,7 +196,7 @@ halo_itsm_worker_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
-			hi_engine_forget_tokens();
+			hi_instances_forget_tokens();
 			/* poll now: the next poll was timed with the old poll_interval */
 			next_poll = 0;
 		}

@@ -9,6 +9,8 @@
 #   3. it installs with dpkg, and owns the library and the extension files
 #   4. pg_regress passes against the installed package, on a cluster of its own that
 #      preloads the package's library
+#   5. once a release exists (test/release/previous-release), the upgrade from it
+#      (test/release/upgrade.sh: ALTER EXTENSION UPDATE with data and the worker running)
 # Afterwards the package is removed and the working tree's build installed again, so
 # that the machine is as the other stages expect it. Needs root (dpkg).
 set -uo pipefail
@@ -99,5 +101,17 @@ if check "Debian package builds (dpkg-buildpackage)" build_package; then
     fi
 fi
 restore_build || { echo "FAIL - reinstalling the working tree's build"; FAILED=$((FAILED + 1)); }
+# the upgrade from the previous release, once there is one (test/release/previous-release)
+if [ -f test/release/previous-release ]; then
+    out=$(bash test/release/upgrade.sh 2>&1)
+    rc=$?
+    echo "$out"
+    PASSED=$((PASSED + $(grep -c '^ok - ' <<<"$out")))
+    FAILED=$((FAILED + $(grep -c '^FAIL - ' <<<"$out")))
+    if [ "$rc" -ne 0 ] && ! grep -q '^FAIL - ' <<<"$out"; then
+        echo "FAIL - test/release/upgrade.sh exited $rc"
+        FAILED=$((FAILED + 1))
+    fi
+fi
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

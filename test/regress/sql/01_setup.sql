@@ -40,7 +40,7 @@ SELECT r.name, p.prokind, p.prosecdef,
                     '_check_template', '_check_instance_url', '_random_secret',
                     '_wake_worker_at_commit', '_worker_running', '_integration',
                     '_build_payload', '_resolve_integration', '_case_enqueue', '_detection_enqueue',
-                    '_recover_orphans', '_claim', '_record', '_next_due_in',
+                    '_recover_orphans', '_claim', '_record',
                     '_check_connection']) WITH ORDINALITY AS r(name, n)
   LEFT JOIN pg_proc p ON p.proname = r.name AND p.pronamespace = 'halo_itsm'::regnamespace
  ORDER BY r.n;
