@@ -44,6 +44,7 @@
 
 #include "halo_itsm.h"
 #include "hi_listener.h"
+#include "hi_spi.h"
 #include "hi_webhook_status.h"
 
 PG_FUNCTION_INFO_V1(halo_itsm_webhook_http_status);
