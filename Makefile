@@ -23,13 +23,13 @@ HI_UPDATE_SQL = $(patsubst sql/updates/%.sql,sql/halo_itsm--%.sql,$(wildcard sql
 DATA_built = $(HI_INSTALL_SQL) $(HI_UPDATE_SQL)
 
 CORE_OBJS = src/core/hi_template.o src/core/hi_signature.o src/core/hi_backoff.o src/core/hi_html.o \
-	src/core/hi_answer.o src/core/hi_budget.o
+	src/core/hi_answer.o src/core/hi_budget.o src/core/hi_webhook_status.o src/core/hi_rate.o
 PG_OBJS = $(patsubst %.c,%.o,$(wildcard src/common/*.c src/outbound/*.c src/inbound/*.c))
 OBJS = $(CORE_OBJS) $(PG_OBJS)
 
 PG_CPPFLAGS = -Isrc/include -Isrc/core $(shell curl-config --cflags) -DHI_EXTVERSION='"$(EXTVERSION)"'
 PG_CFLAGS = -Werror -Wall
-SHLIB_LINK = $(shell curl-config --libs) -lssl -lcrypto
+SHLIB_LINK = $(shell curl-config --libs) -lssl -lcrypto -lmicrohttpd
 
 REGRESS = $(patsubst test/regress/sql/%.sql,%,$(sort $(wildcard test/regress/sql/*.sql)))
 REGRESS_OPTS = --inputdir=test/regress --outputdir=test/regress/out

@@ -9,7 +9,8 @@ cd "$HI_ROOT"
 hi_cleanup_on_exit
 
 hi_setup
-hi_cluster_start "halo_itsm.allow_private_addresses = on" "halo_itsm.backoff_base = 200ms"
+hi_cluster_start "halo_itsm.allow_private_addresses = on" "halo_itsm.backoff_base = 200ms" \
+    "halo_itsm.listen_addresses = '127.0.0.1'" "halo_itsm.listen_port = $LISTEN_PORT"
 hi_mock_start
 
 # --- demo body ---
@@ -85,14 +86,11 @@ sql -c "SELECT o.attempts, t.halo_ticket_id, o.last_http_status FROM halo_itsm.o
 
 say "5. Delivery health (halo_itsm.status)"
 sql -c "SELECT integration_id, name, pending, in_flight, dead, oldest_pending_age, last_success_at IS NOT NULL AS has_succeeded, problem FROM halo_itsm.status"
-say "6. Halo closes a case and adds a note: signed webhooks to a receiver"
-# The minimal receiver (test/receiver/receiver.py) passes each POST to halo_itsm.ingest_webhook().
-sql -q -c "ALTER SYSTEM SET halo_itsm.webhook_base_url = 'http://127.0.0.1:$RECEIVER_PORT/halo/'" -c "SELECT pg_reload_conf()" >/dev/null
-"$HI_PYTHON" test/receiver/receiver.py --port "$RECEIVER_PORT" \
-    --dsn "host=$HI_SOCKET_DIR port=$PG_PORT user=postgres dbname=$HI_DB" >"$HI_RUN/receiver.log" 2>&1 &
-RECEIVER_PID=$!
-trap 'kill "$RECEIVER_PID" 2>/dev/null || true; hi_cleanup' EXIT
-for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$RECEIVER_PORT/" && break; sleep 0.1; done
+say "6. Halo closes a case and adds a note: signed webhooks to the listener inside PostgreSQL"
+# The webhook listener (halo_itsm.listen_addresses) passes each POST to halo_itsm.ingest_webhook();
+# with webhook_base_url empty, webhook_settings() gives the listener's own URL.
+for _ in $(seq 1 50); do curl -sf -o /dev/null "http://127.0.0.1:$LISTEN_PORT/healthz" && break; sleep 0.1; done
+echo "GET /healthz: $(curl -s "http://127.0.0.1:$LISTEN_PORT/healthz")"
 echo "What to paste into Halo (Configuration > Integrations > Webhooks), from halo_itsm.webhook_settings(1):"
 sql -c "SELECT url, left(secret, 8) || '...' AS secret FROM halo_itsm.webhook_settings(1)"
 read -r WH_URL WH_SECRET < <(sql -At -F ' ' -c "SELECT url, secret FROM halo_itsm.webhook_settings(1)")
@@ -127,5 +125,4 @@ for _ in $(seq 1 100); do
 done
 sql -c "SELECT sid, status FROM halo_itsm.cases WHERE sid = 'CASE-1002'"
 sql -c "SELECT subject, source, kind, author, body FROM halo_itsm.timeline_of('CASE-1002')"
-kill "$RECEIVER_PID" 2>/dev/null; wait "$RECEIVER_PID" 2>/dev/null || true
 # --- end of demo body ---

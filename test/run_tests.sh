@@ -117,7 +117,7 @@ stage_integration() {
 stage_bench() {
     if [ ! -f test/bench/run.sh ]; then skip bench "test/bench/run.sh not found"; return; fi
     echo "=== benchmarks, quick"
-    if HI_PG_PORT=$((PG_PORT + 20)) HI_MOCK_PORT=$((MOCK_PORT + 20)) HI_RECEIVER_PORT=$((RECEIVER_PORT + 20)) \
+    if HI_PG_PORT=$((PG_PORT + 20)) HI_MOCK_PORT=$((MOCK_PORT + 20)) HI_RECEIVER_PORT=$((RECEIVER_PORT + 20)) HI_LISTEN_PORT=$((LISTEN_PORT + 20)) \
         HI_RUN_DIR="$HI_RUN-bench" run_stage bash test/bench/run.sh --quick; then
         record bench 1 0
     else
@@ -186,6 +186,7 @@ if stage_wanted regress || stage_wanted integration; then
     STARTED=cluster
     mapfile -t TEST_CONF < <(grep -v '^\s*\(#\|$\)' test/lib/test.conf)
     TEST_CONF+=("halo_itsm.webhook_base_url = 'http://127.0.0.1:$RECEIVER_PORT/halo/'")
+    TEST_CONF+=("halo_itsm.listen_port = $LISTEN_PORT")
     if ! hi_cluster_start "${TEST_CONF[@]}"; then
         record cluster 0 1 "(hi_cluster_start failed)"
         finish

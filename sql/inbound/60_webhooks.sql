@@ -350,13 +350,16 @@ AS 'MODULE_PATHNAME', 'halo_itsm_webhook_signature';
 COMMENT ON FUNCTION halo_itsm.webhook_signature(text, jsonb, bytea) IS
     'The x-signature Halo must send for a request with these headers (content-type, host, x-halo-date; content-length defaults to the body''s length) and body.';
 
--- The URL and secret to paste into Halo's webhook; the secret only for roles that may read it.
+-- The URL and secret to paste into Halo; the secret only for roles that may read it. The URL is
+-- webhook_base_url's when set, else the webhook listener's own (its first address, when that is
+-- one Halo could be told: not '*').
 CREATE FUNCTION halo_itsm.webhook_settings(integration integer)
 RETURNS TABLE (url text, secret text) LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     i halo_itsm.integrations;
     v_base text := coalesce(current_setting('halo_itsm.webhook_base_url', true), '');
+    v_listen text := btrim(split_part(coalesce(current_setting('halo_itsm.listen_addresses', true), ''), ',', 1));
 BEGIN
     -- (not _integration(): this runs with the caller's privileges, who needs SELECT on integrations)
     SELECT * INTO i FROM halo_itsm.integrations x WHERE x.id = integration;
@@ -365,9 +368,15 @@ BEGIN
             USING ERRCODE = 'no_data_found',
                   HINT = 'SELECT id, name FROM halo_itsm.integrations lists them; halo_itsm.connect() creates one.';
     END IF;
+    IF v_base = '' AND v_listen NOT IN ('', '*', '0.0.0.0', '::') THEN
+        v_base := CASE WHEN coalesce(current_setting('halo_itsm.listen_tls_cert_file', true), '') = ''
+                       THEN 'http://' ELSE 'https://' END
+                  || CASE WHEN strpos(v_listen, ':') > 0 THEN '[' || v_listen || ']' ELSE v_listen END
+                  || ':' || coalesce(current_setting('halo_itsm.listen_port', true), '8443') || '/halo/';
+    END IF;
     IF v_base = '' THEN
         RAISE NOTICE 'halo_itsm: halo_itsm.webhook_base_url is not set, so the webhook URL is unknown'
-            USING HINT = 'Set halo_itsm.webhook_base_url to the public URL prefix of your webhook receiver, e.g. ALTER SYSTEM SET halo_itsm.webhook_base_url = ''https://soc.example.com/halo/''; SELECT pg_reload_conf();';
+            USING HINT = 'Set halo_itsm.webhook_base_url to the public URL prefix under which Halo reaches the webhook listener (or your receiver), e.g. ALTER SYSTEM SET halo_itsm.webhook_base_url = ''https://soc.example.com/halo/''; SELECT pg_reload_conf();';
         url := NULL;
     ELSE
         url := v_base || CASE WHEN right(v_base, 1) = '/' THEN '' ELSE '/' END || i.webhook_key;

@@ -10,6 +10,7 @@
 #include "utils/guc.h"
 
 #include "halo_itsm.h"
+#include "hi_listener.h"
 
 char	   *hi_database_name = NULL;
 char	   *hi_database_old = NULL;
@@ -139,6 +140,8 @@ hi_guc_init(void)
 							"How far a webhook's x-halo-date may be from the database clock, either way.",
 							NULL, &hi_webhook_tolerance_s, 300, 1, 86400, PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
+	/* the webhook listener's own (src/inbound/listener_guc.c) */
+	hi_listener_guc_init();
 
 	MarkGUCPrefixReserved("halo_itsm");
 }

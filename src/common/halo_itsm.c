@@ -1,8 +1,13 @@
 /*-------------------------------------------------------------------------
  * halo_itsm.c
  *	  Entry point of the halo_itsm extension: _PG_init delegates to each
+<<<<<<< HEAD
+ *	  part (settings, shared memory, the launcher of the background worker,
+ *	  the webhook listener).
+=======
  *	  part (settings, shared memory, the launcher of the background worker),
  *	  and halo_itsm.library_version(), the version this library was built as.
+>>>>>>> main
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -13,6 +18,7 @@
 #include "storage/ipc.h"
 
 #include "halo_itsm.h"
+#include "hi_listener.h"
 
 PG_MODULE_MAGIC;
 
@@ -44,6 +50,7 @@ _PG_init(void)
 	shmem_request_hook = ShmemRequestHook;
 	hi_shmem_init();
 	hi_launcher_register();
+	hi_listener_register();
 }
 
 /* The extension version this library was built as (EXTVERSION in the Makefile). */

@@ -9,31 +9,32 @@
  *
  * Checks, in this order (the first failure raises; nothing is changed):
  *
- *	 check                                         SQLSTATE  HTTP answer
- *	 unknown webhook key                           WH001     404
- *	 body larger than halo_itsm.webhook_max_body   WH002     413
- *	 signed header (content-length, content-type,  WH003     400
+ *	 check                                         SQLSTATE
+ *	 unknown webhook key                           WH001
+ *	 body larger than halo_itsm.webhook_max_body   WH002
+ *	 signed header (content-length, content-type,  WH003
  *	   host, x-halo-date) missing, present twice
  *	   (in any case), empty, with control
  *	   characters, or x-halo-date unreadable
- *	 content-length not the body's length          WH004     400
+ *	 content-length not the body's length          WH004
  *	 x-halo-date further than
- *	   halo_itsm.webhook_tolerance from the clock  WH005     401
- *	 x-signature missing, twice, empty, or not     WH006     401
+ *	   halo_itsm.webhook_tolerance from the clock  WH005
+ *	 x-signature missing, twice, empty, or not     WH006
  *	   base64 of 32 bytes
- *	 x-signature matches neither the current       WH007     401
+ *	 x-signature matches neither the current       WH007
  *	   secret nor the previous one in its grace
- *	 body not UTF-8 JSON, or not an object (or     WH008     400
+ *	 body not UTF-8 JSON, or not an object (or     WH008
  *	   JSON that jsonb cannot hold: a number beyond
  *	   numeric's range, nesting beyond the stack)
- *	 body has a key twice in one object            WH009     400
- *	 payload names no ticket (_apply_webhook)      WH010     400
- *	 payload has no delivery id (_apply_webhook)   WH011     400
+ *	 body has a key twice in one object            WH009
+ *	 payload names no ticket (_apply_webhook)      WH010
+ *	 payload has no delivery id (_apply_webhook)   WH011
  *
  * Class WH is an implementation-defined SQLSTATE class (the SQL standard
  * leaves classes starting with I-Z to implementations), so a receiver can map
  * exactly these codes to 4xx answers and answer 500 (Halo retries) to any
- * other error.
+ * other error. The HTTP answer for each is src/core/hi_webhook_status.c's
+ * (SQL: halo_itsm.webhook_http_status()), the one map.
  *
  * Header names are matched without regard to case; a header given as a JSON
  * array counts once per element. When halo_itsm.webhook_base_url is set, its

@@ -28,11 +28,11 @@ from benchlib import (HERE, LATENCY_MS, MAX_CONCURRENT, MOCK, Results, charts, c
 FULL = dict(reps=3, f1_seconds=10, f1_slices=5, f1_clients=4, f2_inserts=200, f3_cases=2000,
             f4_cases=20000, f4_integrations=[1, 10, 50, 200], f5_seconds=10, f5_deliveries=200000,
             f6_history=1000000, f6_seconds=10, f7_small=1000, f7_large=100000,
-            f7_integrations=50, wrk_seconds=3)
+            f7_integrations=50, wrk_seconds=3, f8_seconds=10, f8_deliveries=240000)
 QUICK = dict(reps=1, f1_seconds=2, f1_slices=2, f1_clients=4, f2_inserts=20, f3_cases=40,
              f4_cases=200, f4_integrations=[1, 10, 50], f5_seconds=2, f5_deliveries=30000,
              f6_history=10000, f6_seconds=2, f7_small=100, f7_large=1000,
-             f7_integrations=10, wrk_seconds=1)
+             f7_integrations=10, wrk_seconds=1, f8_seconds=2, f8_deliveries=20000)
 
 # --- the mock's own capacity --------------------------------------------------------------
 
@@ -478,6 +478,100 @@ def fig7(c, res, S):
             large, small, [b / a for a, b in zip(small, large)], "growth < 5 MB", med(growth) < 5.0, " MB")
 
 
+# --- figure 8: the webhook listener --------------------------------------------------------------
+
+def write_wrk_deliveries(m, path, first, count):
+    """count deliveries from n = first on, as wrk_listener.lua reads them; returns how many."""
+    names = {"content-type": "Content-Type", "content-length": "Content-Length", "host": "Host",
+             "x-halo-date": "X-Halo-Date", "x-signature": "X-Signature"}
+    rows = q(m, "SELECT headers, body FROM bench.deliveries WHERE n >= %s ORDER BY n LIMIT %s", first, count)
+    with open(path, "wb") as f:
+        for headers, body in rows:
+            f.write(b"%d\n" % len(headers))
+            for k, v in headers.items():
+                f.write(("%s: %s\n" % (names.get(k, k), v)).encode())
+            body = bytes(body)
+            f.write(b"%d\n" % len(body) + body + b"\n")
+    return len(rows)
+
+
+def wrk_listener(path, key, seconds, connections, threads):
+    """wrk against the listener for `seconds`; returns (requests/s, requests, non-2xx)."""
+    port = int(os.environ.get("HI_LISTEN_PORT", "18082"))
+    r = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", "%ds" % seconds,
+                        "-s", os.path.join(HERE, "wrk_listener.lua"), "http://127.0.0.1:%d" % port,
+                        "--", path, key, str(threads)], capture_output=True, text=True)
+    rate = re.search(r"Requests/sec:\s+([0-9.]+)", r.stdout)
+    total = re.search(r"([0-9]+) requests in", r.stdout)
+    bad = re.search(r"Non-2xx or 3xx responses: ([0-9]+)", r.stdout)
+    if r.returncode != 0 or not rate or not total:
+        raise RuntimeError("wrk failed: %s\n%s" % (r.stdout[-2000:], r.stderr[-2000:]))
+    return float(rate.group(1)), int(total.group(1)), int(bad.group(1)) if bad else 0
+
+
+def fig8(c, res, S):
+    """Deliveries per second through the webhook listener (HTTP, wrk) against
+    ingest_webhook() called directly over one open connection (pgbench, 1 client): the
+    listener is one process applying deliveries one at a time, so one connection is its
+    equal. Pre-signed distinct note deliveries, interleaved slices, same run."""
+    log("figure 8: the webhook listener")
+    if q1(c, "SELECT current_setting('halo_itsm.listen_addresses', true)") in (None, ""):
+        res.notes.append("figure 8: halo_itsm.listen_addresses is not set: not measured.")
+        return
+    reset_halo(c)
+    q(c, "DELETE FROM halo_itsm.webhook_deliveries")
+    iid, key, secret = webhook_setup(c, "f8")
+    n = S["f8_deliveries"]
+    log("  signing %d deliveries" % n)
+    make_deliveries(c, n, iid, secret, WEBHOOK_TICKETS)
+    q(c, "ANALYZE")
+    half = n // 2
+    path = os.path.join(os.environ.get("HI_BENCH_BIN", "/tmp"), "listener_deliveries.txt")
+    defines = {"key": key, "iid": iid}
+    connections, threads = 4, 2
+    rates = {"listener": [], "direct": []}
+    served = 0
+    offset = 0
+    slices = 2
+    slice_s = max(1, S["f8_seconds"] // slices)
+    for rep in range(S["reps"]):
+        q(c, "CHECKPOINT")
+        done = {"listener": 0.0, "direct": 0.0}
+        for k in range(slices):
+            for side in (("direct", "listener") if (k + rep) % 2 == 0 else ("listener", "direct")):
+                if side == "direct":
+                    t, _ = pgbench("ingest_webhook.sql", slice_s, 1, "halo", defines=defines)
+                else:
+                    # a fresh block of deliveries per slice (wrk's threads each take every
+                    # other one and need not use the same number)
+                    block = 4000 * slice_s
+                    write_wrk_deliveries(c, path, half + 1 + offset, block)
+                    t, total, bad = wrk_listener(path, key, slice_s, connections, threads)
+                    if bad:
+                        raise RuntimeError("figure 8: %d of %d listener answers were not 2xx" % (bad, total))
+                    served += total
+                    offset += block
+                done[side] += t * slice_s
+        for side in done:
+            rates[side].append(done[side] / (slice_s * slices))
+        log("  rep %d: direct %.0f/s, listener %.0f/s" % (rep + 1, rates["direct"][-1], rates["listener"][-1]))
+    direct_used = q1(c, "SELECT last_value FROM bench.ingest_seq")
+    notes = q1(c, "SELECT count(*) FROM halo_itsm.webhook_deliveries WHERE outcome = 'notes_added'")
+    if direct_used > half or offset > n - half:
+        res.notes.append("figure 8: the runs used %d + %d deliveries, more than the %d signed: raise "
+                         "HI_BENCH_F8_DELIVERIES" % (direct_used, served, n))
+    # wrk counts answered requests; one in flight on each connection when a slice ends is
+    # applied but not counted
+    if not 0 <= notes - (direct_used + served) <= connections * slices * S["reps"]:
+        res.notes.append("figure 8: %d direct and %d listener deliveries, but %d added a note"
+                         % (direct_used, served, notes))
+    ratios = [a / b for a, b in zip(rates["listener"], rates["direct"])]
+    res.raw["fig8"] = dict(rates=rates, listener_deliveries=served, direct_deliveries=direct_used, notes_added=notes)
+    res.row(8, "Webhook listener: deliveries/s over HTTP (wrk, %d connections) through the listener vs. "
+            "ingest_webhook() called directly over one open connection (pgbench, 1 client)" % connections,
+            rates["listener"], rates["direct"], ratios, "ratio ≥ 0.8", med(ratios) >= 0.8, "/s")
+
+
 def main():
     """Parses arguments and runs the chosen figures."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -504,7 +598,7 @@ def main():
                                         WHERE name LIKE 'halo_itsm.%' OR name IN
                                               ('synchronous_commit', 'fsync', 'shared_buffers')"""))
     figures = [("mock", mock_capacity), ("1", fig1), ("2", fig2), ("3", fig3), ("4", fig4),
-               ("5", fig5), ("6", fig6), ("7", fig7)]
+               ("5", fig5), ("6", fig6), ("7", fig7), ("8", fig8)]
     failed = []
     for name, fn in figures:
         if only and name not in only:

@@ -3,7 +3,7 @@
 #
 #   bash test/bench/run.sh            all figures, 3 repetitions (about 45 minutes)
 #   bash test/bench/run.sh --quick    tiny sizes, one repetition (under 2 minutes)
-#   bash test/bench/run.sh --only 3,4 some figures (mock, 1, 2, 3, 4, 5, 6, 7)
+#   bash test/bench/run.sh --only 3,4 some figures (mock, 1, 2, 3, 4, 5, 6, 7, 8)
 #   HI_BENCH_<SIZE>=N                 override a size of bench.py (e.g. HI_BENCH_F4_CASES=5000)
 #
 # Installs what is missing, builds and installs halo_itsm, builds the fast mock
@@ -55,12 +55,16 @@ gcc -O2 -Wall -Werror -Isrc/core -o "$HI_RUN/sig_bench" test/bench/sig_bench.c s
 export HI_BENCH_BIN=$HI_RUN
 
 # Production defaults except what a local mock needs and the benchmarks prescribe:
-# http to 127.0.0.1, no request budget (figures 3, 4), the default concurrency limit.
+# http to 127.0.0.1, no request budget (figures 3, 4), the default concurrency limit, the
+# webhook listener on 127.0.0.1 without a rate limit (figure 8).
 hi_cluster_start \
     "halo_itsm.allow_private_addresses = on" \
     "halo_itsm.request_budget = 0" \
     "halo_itsm.max_concurrent_requests = 64" \
     "halo_itsm.request_timeout = 10s" \
+    "halo_itsm.listen_addresses = '127.0.0.1'" \
+    "halo_itsm.listen_port = $LISTEN_PORT" \
+    "halo_itsm.listen_rate_limit = 0" \
     || exit 1
 bench_mock_start || exit 1
 

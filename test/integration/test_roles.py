@@ -20,6 +20,8 @@ INGEST = "halo_itsm.ingest_webhook(text, jsonb, bytea)"
 PUBLIC_FUNCTIONS = {"halo_itsm.render_template(text,text,text,text)",
                     "halo_itsm.priority_id(halo_itsm.integrations,halo_itsm.severity)",
                     "halo_itsm.webhook_signature(text,jsonb,bytea)",
+                    # the SQLSTATE-to-HTTP map external receivers answer by (issue 12)
+                    "halo_itsm.webhook_http_status(text)",
                     # the status view calls it with the reader's rights (issue 9, item 13)
                     "halo_itsm._worker_problem()",
                     # and these (issue 12): who serves the database, the budget used

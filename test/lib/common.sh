@@ -1,7 +1,7 @@
 # test/lib/common.sh: shared pieces of the test harness (sourced, never run).
 #
 # Constants (each can be overridden from the environment, e.g. to run two harnesses
-# side by side): HI_PG_PORT, HI_MOCK_PORT, HI_RECEIVER_PORT, HI_RUN_DIR, HI_PGBIN.
+# side by side): HI_PG_PORT, HI_MOCK_PORT, HI_RECEIVER_PORT, HI_LISTEN_PORT, HI_RUN_DIR, HI_PGBIN.
 # Functions:
 #   hi_setup                      install missing Debian packages, build and install
 #   hi_cluster_start [conf...]    fresh initdb + start of the test cluster, extra conf lines
@@ -21,6 +21,7 @@ PG_CONFIG=$PGBIN/pg_config
 PG_PORT=${HI_PG_PORT:-54329}
 MOCK_PORT=${HI_MOCK_PORT:-18080}
 RECEIVER_PORT=${HI_RECEIVER_PORT:-18081}
+LISTEN_PORT=${HI_LISTEN_PORT:-18082}     # the webhook listener inside the extension
 HI_DB=halo                  # the database where the background worker runs
 HI_DB_MANUAL=halo_manual    # no worker: tests of manual delivery
 HI_RUN=${HI_RUN_DIR:-/tmp/halo_itsm-run}
@@ -33,12 +34,12 @@ HI_PYTHON=/usr/bin/python3
 
 HI_PACKAGES="postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libssl-dev
 postgresql-15-cron python3 python3-psycopg2 make gcc clang libclang-rt-14-dev curl
-openssl wrk gnuplot-nox dpkg-dev debhelper postgresql-server-dev-all"
+openssl wrk gnuplot-nox dpkg-dev debhelper postgresql-server-dev-all libmicrohttpd-dev"
 
 # What clients and the Python helpers (test/integration/halo_test.py) use.
 export PGHOST=$HI_SOCKET_DIR PGPORT=$PG_PORT PGUSER=postgres
 export HI_PG_LOG HI_PGDATA HI_PGBIN=$PGBIN HI_MOCK_PORT=$MOCK_PORT
-export HI_RECEIVER_PORT=$RECEIVER_PORT HI_ROOT
+export HI_RECEIVER_PORT=$RECEIVER_PORT HI_LISTEN_PORT=$LISTEN_PORT HI_ROOT
 
 hi_log() { echo "[harness] $*" >&2; }
 

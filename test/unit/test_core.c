@@ -17,6 +17,8 @@
 
 #include "hi_answer.h"
 #include "hi_budget.h"
+#include "hi_webhook_status.h"
+#include "hi_rate.h"
 #include "hi_backoff.h"
 #include "hi_html.h"
 #include "hi_signature.h"
@@ -1118,6 +1120,62 @@ TestBudgetRing(void)
 	hi_check(hi_budget_ring_used(&r, now) == 1 && r.window_us == 2 * window,
 			 "budget: a changed window starts afresh", "used %d", hi_budget_ring_used(&r, now));
 	hi_check(hi_budget_ring_take(&r, 0, 2 * window, now, 1) > 0, "budget: 0 refuses", "allowed");
+/* The one SQLSTATE-to-HTTP map of webhook answers (hi_webhook_status). */
+static void
+TestWebhookStatus(void)
+{
+	static const struct
+	{
+		const char *sqlstate;
+		int			http;
+	}			rows[] = {
+		{NULL, 200}, {"", 200}, {"WH001", 404}, {"WH002", 413}, {"WH003", 400}, {"WH004", 400},
+		{"WH005", 401}, {"WH006", 401}, {"WH007", 401}, {"WH008", 400}, {"WH009", 400},
+		{"WH010", 400}, {"WH011", 400}, {"25006", 503}, {"57P01", 503}, {"42501", 500},
+		{"XX000", 500}, {"WH0", 500}, {"wh001", 500}, {"WH0011", 500},
+	};
+	size_t		i;
+
+	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+	{
+		int			got = hi_webhook_http_status(rows[i].sqlstate);
+
+		hi_check(got == rows[i].http, "webhook status", "%s: %d, expected %d",
+				 rows[i].sqlstate ? rows[i].sqlstate : "NULL", got, rows[i].http);
+	}
+}
+
+/* The listener's per-source rate limit: a window per address, a bounded table. */
+static void
+TestRate(void)
+{
+	static HiRateTable t;
+	unsigned char a[4] = {10, 0, 0, 1};
+	unsigned char b[4] = {10, 0, 0, 2};
+	unsigned char other[4];
+	int			i,
+				w;
+
+	memset(&t, 0, sizeof(t));
+	for (i = 0; i < 3; i++)
+		hi_check(hi_rate_check(&t, a, 4, 100, 3, 60) == 0, "rate: within the limit", "request %d", i);
+	w = hi_rate_check(&t, a, 4, 110, 3, 60);
+	hi_check(w == 50, "rate: over the limit says when the window ends", "wait %d", w);
+	hi_check(hi_rate_check(&t, b, 4, 110, 3, 60) == 0, "rate: another source has its own window", "%s", "refused");
+	hi_check(hi_rate_check(&t, a, 4, 160, 3, 60) == 0, "rate: a new window", "%s", "refused");
+	hi_check(hi_rate_check(&t, a, 4, 160, 0, 60) == 0, "rate: limit 0 is no limit", "%s", "refused");
+	/* many sources: the table stays its size, the oldest window goes */
+	for (i = 0; i < 5 * HI_RATE_SLOTS; i++)
+	{
+		other[0] = 192;
+		other[1] = (unsigned char) (i >> 16);
+		other[2] = (unsigned char) (i >> 8);
+		other[3] = (unsigned char) i;
+		(void) hi_rate_check(&t, other, 4, 200 + i, 1, 60);
+	}
+	hi_check(hi_rate_check(&t, other, 4, 200 + i - 1, 1, 60) > 0, "rate: the newest source is still tracked",
+			 "%s", "allowed");
+	hi_check(hi_rate_check(&t, a, 20, 160, 1, 60) >= 0, "rate: an over-long address is cut", "%s", "crash");
 }
 
 int
@@ -1140,5 +1198,7 @@ main(void)
 	TestJsonScrub();
 	TestToken();
 	TestBudgetRing();
+	TestWebhookStatus();
+	TestRate();
 	return hi_test_summary();
 }

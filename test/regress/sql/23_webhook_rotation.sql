@@ -46,8 +46,10 @@ SELECT url = 'https://soc.example.com/halo/' || :'key' AS url_ok, secret = :'sec
   FROM halo_itsm.webhook_settings(1);
 SET halo_itsm.webhook_base_url = 'https://soc.example.com/halo';
 SELECT url = 'https://soc.example.com/halo/' || :'key' AS url_ok_without_slash FROM halo_itsm.webhook_settings(1);
+-- without it, the webhook listener's own URL (the test cluster listens on 127.0.0.1)
 SET halo_itsm.webhook_base_url = '';
-SELECT url IS NULL AS no_url, secret IS NOT NULL AS has_secret FROM halo_itsm.webhook_settings(1);
+SELECT url = 'http://127.0.0.1:' || current_setting('halo_itsm.listen_port') || '/halo/' || :'key' AS listener_url,
+       secret IS NOT NULL AS has_secret FROM halo_itsm.webhook_settings(1);
 SET halo_itsm.webhook_base_url = 'https://soc.example.com/halo/';
 SELECT * FROM halo_itsm.webhook_settings(99);
 
