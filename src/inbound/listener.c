@@ -336,7 +336,7 @@ StartDaemons(void)
 		RefuseToStart("halo_itsm.listen_addresses names no address", "Name at least one address, e.g. '127.0.0.1'.");
 	ereport(LOG,
 			(errmsg("halo_itsm: webhook listener serving %s://%s:%d/halo/<webhook key> in database \"%s\"",
-					tls ? "https" : "http", hi_listen_addresses, hi_listen_port, hi_database)));
+					tls ? "https" : "http", hi_listen_addresses, hi_listen_port, hi_worker_database(NULL))));
 }
 
 /* Stops the daemons (closes the listening sockets) when the worker exits. */
@@ -361,7 +361,7 @@ halo_itsm_listener_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(hi_database, NULL, 0);
+	BackgroundWorkerInitializeConnection(hi_worker_database(NULL), NULL, 0);
 	/* over the database's and role's settings: their owners must not redirect this session */
 	hi_pin_worker_session();
 	pgstat_report_appname("halo_itsm listener");

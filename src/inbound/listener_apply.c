@@ -335,7 +335,7 @@ hi_listener_health(char **answer)
 		if (rc != SPI_OK_SELECT || SPI_processed != 1)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("halo_itsm: the extension is not installed in database \"%s\"", hi_database)));
+					 errmsg("halo_itsm: the extension is not installed in database \"%s\"", hi_worker_database(NULL))));
 		EndWork();
 		*answer = MallocCopy("{\"status\": \"ok\"}");
 		status = 200;

@@ -95,6 +95,8 @@ def test_budget_holds_across_deliver_calls():
     times the budget. The budget is in shared memory now, per integration."""
     clean_halo_tables("halo")       # the worker's leftovers of the tests above send nothing
     iid = fresh_integration("halo_manual")
+    # the authorisation server configured: no discovery request, one token request
+    q("SELECT halo_itsm.configure_auth(%s, auth_url => %s)", iid, MOCK.auth_url(), db="halo_manual")
     set_system({"halo_itsm.request_budget": "3", "halo_itsm.request_budget_window": "30s"})
     for sid in ("D-1", "D-2", "D-3", "D-4", "D-5"):
         q("INSERT INTO halo_itsm.cases (sid, title, severity, integration_id)"
@@ -102,7 +104,7 @@ def test_budget_holds_across_deliver_calls():
     for _ in range(3):
         _deliver("halo_manual")
     reqs = MOCK.requests()
-    assert [r["path"] for r in reqs] == ["/auth/token", "/api/Tickets", "/api/Tickets"], reqs
+    assert [r["path"] for r in reqs] == ["/token", "/api/Tickets", "/api/Tickets"], reqs
     assert q("SELECT pending, budget_used FROM halo_itsm.status WHERE integration_id = %s", iid,
              db="halo_manual") == [(3, 3)]
     assert q1("SELECT count(*) FROM halo_itsm.tickets", db="halo_manual") == 2

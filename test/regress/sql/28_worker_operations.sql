@@ -5,7 +5,8 @@
 -- and the status view's served_by in a database that no worker serves and where pg_cron
 -- is not installed.
 --
-\i test/regress/common.sql
+\ir test/regress/common.sql
+\ir test/regress/try.sql
 
 -- The budget settings in force, as C reads them (sighup settings: the cluster's), and
 -- whether the counts are shared (halo_itsm is preloaded in the test cluster).
