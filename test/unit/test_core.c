@@ -1120,6 +1120,8 @@ TestBudgetRing(void)
 	hi_check(hi_budget_ring_used(&r, now) == 1 && r.window_us == 2 * window,
 			 "budget: a changed window starts afresh", "used %d", hi_budget_ring_used(&r, now));
 	hi_check(hi_budget_ring_take(&r, 0, 2 * window, now, 1) > 0, "budget: 0 refuses", "allowed");
+}
+
 /* The one SQLSTATE-to-HTTP map of webhook answers (hi_webhook_status). */
 static void
 TestWebhookStatus(void)
