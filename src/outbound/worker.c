@@ -114,9 +114,13 @@ SayReady(WorkerLoop *loop, HiExtensionState ready, int prev, const char *version
 						loop->dbname, version ? version : "?", HI_EXTVERSION),
 				 errhint("Run ALTER EXTENSION halo_itsm UPDATE in database \"%s\"; queued items wait and are delivered after it.",
 						 loop->dbname)));
-	else if (prev == HI_EXT_MISSING || prev == HI_EXT_OTHER_VERSION)
+	else if (prev == HI_EXT_MISSING)
 		ereport(LOG,
-				(errmsg("halo_itsm: the extension is installed in database \"%s\" at version %s now: the delivery worker delivers",
+				(errmsg("halo_itsm: the extension is installed in database \"%s\" now: the delivery worker delivers",
+						loop->dbname)));
+	else if (prev == HI_EXT_OTHER_VERSION)
+		ereport(LOG,
+				(errmsg("halo_itsm: the extension in database \"%s\" is at version %s now: the delivery worker delivers",
 						loop->dbname, HI_EXTVERSION)));
 }
 

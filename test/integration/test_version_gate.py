@@ -31,8 +31,8 @@ def test_worker_waits_for_the_update_and_then_delivers_what_waited():
     new = _library_version()
     waits = ('WARNING:  halo_itsm: the extension in database "halo" is at version %s and the'
              ' loaded library at %s: the delivery worker waits for the update' % (OLD, new))
-    resumes = ('LOG:  halo_itsm: the extension is installed in database "halo" at version %s'
-               ' now: the delivery worker delivers' % new)
+    resumes = ('LOG:  halo_itsm: the extension in database "halo" is at version %s now: the'
+               ' delivery worker delivers' % new)
     mark = log_mark()
     try:
         _set_extversion(OLD, "halo")
