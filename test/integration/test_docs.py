@@ -11,7 +11,7 @@ the extension (a database of its own, on the test cluster that preloads the libr
     (as `halo_itsm.<name>`, or for a function also as a reference table's `name(...)`);
   - every setting `halo_itsm.*` in pg_settings is named in docs/ as `halo_itsm.<name>`;
   - every relative link of README.md and docs/*.md points to a file that exists and, with
-    `#anchor`, to a heading of that file.
+    `#anchor`, to a heading of that file; every docs/*.md page is linked from README.md.
 
 A failure names each missing item and where it was (or should be) written.
 """
@@ -230,4 +230,7 @@ def test_docs_and_install_agree():
 def test_links_resolve():
     pages = {rel: read(rel) for rel in doc_files()}
     found = link_problems(pages)
+    linked = {os.path.normpath(t.partition("#")[0]) for t in LINK.findall(pages["README.md"])}
+    found += ["%s is not linked from README.md (add a row to its Documentation table)" % rel
+              for rel in doc_files(with_readme=False) if rel not in linked]
     assert not found, "broken links:\n  " + "\n  ".join(found)
