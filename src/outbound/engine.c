@@ -44,6 +44,7 @@
 #include "halo_itsm.h"
 #include "hi_answer.h"
 #include "hi_backoff.h"
+#include "hi_compat.h"
 #include "hi_engine.h"
 #include "hi_instance.h"
 #include "hi_http.h"
@@ -151,7 +152,7 @@ EngineInit(void)
 	}
 	if (wait_set == NULL)
 	{
-		wait_set = CreateWaitEventSet(engine_cxt, 3);
+		wait_set = hi_create_wait_event_set(engine_cxt, 3);
 		AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 		AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 		AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, curl_epfd, NULL, NULL);
