@@ -65,7 +65,7 @@ COMMENT ON TABLE halo_itsm.integration_secrets IS
 -- ---------------------------------------------------------------------------
 CREATE TABLE halo_itsm.cases (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    -- named so that the error says what is wrong (see "Limits" in README.md): the sid is
+    -- named so that the error says what is wrong (see "Sizes" in docs/guarantees.md): the sid is
     -- Halo's third_party_id_string and is carried, escaped, in the lookup URL; the title
     -- and description go into one jsonb ticket object (limit 256 MB) sent in one request
     sid text NOT NULL UNIQUE CONSTRAINT cases_sid_at_most_255_bytes CHECK (octet_length(sid) <= 255),
@@ -80,7 +80,7 @@ CREATE TABLE halo_itsm.cases (
 
 CREATE TABLE halo_itsm.detections (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    -- named so that the error says what is wrong (see "Limits" in README.md): the sid is
+    -- named so that the error says what is wrong (see "Sizes" in docs/guarantees.md): the sid is
     -- Halo's third_party_id_string and is carried, escaped, in the lookup URL; the title
     -- and description go into one jsonb ticket object (limit 256 MB) sent in one request
     sid text NOT NULL UNIQUE CONSTRAINT detections_sid_at_most_255_bytes CHECK (octet_length(sid) <= 255),
