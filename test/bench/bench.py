@@ -27,11 +27,11 @@ from benchlib import (HERE, LATENCY_MS, MAX_CONCURRENT, MOCK, Results, charts, c
 
 FULL = dict(reps=3, f1_seconds=10, f1_slices=5, f1_clients=4, f2_inserts=200, f3_cases=2000,
             f4_cases=20000, f4_integrations=[1, 10, 50, 200], f5_seconds=10, f5_deliveries=200000,
-            f6_history=1000000, f6_seconds=10, f7_small=1000, f7_large=100000,
+            f6_history=1000000, f6_seconds=10, f6_backlog=100000, f6_claims=200, f7_small=1000, f7_large=100000,
             f7_integrations=50, wrk_seconds=3, f8_seconds=10, f8_deliveries=240000)
 QUICK = dict(reps=1, f1_seconds=2, f1_slices=2, f1_clients=4, f2_inserts=20, f3_cases=40,
              f4_cases=200, f4_integrations=[1, 10, 50], f5_seconds=2, f5_deliveries=30000,
-             f6_history=10000, f6_seconds=2, f7_small=100, f7_large=1000,
+             f6_history=10000, f6_seconds=2, f6_backlog=2000, f6_claims=20, f7_small=100, f7_large=1000,
              f7_integrations=10, wrk_seconds=1, f8_seconds=2, f8_deliveries=20000)
 
 # --- the mock's own capacity --------------------------------------------------------------
@@ -95,13 +95,19 @@ def fig1(c, res, S):
     # alone, which the commit's flush otherwise partly hides (no target; shown for insight).
     tps = {"plain": [], "halo": []}
     cpu = {"plain": [], "halo": []}
+    pid = worker_pid(c)
     for rep in range(S["reps"]):
         for series, options in ((tps, None), (cpu, "-c synchronous_commit=off")):
             q(c, "TRUNCATE bench.cases_plain")
             truncate_quietly(c, ["halo_itsm.cases"])
             q(c, "CHECKPOINT")
+            cpu0 = proc_cpu_s(pid)
             t = interleaved(sides, S["f1_seconds"], S["f1_slices"], S["f1_clients"], rep,
                             options=options)
+            # the worker's CPU per item it delivered meanwhile (figure 9)
+            delivered = q1(c, "SELECT count(*) FROM halo_itsm.tickets")
+            if delivered:
+                res.worker_cpu_f1.append(1000.0 * (proc_cpu_s(pid) - cpu0) / delivered)
             for side in sides:
                 series[side].append(t[side])
         log("  rep %d: plain %.0f tps, halo %.0f tps; synchronous_commit off: plain %.0f, halo %.0f"
@@ -111,9 +117,10 @@ def fig1(c, res, S):
     res.raw["fig1"] = dict(tps=tps, tps_synchronous_commit_off=cpu)
     res.row(1, "Insert overhead: pgbench TPS, %d clients, inserts into halo_itsm.cases (worker "
             "delivering, mock %d ms) vs. an identical table without triggers" % (S["f1_clients"], LATENCY_MS),
-            tps["halo"], tps["plain"], ratios, "ratio ≥ 0.85", med(ratios) >= 0.85, " tps")
+            tps["halo"], tps["plain"], ratios, "ratio ≥ 0.92", med(ratios) >= 0.92, " tps")
     res.row(1, "Insert overhead, the same with synchronous_commit = off (CPU only, no flush "
-            "to wait for)", cpu["halo"], cpu["plain"], cpu_ratios, "– (insight)", None, " tps")
+            "to wait for)", cpu["halo"], cpu["plain"], cpu_ratios, "ratio ≥ 0.85",
+            med(cpu_ratios) >= 0.85, " tps")
     wait_delivered_or_truncate(c)
 
 
@@ -168,8 +175,9 @@ def fig2(c, res, S):
 
 # --- figures 3 and 4: delivery throughput ---------------------------------------------------
 
-def throughput_run(c, n_cases, ids, tag):
-    """Delivers n_cases over integrations ids; returns (tickets/s, lost, duplicated, worker CPU %)."""
+def throughput_run(c, n_cases, ids, tag, cpu_per_item=None):
+    """Delivers n_cases over integrations ids; returns (tickets/s, lost, duplicated, worker CPU %);
+    appends the worker's CPU milliseconds per delivered item to cpu_per_item."""
     mock("POST", "/_bench/reset")
     pid = worker_pid(c)
     cpu0 = proc_cpu_s(pid)
@@ -180,6 +188,8 @@ def throughput_run(c, n_cases, ids, tag):
     end = max(r[1] for sid in sids for r in recs.get(sid, []))
     elapsed = (end - t0) / 1e6
     lost, dup = check_exactly_once(c, sids, recs)
+    if cpu_per_item is not None:
+        cpu_per_item.append(1000.0 * (cpu1 - cpu0) / n_cases)
     return n_cases / elapsed, lost, dup, 100.0 * (cpu1 - cpu0) / elapsed
 
 
@@ -220,7 +230,8 @@ def fig4(c, res, S):
         ideal = min(n, MAX_CONCURRENT) * 1000.0 / LATENCY_MS
         rates, bad, cpu = [], 0, []
         for rep in range(S["reps"]):
-            rate, lost, dup, w = throughput_run(c, S["f4_cases"], ids, "T4-%d-%d-" % (n, rep))
+            per_item = res.worker_cpu_f4.setdefault(n, [])
+            rate, lost, dup, w = throughput_run(c, S["f4_cases"], ids, "T4-%d-%d-" % (n, rep), per_item)
             rates.append(rate)
             cpu.append(w)
             bad += lost + dup
@@ -229,8 +240,9 @@ def fig4(c, res, S):
         res.throughput.append((n, rates, ideal))
         res.raw.setdefault("fig4", []).append(dict(integrations=n, rates=rates, ideal=ideal,
                                                    worker_cpu_pct=cpu, lost_or_duplicated=bad))
-        target = "≥ 0.7 of ideal; no loss/duplicate" if n == 50 else "no loss/duplicate"
-        met = (med(rates) / ideal >= 0.7 if n == 50 else True) and bad == 0
+        targets = {50: 0.7, 200: 0.85}
+        target = ("≥ %s of ideal; no loss/duplicate" % targets[n]) if n in targets else "no loss/duplicate"
+        met = (med(rates) / ideal >= targets[n] if n in targets else True) and bad == 0
         res.row(4, "Delivery throughput, %d cases over %d integration%s, mock %d ms, budget off "
                 "(baseline: ideal min(n, %d)/latency); lost+duplicated: %d"
                 % (S["f4_cases"], n, "s" if n > 1 else "", LATENCY_MS, MAX_CONCURRENT, bad),
@@ -324,19 +336,25 @@ def fig5(c, res, S):
         for side in scripts:
             tps[side].append(t[side])
         log("  rep %d: plain %.0f tps, ingest %.0f tps" % (rep + 1, t["plain"], t["ingest"]))
-    used = max(q1(m, "SELECT last_value FROM bench.ingest_seq"), q1(m, "SELECT last_value FROM bench.plain_seq"))
+    used = {side: q1(m, "SELECT last_value FROM bench.%s_seq" % side) for side in scripts}
     notes = q1(m, "SELECT count(*) FROM halo_itsm.webhook_deliveries WHERE outcome = 'notes_added'")
-    ingested = q1(m, "SELECT last_value FROM bench.ingest_seq")
-    if used > S["f5_deliveries"]:
-        res.notes.append("figure 5: the runs used %d deliveries, more than the %d signed: raise "
-                         "HI_BENCH_F5_DELIVERIES" % (used, S["f5_deliveries"]))
+    ingested = used["ingest"]
+    # a side that ran past the signed deliveries did no work at the end and its TPS means
+    # nothing: the figure fails instead of printing a ratio
+    for side, n in used.items():
+        if n > S["f5_deliveries"]:
+            m.close()
+            raise RuntimeError("figure 5: the %s side used %d deliveries, more than the %d signed, "
+                               "so its TPS counts transactions that did nothing: raise "
+                               "HI_BENCH_F5_DELIVERIES" % (side, n, S["f5_deliveries"]))
     if notes != ingested:
-        res.notes.append("figure 5: %d deliveries ingested but %d added a note" % (ingested, notes))
+        m.close()
+        raise RuntimeError("figure 5: %d deliveries ingested but %d added a note" % (ingested, notes))
     ratios = [a / b for a, b in zip(tps["ingest"], tps["plain"])]
     res.raw["fig5"] = dict(tps=tps, deliveries_ingested=ingested, notes_added=notes)
     res.row(5, "Webhook ingest: pgbench TPS, %d clients, ingest_webhook() with pre-signed distinct note "
             "deliveries vs. a plain INSERT of the same timeline row" % S["f1_clients"],
-            tps["ingest"], tps["plain"], ratios, "ratio ≥ 0.5", med(ratios) >= 0.5, " tps")
+            tps["ingest"], tps["plain"], ratios, "ratio ≥ 0.75", med(ratios) >= 0.75, " tps")
     m.close()
     sig = os.path.join(os.environ.get("HI_BENCH_BIN", "/tmp"), "sig_bench")
     if not os.path.exists(sig):
@@ -437,7 +455,72 @@ def fig6(c, res, S):
                 h["ingest_ms"], e["ingest_ms"], ratios, "ratio ≤ 1.2", med(ratios) <= 1.2, " ms")
     else:
         res.notes.append("figure 6: halo_itsm.ingest_webhook() does not exist: ingest cost not measured.")
+    backlog_claims(m, res, S)
     m.close()
+
+
+def time_claims(s, n):
+    """Median milliseconds of n claims of one item in session s, each rolled back."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        q(s, "SELECT count(*) FROM halo_itsm._claim(1, 1, '{}')")
+        times.append(1000.0 * (time.perf_counter() - t0))
+        s.rollback()
+    return med(times)
+
+
+def backlog_claims(m, res, S):
+    """The claim's cost with a large backlog against a small one, in a session that made its
+    plans on an empty outbox (as a worker started on an empty outbox does), the outbox grown
+    without ANALYZE (autovacuum off for the outbox meanwhile)."""
+    big = S["f6_backlog"]
+    small_ms, big_ms = [], []
+    q(m, "ALTER TABLE halo_itsm.outbox SET (autovacuum_enabled = false)")
+    try:
+        for rep in range(S["reps"]):
+            reset_halo(m)
+            make_integrations(m, 1, "f6b%d" % rep)
+            q(m, "ANALYZE halo_itsm.outbox")         # statistics of the empty outbox
+            s = connect("halo_manual", autocommit=False)
+            time_claims(s, 1)                        # the session's plans, on the empty outbox
+            q(m, """INSERT INTO halo_itsm.cases (sid, title, severity)
+                    SELECT 'B%s-' || g, 'Backlog', 'high' FROM generate_series(1, 10) g""" % rep)
+            small_ms.append(time_claims(s, S["f6_claims"]))
+            q(m, """INSERT INTO halo_itsm.cases (sid, title, severity)
+                    SELECT 'B%s-' || g, 'Backlog', 'high' FROM generate_series(11, %s) g""" % (rep, big))
+            big_ms.append(time_claims(s, S["f6_claims"]))
+            s.close()
+            log("  backlog rep %d: claim %.3f ms with 10 pending, %.3f ms with %s pending"
+                % (rep + 1, small_ms[-1], big_ms[-1], format(big, ",")))
+    finally:
+        q(m, "ALTER TABLE halo_itsm.outbox RESET (autovacuum_enabled)")
+        reset_halo(m)
+    res.raw["fig6_backlog"] = dict(claim_ms_10=small_ms, claim_ms_backlog=big_ms, backlog=big)
+    ratios = [a / b for a, b in zip(big_ms, small_ms)]
+    res.row(6, "Claim cost with %s pending items vs. 10, plans made on an empty outbox, no ANALYZE "
+            "since (a worker started on an empty outbox)" % format(big, ","), big_ms, small_ms,
+            ratios, "ratio ≤ 1.2", med(ratios) <= 1.2, " ms", digits=3)
+
+
+# --- figure 9: the worker's CPU per delivered item ------------------------------------------
+
+def fig9(c, res, S):
+    """The delivery worker's CPU time (user + system, /proc) per item it delivered, measured
+    during figure 1 (inserts and deliveries together) and figure 4 (the largest number of
+    integrations); no baseline: the target is absolute."""
+    if res.worker_cpu_f1:
+        res.row(9, "Worker CPU per delivered item while figure 1's clients insert (ms of CPU / items)",
+                res.worker_cpu_f1, None, None, "≤ 0.5 ms", med(res.worker_cpu_f1) <= 0.5, " ms", digits=3)
+    else:
+        res.notes.append("figure 9: figure 1 did not run or delivered nothing: no CPU per item during it.")
+    if res.worker_cpu_f4:
+        n = max(res.worker_cpu_f4)
+        res.row(9, "Worker CPU per delivered item during figure 4, %d integrations (ms of CPU / items)" % n,
+                res.worker_cpu_f4[n], None, None, "≤ 0.5 ms", med(res.worker_cpu_f4[n]) <= 0.5, " ms",
+                digits=3)
+    else:
+        res.notes.append("figure 9: figure 4 did not run: no CPU per item during it.")
 
 
 # --- figure 7: memory ------------------------------------------------------------------------
@@ -598,7 +681,7 @@ def main():
                                         WHERE name LIKE 'halo_itsm.%' OR name IN
                                               ('synchronous_commit', 'fsync', 'shared_buffers')"""))
     figures = [("mock", mock_capacity), ("1", fig1), ("2", fig2), ("3", fig3), ("4", fig4),
-               ("5", fig5), ("6", fig6), ("7", fig7), ("8", fig8)]
+               ("5", fig5), ("6", fig6), ("7", fig7), ("8", fig8), ("9", fig9)]
     failed = []
     for name, fn in figures:
         if only and name not in only:

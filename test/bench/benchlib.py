@@ -287,6 +287,8 @@ class Results:
         self.rows = []
         self.raw = {}
         self.notes = []
+        self.worker_cpu_f1 = []     # figure 9: worker CPU ms per delivered item during figure 1
+        self.worker_cpu_f4 = {}     # ... during figure 4, by number of integrations
 
     def row(self, fig, name, measured, baseline, ratios, target, met, unit="", bunit=None, digits=None):
         """Adds a table row: samples of the figure and its baseline, per-rep ratios."""
