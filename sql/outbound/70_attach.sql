@@ -129,7 +129,7 @@ SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO halo_itsm.outbox AS o (kind, case_id, detection_id, integration_id, halo_ticket_id)
     VALUES ('update', _queue_update.case_id, _queue_update.detection_id, integration, _queue_update.halo_ticket_id)
-    ON CONFLICT (case_id, detection_id) WHERE kind = 'update' AND state <> 'done' AND state <> 'dead'
+    ON CONFLICT (case_id, detection_id) WHERE kind > 'sync' AND timeline_id IS NULL AND state <> 'done' AND state <> 'dead'
     DO UPDATE SET again = o.again OR o.state = 'in_flight';
     PERFORM halo_itsm._wake_worker_at_commit();
 END

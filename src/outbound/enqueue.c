@@ -43,6 +43,7 @@
 #include "hi_spi.h"
 
 PG_FUNCTION_INFO_V1(halo_itsm_enqueue);
+PG_FUNCTION_INFO_V1(halo_itsm_case_enqueue);
 PG_FUNCTION_INFO_V1(halo_itsm_restoring);
 
 /* The statements of the trigger; every name is qualified. */
@@ -152,7 +153,7 @@ GetEnqueueCache(FunctionCallInfo fcinfo, TriggerData *trig)
 
 	if (cache != NULL)
 		return cache;
-	if (trig->tg_trigger->tgnargs != 1)
+	if (trig->tg_trigger->tgnargs > 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("halo_itsm: _enqueue() takes one argument, the attachment id"),
@@ -163,13 +164,22 @@ GetEnqueueCache(FunctionCallInfo fcinfo, TriggerData *trig)
 	cache = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(EnqueueCache));
 	cache->owner = ((Form_pg_proc) GETSTRUCT(proc))->proowner;
 	ReleaseSysCache(proc);
-	cache->attachment_id = pg_strtoint32(trig->tg_trigger->tgargs[0]);
 	nsp = get_namespace_oid("halo_itsm", true);
 	if (RelationGetNamespace(rel) == nsp)
 	{
 		cache->builtin_case = strcmp(RelationGetRelationName(rel), "cases") == 0;
 		cache->builtin_detection = strcmp(RelationGetRelationName(rel), "detections") == 0;
 	}
+	/* no argument: the trigger of release 1.0 (_case_enqueue), still in force until ALTER EXTENSION UPDATE */
+	if (trig->tg_trigger->tgnargs == 1)
+		cache->attachment_id = pg_strtoint32(trig->tg_trigger->tgargs[0]);
+	else if (cache->builtin_case || cache->builtin_detection)
+		cache->attachment_id = cache->builtin_case ? 1 : 2;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("halo_itsm: _enqueue() takes one argument, the attachment id"),
+				 errhint("Attach tables with halo_itsm.attach(); do not create this trigger by hand.")));
 	if (cache->builtin_case || cache->builtin_detection)
 	{
 		cache->id_attnum = SPI_fnumber(desc, "id");
@@ -377,4 +387,15 @@ halo_itsm_enqueue(PG_FUNCTION_ARGS)
 	SPI_finish();
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * The insert trigger of halo_itsm.cases in release 1.0 (_case_enqueue, no
+ * argument): kept so that inserts keep queueing while a 1.0 schema runs on
+ * this library, until ALTER EXTENSION halo_itsm UPDATE replaces it.
+ */
+Datum
+halo_itsm_case_enqueue(PG_FUNCTION_ARGS)
+{
+	return halo_itsm_enqueue(fcinfo);
 }

@@ -1,6 +1,7 @@
 /*
- * 10_schema.sql: the tables of halo_itsm: integrations and their secrets, cases,
+ * 10_schema.once.sql: the tables of halo_itsm: integrations and their secrets, cases,
  * detections, tickets, the outbox, the timeline and webhook deliveries.
+ * Runs once, at CREATE EXTENSION: later versions change these objects in sql/updates/A--B.sql.
  * Part of the install script sql/halo_itsm--<version>.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
  */
 
@@ -225,9 +226,12 @@ CREATE UNIQUE INDEX outbox_one_per_detection ON halo_itsm.outbox (detection_id) 
 CREATE UNIQUE INDEX outbox_one_sync_pending ON halo_itsm.outbox (integration_id, halo_ticket_id)
     WHERE kind = 'sync' AND state <> 'done' AND state <> 'dead';  -- pending or in flight; no array to compile
 -- (the inserts of syncs rely on it with ON CONFLICT DO NOTHING: _queue_sync, reconcile)
--- a burst of changes to one case or detection is one update request (_queue_update)
+-- a burst of changes to one case or detection is one update request (_queue_update). The
+-- updates are the items of the kinds after 'sync' (note, close, update: the values 1.1
+-- added, in this order) without a timeline entry (notes and closes have one): an upgrade
+-- script cannot name a value it adds to the enum
 CREATE UNIQUE INDEX outbox_one_update_open ON halo_itsm.outbox (case_id, detection_id) NULLS NOT DISTINCT
-    WHERE kind = 'update' AND state <> 'done' AND state <> 'dead';
+    WHERE kind > 'sync' AND timeline_id IS NULL AND state <> 'done' AND state <> 'dead';
 -- notes, closes and updates queued before their ticket exists: _record gives them the ticket
 CREATE INDEX outbox_waiting_for_ticket ON halo_itsm.outbox (case_id, detection_id)
     WHERE halo_ticket_id IS NULL AND kind <> 'case' AND kind <> 'detection';
