@@ -166,10 +166,11 @@ BEGIN
     SELECT * INTO a FROM halo_itsm.attachments x
      WHERE x.id = coalesce(r.attachment_id, CASE WHEN _case_changed.kind = 'case' THEN 1 ELSE 2 END);
 
-    IF new_status = 'closed' AND old_status IS DISTINCT FROM 'closed' THEN
-        IF t.halo_closed OR (t.id IS NULL AND NOT v_creating) THEN
-            RETURN;     -- closed in Halo (this is its write-back), or no ticket to close
-        END IF;
+    -- a detection of halo_itsm.detections gets its ticket when closed: nothing to close then
+    IF (t.id IS NULL AND NOT v_creating) OR (_case_changed.kind = 'detection' AND r.attachment_id IS NULL) THEN
+        NULL;
+    ELSIF new_status = 'closed' AND old_status IS DISTINCT FROM 'closed' AND NOT coalesce(t.halo_closed, false) THEN
+        -- a local close (not the write-back of Halo's: halo_closed), of a ticket not known closed
         INSERT INTO halo_itsm.timeline (case_id, detection_id, occurred_at, source, kind, author, body,
                                         internal, integration_id, halo_ticket_id)
         VALUES (v_case, v_detection, now(), 'local', 'closed', session_user, 'Closed locally.', false,
@@ -248,7 +249,8 @@ $$;
 -- table and the key. Nothing for halo_itsm.cases and detections themselves.
 CREATE OR REPLACE FUNCTION halo_itsm._write_back(kind text, id bigint, closed_at timestamptz)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $$
+SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on AS $$
 DECLARE
     a halo_itsm.attachments;
     v_key text;
@@ -346,7 +348,8 @@ $$;
 -- ticket exists, once. Returns the timeline entry's id.
 CREATE OR REPLACE FUNCTION halo_itsm.add_note(source regclass, sid text, body text, internal boolean DEFAULT true)
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $$
+SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on AS $$
 DECLARE
     a halo_itsm.attachments;
     r record;
