@@ -149,25 +149,30 @@ DECLARE
     a halo_itsm.attachments;
     v_case bigint := CASE WHEN kind = 'case' THEN id END;
     v_detection bigint := CASE WHEN kind = 'detection' THEN id END;
+    cr record;
     v_creating boolean;
+    v_sent boolean;
     v_timeline bigint;
 BEGIN
     IF _case_changed.kind = 'case' THEN
         SELECT c.attachment_id, c.integration_id INTO r FROM halo_itsm.cases c WHERE c.id = v_case;
         SELECT * INTO t FROM halo_itsm.tickets x WHERE x.case_id = v_case;
-        v_creating := EXISTS (SELECT 1 FROM halo_itsm.outbox o WHERE o.kind = 'case' AND o.case_id = v_case
-                                 AND (o.state = 'in_flight' OR o.maybe_sent OR o.state = 'pending'));
+        SELECT o.state, o.maybe_sent INTO cr FROM halo_itsm.outbox o WHERE o.kind = 'case' AND o.case_id = v_case;
     ELSE
         SELECT d.attachment_id, d.integration_id INTO r FROM halo_itsm.detections d WHERE d.id = v_detection;
         SELECT * INTO t FROM halo_itsm.tickets x WHERE x.detection_id = v_detection;
-        v_creating := EXISTS (SELECT 1 FROM halo_itsm.outbox o WHERE o.kind = 'detection' AND o.detection_id = v_detection
-                                 AND (o.state = 'in_flight' OR o.maybe_sent OR o.state = 'pending'));
+        SELECT o.state, o.maybe_sent INTO cr FROM halo_itsm.outbox o
+         WHERE o.kind = 'detection' AND o.detection_id = v_detection;
     END IF;
+    -- the create is queued (a close waits for it), or may have reached Halo (an update then
+    -- follows it; one not sent yet is built from the row as it is when claimed)
+    v_creating := cr.state IN ('pending', 'in_flight');
+    v_sent := cr.state = 'in_flight' OR cr.maybe_sent;
     SELECT * INTO a FROM halo_itsm.attachments x
      WHERE x.id = coalesce(r.attachment_id, CASE WHEN _case_changed.kind = 'case' THEN 1 ELSE 2 END);
 
     -- a detection of halo_itsm.detections gets its ticket when closed: nothing to close then
-    IF (t.id IS NULL AND NOT v_creating) OR (_case_changed.kind = 'detection' AND r.attachment_id IS NULL) THEN
+    IF (t.id IS NULL AND NOT coalesce(v_creating, false)) OR (_case_changed.kind = 'detection' AND r.attachment_id IS NULL) THEN
         NULL;
     ELSIF new_status = 'closed' AND old_status IS DISTINCT FROM 'closed' AND NOT coalesce(t.halo_closed, false) THEN
         -- a local close (not the write-back of Halo's: halo_closed), of a ticket not known closed
@@ -187,7 +192,7 @@ BEGIN
     END IF;
 
     IF ((title_changed AND a.sync_title) OR (severity_changed AND a.sync_severity))
-       AND (t.id IS NOT NULL OR v_creating) THEN
+       AND (t.id IS NOT NULL OR coalesce(v_sent, false)) THEN
         PERFORM halo_itsm._queue_update(v_case, v_detection, coalesce(t.integration_id, r.integration_id),
                                         t.halo_ticket_id);
     END IF;

@@ -6,11 +6,16 @@ role with no rights on halo_itsm. Shown with the exact JSON the mock received: t
 with the mapped priority; a close from Halo written back to the platform's row; a local
 note and a local close reaching Halo once, never echoed back to the timeline when Halo's
 webhook for them arrives; a burst of changes sent as one ticket update; no duplicate note
-after an ambiguous failure (dropped connection after Halo stored it, 500, 429).
+or close after an ambiguous failure (dropped connection after Halo stored it, 500, 429,
+the worker killed with SIGKILL while the close was in flight).
 """
+import os
+import signal
+
 import psycopg2
 
-from halo_test import ensure_extension, fresh_integration, q, q1, wait_until
+from halo_test import close_connections, ensure_extension, fresh_integration, q, q1, timeout, wait_until
+from test_delivery_faults import WORKER_PID_SQL, _reconnect
 from webhook_helpers import MOCK, Receiver, point_mock_at_receiver
 
 STATE = {}
@@ -46,6 +51,7 @@ def teardown_module():
     MOCK.webhook(enabled=False)
     STATE.pop("receiver").stop()
     MOCK.clear_faults()
+    close_connections()
     q("SELECT halo_itsm.detach('platform.incidents')")
     q("DROP SCHEMA platform CASCADE")
     q("REVOKE ALL ON FUNCTION halo_itsm.add_note(regclass, text, text, boolean) FROM %s" % APP)
@@ -247,3 +253,48 @@ def test_note_after_dropped_answer_is_found_not_sent_again():
 def test_note_after_500_and_429_sent_once():
     _note_after_fault("INC-9", {"action": {"type": "status", "status": 500}}, expect_posts=2)
     _note_after_fault("INC-10", {"action": {"type": "status", "status": 429}}, expect_posts=2)
+
+
+def test_close_after_dropped_answer_is_found_not_sent_again():
+    insert("INC-11", "Closed through a fault", "Sev2")
+    tid = ticket_of("INC-11")
+    drained()
+    since = mark()
+    MOCK.faults({"method": "POST", "path": "/api/Actions", "count": 1, "action": {"type": "drop_after_create"}})
+    try:
+        as_app("UPDATE platform.incidents SET state = 'resolved' WHERE ref = 'INC-11'")
+        drained()
+    finally:
+        MOCK.clear_faults()
+    closes = [a for a in MOCK.actions() if a["ticket_id"] == tid and a.get("new_status") == 9]
+    assert len(closes) == 1, closes
+    assert len(MOCK.requests(path="/api/Actions", method="POST", since=since)) == 1
+    assert timeline("INC-11") == [("local", "closed", "Closed locally.", False, True)]
+
+
+@timeout(90)
+def test_worker_killed_while_closing_sends_one_close():
+    """Last of the module: SIGKILL restarts every backend (the receiver's too)."""
+    insert("INC-12", "Killed mid-close", "Sev2")
+    tid = ticket_of("INC-12")
+    drained()
+    since = mark()
+    MOCK.config(latency_ms=700)
+    try:
+        as_app("UPDATE platform.incidents SET state = 'resolved' WHERE ref = 'INC-12'")
+        wait_until(lambda: [r for r in MOCK.requests(path="/api/Actions", method="POST", since=since)
+                            if r["status"] is None], timeout=20, interval=0.02, msg="the close in flight")
+        # the mock stores the action first and waits its latency before answering
+        wait_until(lambda: [a for a in MOCK.actions() if a["ticket_id"] == tid and a.get("new_status") == 9],
+                   timeout=2, interval=0.01)
+        old_pid = q1(WORKER_PID_SQL)
+        os.kill(old_pid, signal.SIGKILL)
+        _reconnect(old_pid)
+    finally:
+        MOCK.config(latency_ms=0)
+    drained()
+    closes = [a for a in MOCK.actions() if a["ticket_id"] == tid and a.get("new_status") == 9]
+    assert len(closes) == 1, closes
+    assert len(MOCK.requests(path="/api/Actions", method="POST", since=since)) == 1
+    assert q1("""SELECT o.result FROM halo_itsm.outbox o JOIN halo_itsm.cases c ON c.id = o.case_id
+                  WHERE c.sid = 'INC-12' AND o.kind = 'close'""") == "found: action %d" % closes[0]["id"]

@@ -85,7 +85,9 @@ def snapshot(conn):
     out = {}
     with conn.cursor() as cur:
         for table, key in TABLES.items():
-            cur.execute("SELECT row_to_json(t)::text FROM halo_itsm.%s t ORDER BY %s" % (table, key))
+            # the built-in attachments are made by CREATE EXTENSION (not dumped)
+            where = " WHERE NOT t.builtin" if table == "attachments" else ""
+            cur.execute("SELECT row_to_json(t)::text FROM halo_itsm.%s t%s ORDER BY %s" % (table, where, key))
             out[table] = [r[0] for r in cur.fetchall()]
         for seq in SEQUENCES:
             cur.execute("SELECT last_value, is_called FROM halo_itsm.%s" % seq)
