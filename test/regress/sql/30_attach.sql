@@ -35,6 +35,9 @@ CREATE TABLE platform.incidents (
 );
 ALTER TABLE platform.incidents ENABLE ROW LEVEL SECURITY;
 ALTER TABLE platform.incidents FORCE ROW LEVEL SECURITY;
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS hi_app_role;   -- left by an interrupted run (roles outlive the database)
+RESET client_min_messages;
 CREATE ROLE hi_app_role NOLOGIN;
 GRANT USAGE ON SCHEMA platform TO hi_app_role;
 GRANT SELECT, INSERT, UPDATE ON platform.incidents TO hi_app_role;
@@ -277,3 +280,8 @@ SELECT count(*) AS triggers FROM pg_trigger WHERE tgrelid = 'platform.incidents'
 INSERT INTO platform.incidents (ref, name, sev) VALUES ('INC-after', 'After detach', 'Sev1');
 SELECT count(*) AS cases_of_after FROM halo_itsm.cases WHERE sid = 'INC-after';
 SELECT count(*) AS still_there FROM halo_itsm.cases WHERE sid LIKE 'INC-%' AND attachment_id IS NULL;
+
+-- the role is the cluster's: gone with what it was granted
+DROP SCHEMA platform CASCADE;
+REVOKE ALL ON FUNCTION halo_itsm.add_note(regclass, text, text, boolean) FROM hi_app_role;
+DROP ROLE hi_app_role;
