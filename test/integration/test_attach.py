@@ -162,6 +162,19 @@ def test_local_note_reaches_halo_once_and_is_not_echoed():
     assert len(timeline("INC-4")) == 2
 
 
+def test_note_from_halo_reaches_the_timeline_of_the_platform_row():
+    insert("INC-13", "Noted in Halo", "Sev3")
+    tid = ticket_of("INC-13")
+    r = MOCK.add_note(tid, "Agent: user called back", "Bob Agent", hidden=True)
+    assert r["webhook"]["status"] == 200, r["webhook"]
+    assert q("""SELECT i.ref, t.source, t.kind, t.author, t.body, t.internal, t.halo_action_id
+                  FROM halo_itsm.timeline t JOIN halo_itsm.cases c ON c.id = t.case_id
+                  JOIN halo_itsm.attachments a ON a.id = c.attachment_id
+                  JOIN platform.incidents i ON i.id::text = c.source_key
+                 WHERE a.source = 'platform.incidents'::regclass AND c.sid = 'INC-13'""") == [
+        ("INC-13", "halo", "note", "Bob Agent", "Agent: user called back", True, r["action"]["id"])]
+
+
 def test_note_before_the_ticket_goes_after_the_create():
     MOCK.config(latency_ms=300)
     try:
