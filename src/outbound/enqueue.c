@@ -62,6 +62,9 @@ PG_FUNCTION_INFO_V1(halo_itsm_restoring);
 	"FROM halo_itsm.attachments a WHERE a.id OPERATOR(pg_catalog.=) $1"
 #define INSERT_SQL \
 	"SELECT halo_itsm._attached_insert($1, $2, $3, $4, $5, $6, $7, $8)"
+#define PROBLEM_SQL \
+	"UPDATE halo_itsm.attachments SET last_error = $2, last_error_at = pg_catalog.now() " \
+	"WHERE id OPERATOR(pg_catalog.=) $1"
 #define CHANGED_SQL \
 	"SELECT halo_itsm._source_changed($1, $2, $3, $4, $5, $6, $7, $8)"
 
@@ -83,6 +86,7 @@ static SPIPlanPtr detection_plan = NULL;
 static SPIPlanPtr config_plan = NULL;
 static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr changed_plan = NULL;
+static SPIPlanPtr problem_plan = NULL;
 
 /* Per trigger call site (fn_extra): whose rights it runs with, the attachment and its columns. */
 typedef struct EnqueueCache
@@ -92,6 +96,9 @@ typedef struct EnqueueCache
 	bool		builtin_case;	/* halo_itsm.cases itself */
 	bool		builtin_detection;	/* halo_itsm.detections itself */
 	bool		have_config;	/* the attachment's mapping was read */
+	char	   *problem;		/* why its rows cannot be queued (ReadConfig), or NULL */
+	bool		problem_reported;
+	MemoryContext cxt;			/* fn_mcxt: lives as long as the cache */
 	AttrNumber	id_attnum;		/* built-in tables: id, integration_id, status, case_id */
 	AttrNumber	integration_attnum;
 	AttrNumber	status_attnum;
@@ -101,6 +108,7 @@ typedef struct EnqueueCache
 
 static EnqueueCache *GetEnqueueCache(FunctionCallInfo fcinfo, TriggerData *trig);
 static void ReadConfig(EnqueueCache *cache, TupleDesc desc);
+static void ReportProblem(EnqueueCache *cache);
 static void RunPlan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types, Datum *values,
 					char *nulls);
 static void EnqueueBuiltin(EnqueueCache *cache, TriggerData *trig);
@@ -162,6 +170,7 @@ GetEnqueueCache(FunctionCallInfo fcinfo, TriggerData *trig)
 	if (!HeapTupleIsValid(proc))
 		elog(ERROR, "halo_itsm: cache lookup failed for function %u", fcinfo->flinfo->fn_oid);
 	cache = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(EnqueueCache));
+	cache->cxt = fcinfo->flinfo->fn_mcxt;
 	cache->owner = ((Form_pg_proc) GETSTRUCT(proc))->proowner;
 	ReleaseSysCache(proc);
 	nsp = get_namespace_oid("halo_itsm", true);
@@ -195,7 +204,11 @@ GetEnqueueCache(FunctionCallInfo fcinfo, TriggerData *trig)
 	return cache;
 }
 
-/* Reads the attachment's column mapping (once per statement) as attnums of this relation. */
+/*
+ * Reads the attachment's column mapping (once per statement) as attnums of
+ * this relation. An attachment that is gone or names a column that is gone
+ * leaves cache->problem set instead: the platform's statement must not fail.
+ */
 static void
 ReadConfig(EnqueueCache *cache, TupleDesc desc)
 {
@@ -204,27 +217,47 @@ ReadConfig(EnqueueCache *cache, TupleDesc desc)
 	int			rc;
 	int			i;
 
+	cache->have_config = true;
 	values[0] = Int32GetDatum(cache->attachment_id);
 	hi_prepare(&config_plan, CONFIG_SQL, 1, types);
 	rc = hi_execute(config_plan, values, NULL, true, "reading the attachment",
 					"Check halo_itsm.attachments; detach and attach the table again.");
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("halo_itsm: attachment %d of this trigger does not exist", cache->attachment_id),
-				 errhint("Drop the trigger halo_itsm_enqueue of this table, or attach it again with halo_itsm.attach().")));
+	{
+		cache->problem = MemoryContextStrdup(cache->cxt,
+											 psprintf("halo_itsm: attachment %d of this trigger does not exist; the row was written without a ticket",
+													  cache->attachment_id));
+		return;
+	}
 	for (i = 0; i < MAP_N; i++)
 	{
 		char	   *name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 3);
 
 		cache->map[i] = name ? SPI_fnumber(desc, name) : 0;
-		if (name && cache->map[i] <= 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_COLUMN),
-					 errmsg("halo_itsm: attached column \"%s\" no longer exists", name),
-					 errhint("Attach the table again with the new column names (halo_itsm.detach(), then halo_itsm.attach()).")));
+		if (name && cache->map[i] <= 0 && cache->problem == NULL)
+			cache->problem = MemoryContextStrdup(cache->cxt,
+												 psprintf("halo_itsm: attached column \"%s\" no longer exists; the row was written without a ticket",
+														  name));
 	}
-	cache->have_config = true;
+}
+
+/* Says (once per statement) why rows of this table are not queued; never fails the statement. */
+static void
+ReportProblem(EnqueueCache *cache)
+{
+	Oid			types[2] = {INT4OID, TEXTOID};
+	Datum		values[2];
+
+	if (cache->problem_reported)
+		return;
+	cache->problem_reported = true;
+	ereport(WARNING,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("%s", cache->problem),
+			 errhint("Attach the table again (halo_itsm.detach(), then halo_itsm.attach() with its current columns), then halo_itsm.backfill().")));
+	values[0] = Int32GetDatum(cache->attachment_id);
+	values[1] = CStringGetTextDatum(cache->problem);
+	RunPlan(&problem_plan, PROBLEM_SQL, 2, types, values, NULL);
 }
 
 /* Runs a kept plan (SPI is connected, the owner's rights in force); wakes the worker after an insert. */
@@ -375,7 +408,9 @@ halo_itsm_enqueue(PG_FUNCTION_ARGS)
 	{
 		if (!cache->have_config)
 			ReadConfig(cache, trig->tg_relation->rd_att);
-		if (TRIGGER_FIRED_BY_INSERT(trig->tg_event))
+		if (cache->problem)
+			ReportProblem(cache);
+		else if (TRIGGER_FIRED_BY_INSERT(trig->tg_event))
 			EnqueueAttached(cache, trig);
 		else
 		{

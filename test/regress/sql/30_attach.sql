@@ -261,6 +261,12 @@ INSERT INTO halo_itsm.tickets (integration_id, halo_ticket_id, case_id)
 SELECT 1, 5004, c.id FROM halo_itsm.cases c WHERE c.sid = 'F-7';
 SELECT halo_itsm._apply_ticket(1, 5004, '{"id": 5004, "status_id": 9}', '[]', now()) ->> 'outcome' AS outcome;
 SELECT closed_by_halo FROM public.by_function;
+-- a mapped column renamed after attach(): rows are written without a ticket, with a warning
+ALTER TABLE public.by_function RENAME COLUMN title TO headline;
+INSERT INTO public.by_function VALUES (8, 'F-8', 'After the rename', 'high', false), (9, 'F-9', 'Same statement', 'low', false);
+SELECT count(*) AS platform_rows, (SELECT count(*) FROM halo_itsm.cases WHERE sid IN ('F-8', 'F-9')) AS cases
+  FROM public.by_function;
+SELECT last_error FROM halo_itsm.attachments WHERE source = 'public.by_function'::regclass;
 
 -- ---------------------------------------------------------------------------
 -- The built-in table: a local close queues the Halo close; Halo's close does not.
