@@ -32,7 +32,7 @@ $$;
 -- and those that name none, oldest first, locked.
 CREATE OR REPLACE FUNCTION halo_itsm._claim_due_single(single integer, n integer)
 RETURNS bigint[] LANGUAGE plpgsql
--- one generic plan per statement, made once per session (see _claim)
+-- one generic plan per statement, made once per session (see _claim and _claim_mark)
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
@@ -92,6 +92,31 @@ BEGIN
 END
 $$;
 
+-- _claim, step 2: marks the picked items in flight and returns them. Its one statement has
+-- a generic plan made once per session, when the worker first claims, often on an empty
+-- outbox, and kept while the backlog grows: the planner settings make it an index lookup per
+-- id whatever the statistics said then (a hash join over a sequential scan of the outbox,
+-- chosen on an empty table, cost 15-17 ms per claim at 50,000 rows; regress 09_claim_plans).
+-- They are set here only: on _claim they would also reach the payload's functions, whose
+-- joins of Halo's field list need hash joins (a claim took 40 ms with them off).
+CREATE OR REPLACE FUNCTION halo_itsm._claim_mark(ids bigint[], single integer)
+RETURNS SETOF halo_itsm.outbox LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+BEGIN
+    RETURN QUERY
+    UPDATE halo_itsm.outbox o
+       SET state = 'in_flight', attempts = o.attempts + 1,
+           integration_id = coalesce(o.integration_id, single),
+           bound_at_claim = o.bound_at_claim OR o.integration_id IS NULL,
+           claimed_by = pg_backend_pid(), claimed_at = now(), claim_token = gen_random_uuid()
+      FROM unnest(ids) AS u(id)
+     WHERE o.id OPERATOR(pg_catalog.=) u.id
+    RETURNING o.*;
+END
+$$;
+
 -- Claims due items (at most per_integration per integration), skipping busy integrations.
 -- Items that name no integration go to the single enabled one, when there is exactly one
 -- (_single_enabled_integration): they are bound to it as they are claimed (not all at
@@ -99,7 +124,7 @@ $$;
 -- (bound_at_claim), so that deleting that integration puts them back instead of deleting
 -- them (_cascade_delete). Every claim gets a new claim_token, which the outcome must bring
 -- back (_record). Step 1 picks and locks the due items (_claim_due_single or
--- _claim_due_each); step 2 marks them in flight and returns them with their integration,
+-- _claim_due_each); step 2 (_claim_mark) marks them in flight and returns them with their integration,
 -- credentials and ticket payload.
 CREATE OR REPLACE FUNCTION halo_itsm._claim(max_items integer, per_integration integer DEFAULT 1,
                                  exclude_integrations integer[] DEFAULT '{}')
@@ -109,14 +134,9 @@ RETURNS TABLE (outbox_id bigint, kind text, integration_id integer, instance_url
                auth_url text, scope text)
 LANGUAGE plpgsql
 -- One generic plan per statement, made once per session: planning them anew for every call
--- (with the ticket payload inlined) cost more than running them. The plans are made when
--- the worker first claims, often on an empty outbox, and kept while the backlog grows: the
--- planner settings make them index lookups joined row by row whatever the statistics said
--- then (a hash join over a sequential scan of the outbox, chosen on an empty table, cost
--- 15-17 ms per claim at 50,000 rows; test/regress 09_claim_plans).
+-- (with the ticket payload inlined) cost more than running them.
 SET search_path = pg_catalog, pg_temp
-SET plan_cache_mode = force_generic_plan
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_single integer;
     v_ids bigint[];
@@ -135,16 +155,7 @@ BEGIN
     -- Written so that the generic plan stays right as the tables grow: the claimed ids are
     -- joined row by row, and each case or detection is one index lookup.
     RETURN QUERY
-    WITH claimed AS (
-        UPDATE halo_itsm.outbox o
-           SET state = 'in_flight', attempts = o.attempts + 1,
-               integration_id = coalesce(o.integration_id, v_single),
-               bound_at_claim = o.bound_at_claim OR o.integration_id IS NULL,
-               claimed_by = pg_backend_pid(), claimed_at = now(), claim_token = gen_random_uuid()
-          FROM unnest(v_ids) AS u(id)
-         WHERE o.id = u.id
-        RETURNING o.*
-    )
+    WITH claimed AS (SELECT * FROM halo_itsm._claim_mark(v_ids, v_single))
     SELECT c.id, c.kind::text, i.id, i.instance_url, i.tenant, i.client_id, s.client_secret,
            coalesce(ca.sid, d.sid),
            coalesce(p.payload, f.payload), c.maybe_sent, c.attempts, c.halo_ticket_id, c.claim_token,
