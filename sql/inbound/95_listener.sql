@@ -3,13 +3,13 @@
  * applies deliveries as, and the one SQLSTATE-to-HTTP map of webhook answers
  * (webhook_http_status(), src/core/hi_webhook_status.c), which external receivers read too.
  * Numbered after 90_privileges.sql, whose REVOKE ALL would take back the grants made here.
- * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
+ * Part of the install script sql/halo_itsm--<version>.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
  */
 
 -- The HTTP status a webhook receiver answers for an ingest_webhook() outcome: NULL (accepted)
 -- 200, WH001 404, WH002 413, WH005..WH007 401, the other WH codes 400, 25006 and 57P01..57P03
 -- 503, anything else 500. The listener uses the same C function.
-CREATE FUNCTION halo_itsm.webhook_http_status(sqlstate text)
+CREATE OR REPLACE FUNCTION halo_itsm.webhook_http_status(sqlstate text)
 RETURNS integer LANGUAGE C IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'halo_itsm_webhook_http_status';
 COMMENT ON FUNCTION halo_itsm.webhook_http_status(text) IS
