@@ -58,9 +58,6 @@ write_config() {
     cat >"$HA_RUN/$node.yml" <<YML
 scope: $HA_SCOPE
 name: $node
-log:
-  level: INFO
-  dir: $HA_RUN/$node-patroni-log
 restapi:
   listen: 127.0.0.1:$rest
   connect_address: 127.0.0.1:$rest
@@ -140,8 +137,6 @@ ha_psql() {
 # Runs Patroni for NODE in the background, its output in NODE-patroni.out.
 start_node() {
     local node=$1
-    mkdir -p "$HA_RUN/$node-patroni-log"
-    [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$HA_RUN/$node-patroni-log"
     hi_as_postgres setsid "$PATRONI_BIN" "$HA_RUN/$node.yml" \
         >>"$HA_RUN/$node-patroni.out" 2>&1 </dev/null &
     echo $! >"$HA_RUN/$node-patroni.pid"
