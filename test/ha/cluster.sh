@@ -142,12 +142,10 @@ start_node() {
     echo $! >"$HA_RUN/$node-patroni.pid"
 }
 
-# The pid of NODE's Patroni (runuser's child when we are root), or nothing.
+# The pid of NODE's Patroni itself (the python process; not the runuser or subshell that
+# started it, whose command lines name the same file), or nothing.
 patroni_pid() {
-    local pid
-    pid=$(cat "$HA_RUN/$1-patroni.pid" 2>/dev/null) || return 0
-    kill -0 "$pid" 2>/dev/null || return 0
-    pgrep -P "$pid" -f "patroni $HA_RUN/$1.yml" | head -n 1 | grep . || echo "$pid"
+    pgrep -f "python3 $PATRONI_BIN $HA_RUN/$1.yml" | head -n 1
 }
 
 # The pid of NODE's postmaster, or nothing.
@@ -219,6 +217,16 @@ stop_pidfile() {
 cmd_stop() {
     local node
     for node in $NODES; do stop_pidfile "$HA_RUN/$node-patroni.pid" 30; done
+    # a Patroni whose starter is gone (its pid file removed by `kill`, or a run killed)
+    for node in $NODES; do
+        pp=$(patroni_pid "$node")
+        [ -n "$pp" ] || continue
+        kill -TERM "$pp" 2>/dev/null
+        for ((k = 0; k < 300; k++)); do
+            kill -0 "$pp" 2>/dev/null || break
+            sleep 0.1
+        done
+    done
     for node in $NODES; do
         [ -f "$HA_RUN/$node/postmaster.pid" ] || continue
         hi_as_postgres "$PGBIN/pg_ctl" -D "$HA_RUN/$node" -m immediate -w stop >/dev/null 2>&1 || true

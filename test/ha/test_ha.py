@@ -159,8 +159,9 @@ def requests_after(t):
 
 def fail_during_delivery(how, label):
     """Queue CASES cases over INTEGRATIONS integrations on the primary, the mock slow; when
-    a third have tickets, fail the primary (how: 'switchover' or 'kill'); wait for the other
-    node to be primary and to drain the outbox. Asserts one ticket per case, all linked;
+    a third have tickets, fail the primary (how: 'switchover', 'kill' of its Patroni and
+    postmaster, or 'crash': kill -9 of the postmaster alone); wait for the other node (for
+    'crash' the same one, restarted by Patroni) to be primary and to drain the outbox. Asserts one ticket per case, all linked;
     records the figures. Returns (old primary, new primary)."""
     old = primary()
     new = other(old)
@@ -174,8 +175,15 @@ def fail_during_delivery(how, label):
     t_fail = time.time()
     if how == "switchover":
         cluster("switchover", old, new)
-    else:
+    elif how == "kill":
         cluster("kill", old)
+    else:
+        # kill -9 of the postmaster alone: Patroni, still holding the leader key,
+        # starts it again on the same node (crash recovery)
+        cluster("crash", old)
+        new = old
+        wait_until(lambda: in_recovery(old) is None, timeout=10, interval=0.02,
+                   msg="%s down" % old)
     wait_until(lambda: in_recovery(new) is False, timeout=90, interval=0.05,
                msg="%s promoted" % new)
     t_promoted = time.time()
@@ -186,11 +194,11 @@ def fail_during_delivery(how, label):
     tickets = MOCK.tickets()
     # after a kill -9 every request after the failure is the new primary's; after a
     # switchover the old one may still be finishing requests until it is demoted
-    after = requests_after(t_fail if how == "kill" else t_promoted)
+    after = requests_after(t_promoted if how == "switchover" else t_fail)
     first = after[0]["received_at"] if after else float("nan")
     lookups = sum(1 for r in after if r["method"] == "GET" and r["path"].startswith("/api/Tickets"))
     FIGURES.append("%s: %d cases over %d integrations, %d tickets (%d before the failure), "
-                   "0 duplicates, 0 lost; %s promoted %.1f s after the failure, first request "
+                   "0 duplicates, 0 lost; %s primary (read-write) %.1f s after the failure, first request "
                    "to Halo from it %.1f s after the failure (%.1f s after promotion); "
                    "%d lookups (GET /api/Tickets) by the new primary; drained in %.1f s"
                    % (label, checked, INTEGRATIONS, len(tickets), before, new,
@@ -301,6 +309,14 @@ def test_kill_9_during_delivery_then_pg_rewind_and_back_as_an_idle_replica():
     by_sid = ht.mock_tickets_by_sid()
     assert [len(by_sid.get(s, [])) for s in sids] == [1] * 20
     assert assert_one_ticket_per_case() == CASES + 20
+
+
+@timeout(600)
+def test_kill_9_of_the_postmaster_alone_patroni_restarts_it_one_ticket_per_case():
+    old, new = fail_during_delivery("crash", "postmaster-kill-9")
+    assert old == new
+    wait_streaming(other(new))
+    assert halo_backends(other(new)) == ["halo_itsm webhook listener"]
 
 
 def _lost_wal_round(wait_for_replication):
