@@ -47,6 +47,20 @@ PATRONICTL_BIN=$(command -v patronictl || echo /usr/bin/patronictl)
 
 ha_log() { echo "[ha] $*" >&2; }
 
+# Runs a daemon in the background, as the postgres OS user when we are root (its pid in $!),
+# with no file descriptor above 2: none of them (nor the
+# PostgreSQL Patroni starts) may keep the harness's lock file open (flock) should it
+# outlive this script.
+daemon() {
+    (
+        for fd in $(ls /proc/$BASHPID/fd); do
+            [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+        done 2>/dev/null
+        cd / || exit 1
+        if [ "$(id -u)" -eq 0 ]; then exec runuser -u postgres -- "$@"; else exec "$@"; fi
+    ) &
+}
+
 # node_index NODE: 0 for node1, 1 for node2.
 node_index() { echo $((${1#node} - 1)); }
 
@@ -137,8 +151,8 @@ ha_psql() {
 # Runs Patroni for NODE in the background, its output in NODE-patroni.out.
 start_node() {
     local node=$1
-    hi_as_postgres setsid "$PATRONI_BIN" "$HA_RUN/$node.yml" \
-        >>"$HA_RUN/$node-patroni.out" 2>&1 </dev/null &
+    daemon setsid "$PATRONI_BIN" "$HA_RUN/$node.yml" \
+        >>"$HA_RUN/$node-patroni.out" 2>&1 </dev/null
     echo $! >"$HA_RUN/$node-patroni.pid"
 }
 
@@ -183,13 +197,13 @@ start_etcd() {
     local k
     mkdir -p "$HA_RUN/etcd"
     [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$HA_RUN/etcd"
-    hi_as_postgres setsid "$ETCD_BIN" --name hi-etcd --data-dir "$HA_RUN/etcd" \
+    daemon setsid "$ETCD_BIN" --name hi-etcd --data-dir "$HA_RUN/etcd" \
         --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
         --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
         --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
         --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
         --initial-cluster "hi-etcd=http://127.0.0.1:$ETCD_PEER_PORT" \
-        >"$HA_RUN/etcd.log" 2>&1 </dev/null &
+        >"$HA_RUN/etcd.log" 2>&1 </dev/null
     echo $! >"$HA_RUN/etcd.pid"
     for ((k = 0; k < 100; k++)); do
         curl -sf --max-time 1 "http://127.0.0.1:$ETCD_PORT/health" >/dev/null && return 0
