@@ -107,6 +107,9 @@ bootstrap:
         halo_itsm.connect_timeout: 1s
         halo_itsm.listen_addresses: 127.0.0.1
         halo_itsm.listen_rate_limit: 0
+        # the long variant sends 400 tickets an integration within minutes (the mock has
+        # no rate limit unless a test sets one): no request budget, as in test_faults
+        halo_itsm.request_budget: 0
         halo_itsm.webhook_base_url: 'http://127.0.0.1:$HA_PUBLIC_PORT/halo/'
         logging_collector: 'off'
         log_line_prefix: '%m [%p] '
