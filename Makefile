@@ -2,6 +2,7 @@
 #
 #   make && make install     build and install into the PostgreSQL found by pg_config
 #   make installcheck        pg_regress against a running server (see test/run_tests.sh)
+#   make dist                the source archives halo_itsm-<version>.zip and .tar.gz
 
 MODULE_big = halo_itsm
 EXTENSION = halo_itsm
@@ -48,3 +49,14 @@ $(HI_INSTALL_SQL): $(SQL_PARTS)
 
 sql/halo_itsm--%--$(EXTVERSION).sql: sql/updates/%--$(EXTVERSION).sql $(SQL_REPEATABLE)
 	cat $^ > $@
+
+# The source archives PGXN (zip) and Debian (tar.gz) take: git archive of DIST_REF (default
+# HEAD, i.e. what is committed), every file under halo_itsm-<version>/, written to DIST_DIR.
+# test/release/check_dist.sh checks that the archive builds.
+DIST_NAME = $(EXTENSION)-$(EXTVERSION)
+DIST_REF ?= HEAD
+DIST_DIR ?= .
+.PHONY: dist
+dist:
+	git archive --format=zip --prefix=$(DIST_NAME)/ -o $(DIST_DIR)/$(DIST_NAME).zip $(DIST_REF)
+	git archive --format=tar.gz --prefix=$(DIST_NAME)/ -o $(DIST_DIR)/$(DIST_NAME).tar.gz $(DIST_REF)

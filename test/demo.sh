@@ -125,4 +125,38 @@ for _ in $(seq 1 100); do
 done
 sql -c "SELECT sid, status FROM halo_itsm.cases WHERE sid = 'CASE-1002'"
 sql -c "SELECT subject, source, kind, author, body FROM halo_itsm.timeline_of('CASE-1002')"
+
+say "8. The platform's own table, attached: a close from Halo lands in it, a local note reaches Halo"
+sql <<'SQL'
+CREATE SCHEMA platform;
+CREATE TABLE platform.incidents (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), ref text NOT NULL UNIQUE,
+    name text NOT NULL, sev text, state text NOT NULL DEFAULT 'new', closed_at timestamptz);
+SELECT halo_itsm.attach('platform.incidents', 'case', sid_column => 'ref', title_column => 'name',
+    severity_column => 'sev', severity_map => '{"Sev1": "critical", "Sev2": "high", "Sev3": "medium", "Sev4": "low"}',
+    status_column => 'state', closed_values => '{resolved}', closed_value => 'resolved',
+    closed_at_column => 'closed_at') AS attachment;
+INSERT INTO platform.incidents (ref, name, sev) VALUES
+    ('INC-7', 'Credential stuffing against the VPN', 'Sev2'),
+    ('INC-8', 'Unusual admin logon', 'Sev9');    -- unknown severity: sent as medium, never an error
+SQL
+for _ in $(seq 1 100); do
+    [ -n "$(ticket_of INC-8)" ] && [ -n "$(ticket_of INC-7)" ] && break
+    sleep 0.1
+done
+sql -c "SELECT c.sid, c.severity, t.halo_ticket_id, o.warning FROM halo_itsm.cases c JOIN halo_itsm.tickets t ON t.case_id = c.id JOIN halo_itsm.outbox o ON o.case_id = c.id AND o.kind = 'case' WHERE c.attachment_id IS NOT NULL ORDER BY c.sid"
+T7=$(ticket_of INC-7)
+echo "An agent closes ticket $T7 (INC-7) in Halo; the platform's own row is updated:"
+mock_post "/_mock/tickets/$T7/close" '{"agent_name": "Dana (SOC L2)"}' | show_webhook
+sql -c "SELECT ref, state, closed_at IS NOT NULL AS has_closed_at FROM platform.incidents ORDER BY ref"
+echo "A local note on INC-8 (halo_itsm.add_note) goes to Halo as an action:"
+sql -c "SELECT halo_itsm.add_note('platform.incidents', 'INC-8', 'Confirmed with the admin: it was him, from a hotel.') AS timeline_id"
+for _ in $(seq 1 100); do
+    [ "$(sql -At -c "SELECT count(*) FROM halo_itsm.outbox WHERE kind = 'note' AND state = 'done'")" -ge 1 ] && break
+    sleep 0.1
+done
+mock_get /_mock/actions | "$HI_PYTHON" -c '
+import json, sys
+for a in json.load(sys.stdin):
+    if a.get("outcome") == "Note" and a.get("actionby_application_id"):
+        print("  Halo action %s on ticket %s: %r (internal: %s)" % (a["id"], a["ticket_id"], a["note"], a["hiddenfromuser"]))'
 # --- end of demo body ---

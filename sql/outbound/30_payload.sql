@@ -109,16 +109,22 @@ COMMENT ON FUNCTION halo_itsm.ticket_payload(text, text) IS
 CREATE OR REPLACE FUNCTION halo_itsm._restoring()
 RETURNS boolean LANGUAGE C STABLE AS 'MODULE_PATHNAME', 'halo_itsm_restoring';
 
--- Queues a ticket for a new case and wakes the worker at commit (src/outbound/enqueue.c). In C, as
--- it runs in every inserting transaction: it writes the outbox row as this function's
--- owner (the extension owner) with one kept plan whose names are all qualified, and is
--- therefore not SECURITY DEFINER (whose SET search_path would cost a GUC save and restore
--- per row).
-CREATE OR REPLACE FUNCTION halo_itsm._case_enqueue()
-RETURNS trigger LANGUAGE C AS 'MODULE_PATHNAME', 'halo_itsm_case_enqueue';
+-- The one enqueue trigger of every attached table (src/outbound/enqueue.c), its argument
+-- the attachment's id: halo_itsm.cases is attachment 1, halo_itsm.detections 2, tables of
+-- the platform's get theirs from attach() (70_attach.sql, docs/attach.md). An insert into
+-- cases queues its ticket; an insert or change of a detection queues its ticket once it
+-- is closed and standalone; a changed title, severity or status goes to _source_changed.
+-- In C, as it runs in every inserting transaction: it writes the outbox row as this
+-- function's owner (the extension owner) with one kept plan whose names are all
+-- qualified, and is therefore not SECURITY DEFINER (whose SET search_path would cost a GUC
+-- save and restore per row).
+CREATE OR REPLACE FUNCTION halo_itsm._enqueue()
+RETURNS trigger LANGUAGE C AS 'MODULE_PATHNAME', 'halo_itsm_enqueue';
 
-CREATE OR REPLACE TRIGGER enqueue_ticket AFTER INSERT ON halo_itsm.cases
-    FOR EACH ROW EXECUTE FUNCTION halo_itsm._case_enqueue();
+CREATE OR REPLACE TRIGGER enqueue_ticket AFTER INSERT OR UPDATE OF title, severity, status ON halo_itsm.cases
+    FOR EACH ROW EXECUTE FUNCTION halo_itsm._enqueue('1');
+CREATE OR REPLACE TRIGGER enqueue_ticket AFTER INSERT OR UPDATE OF title, severity, status, case_id ON halo_itsm.detections
+    FOR EACH ROW EXECUTE FUNCTION halo_itsm._enqueue('2');
 
 -- What ON DELETE CASCADE would do for the outbox and webhook_deliveries, which have no
 -- foreign keys: their checks would lock the new case row (one more WAL record) in every
@@ -184,35 +190,6 @@ CREATE OR REPLACE TRIGGER cascade_truncate AFTER TRUNCATE ON halo_itsm.detection
     FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._cascade_delete();
 CREATE OR REPLACE TRIGGER cascade_truncate AFTER TRUNCATE ON halo_itsm.integrations
     FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._cascade_delete();
-
--- Queues a ticket for a detection that is closed and standalone, once ever.
-CREATE OR REPLACE FUNCTION halo_itsm._detection_enqueue()
-RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on AS $$
-BEGIN
-    IF halo_itsm._restoring() THEN
-        RETURN NULL;    -- the restored outbox and tickets rows follow in the dump
-    END IF;
-    -- the ticket check covers an outbox row that purge() has deleted since
-    IF NEW.status = 'closed' AND NEW.case_id IS NULL
-       AND NOT EXISTS (SELECT 1 FROM halo_itsm.tickets t WHERE t.detection_id = NEW.id)
-       AND EXISTS (SELECT 1 FROM halo_itsm.integrations i
-                    WHERE i.standalone_detection_tickets AND i.enabled
-                      AND (i.id = NEW.integration_id OR NEW.integration_id IS NULL)) THEN
-        INSERT INTO halo_itsm.outbox (kind, detection_id, integration_id)
-        VALUES ('detection', NEW.id, NEW.integration_id)
-        ON CONFLICT (detection_id) WHERE kind = 'detection' DO NOTHING;
-        IF FOUND THEN
-            PERFORM halo_itsm._wake_worker_at_commit();
-        END IF;
-    END IF;
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE TRIGGER enqueue_ticket AFTER INSERT OR UPDATE OF status, case_id ON halo_itsm.detections
-    FOR EACH ROW EXECUTE FUNCTION halo_itsm._detection_enqueue();
 
 -- Refuses to change the sid of a case or detection once its ticket may exist in Halo:
 -- the ticket carries the sid (third_party_id_string), the lookup after a lost answer

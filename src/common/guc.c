@@ -55,7 +55,7 @@ hi_guc_init(void)
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("halo_itsm.worker_role",
 							   "Role the halo_itsm background worker connects as (empty: the bootstrap superuser).",
-							   "A role with LOGIN and the rights listed in the README's Privileges section; read at reload, a change restarts the worker.",
+							   "A role with LOGIN and the rights listed in docs/operations.md (Privileges); read at reload, a change restarts the worker.",
 							   &hi_worker_role, "", PGC_SIGHUP, 0,
 							   NULL, NULL, NULL);
 	DefineCustomIntVariable("halo_itsm.worker_restart_delay",

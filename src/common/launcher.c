@@ -210,7 +210,7 @@ LogState(HiServeState state)
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("halo_itsm: role \"%s\" named by halo_itsm.worker_role does not exist or cannot log in: no delivery worker runs",
 							hi_worker_role),
-					 errhint("CREATE ROLE %s LOGIN with the grants the README's Privileges section lists, or reset halo_itsm.worker_role and SELECT pg_reload_conf(). "
+					 errhint("CREATE ROLE %s LOGIN with the grants docs/operations.md lists (Privileges), or reset halo_itsm.worker_role and SELECT pg_reload_conf(). "
 							 "The launcher looks again every %d s and logs again only when this changes.",
 							 quote_identifier(hi_worker_role), RECHECK_MS / 1000)));
 			break;

@@ -184,7 +184,7 @@ halo_itsm_worker_problem(PG_FUNCTION_ARGS)
 	if (info.serve_state == HI_SERVE_NO_ROLE)
 		PG_RETURN_TEXT_P(cstring_to_text(psprintf(
 			"no background worker runs: halo_itsm.worker_role = %s names a role that does not exist or cannot log in; "
-			"create it with LOGIN and the README's grants, or reset halo_itsm.worker_role, then SELECT halo_itsm.restart_worker()",
+			"create it with LOGIN and the grants of docs/operations.md, or reset halo_itsm.worker_role, then SELECT halo_itsm.restart_worker()",
 			quote_literal_cstr(info.role))));
 	if (info.launcher_pid == 0)
 		PG_RETURN_TEXT_P(cstring_to_text(

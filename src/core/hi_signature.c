@@ -1,6 +1,6 @@
 /*
  * hi_signature.c
- *		The webhook signature schemes (README, "Webhooks", the layout table): trimming,
+ *		The webhook signature schemes (docs/webhooks.md, the layout table): trimming,
  *		the canonical string of the default layout and of the candidate
  *		layouts, HMAC-SHA256 via OpenSSL, strict base64 or hex with an
  *		optional prefix, constant-time comparison, and the content-length

@@ -1,6 +1,6 @@
 /*
  * hi_signature.h
- *		The webhook signature schemes (README, "Webhooks"): header
+ *		The webhook signature schemes (docs/webhooks.md): header
  *		value trimming, the canonical string, HMAC-SHA256 signing and
  *		constant-time verification, and the content-length check.
  *

@@ -3,8 +3,8 @@
  *	  The one SQLSTATE-to-HTTP map of webhook deliveries, read by the
  *	  listener (src/inbound/listener_apply.c) and, through the SQL function
  *	  halo_itsm.webhook_http_status(), by external receivers
- *	  (test/receiver/receiver.py). The README's table "What ingest_webhook()
- *	  checks" documents it.
+ *	  (test/receiver/receiver.py). The table "What ingest_webhook()
+ *	  checks" of docs/webhooks.md documents it.
  *
  *	  WH001 unknown key                              404
  *	  WH002 body too large                           413

@@ -2,7 +2,7 @@
  * diagnose.c
  *	  halo_itsm.diagnose_webhook(rejected_id): takes a kept rejected
  *	  delivery (src/inbound/rejected.c) and the integration's webhook secrets
- *	  (current and previous), tries every candidate signing scheme (README,
+ *	  (current and previous), tries every candidate signing scheme (docs/webhooks.md,
  *	  "Webhooks": signature header, digest encoding and prefix as found in
  *	  the delivery; signed headers and their order;
  *	  timestamp header or none; canonical layout) and answers which one

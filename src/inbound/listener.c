@@ -49,6 +49,7 @@
 #include "utils/timestamp.h"
 
 #include "halo_itsm.h"
+#include "hi_compat.h"
 #include "hi_listener.h"
 
 /* most listening sockets (addresses, each a daemon) */
@@ -379,7 +380,7 @@ halo_itsm_listener_main(Datum arg)
 	StartDaemons();
 	on_proc_exit(StopDaemons, (Datum) 0);
 
-	set = CreateWaitEventSet(TopMemoryContext, 2 + ndaemons);
+	set = hi_create_wait_event_set(TopMemoryContext, 2 + ndaemons);
 	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	for (i = 0; i < ndaemons; i++)

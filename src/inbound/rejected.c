@@ -5,7 +5,7 @@
  *	  rollback of the transaction whose ingest_webhook() raised it. Read by
  *	  the view halo_itsm.rejected_webhooks and by diagnose_webhook().
  *
- * Bounds (constants, README "Diagnosing a rejected webhook"): at most
+ * Bounds (constants, docs/webhooks.md "Diagnosing a rejected webhook"): at most
  * HI_REJECTED_SLOTS deliveries over all databases (the oldest is replaced),
  * each at most HI_REJECTED_SLOT_BYTES of headers and body (the body is not
  * kept when it does not fit, the headers neither when they alone do not),

@@ -67,6 +67,7 @@
 
 #include "halo_itsm.h"
 #include "hi_answer.h"
+#include "hi_compat.h"
 #include "hi_signature.h"
 #include "hi_spi.h"
 
@@ -157,9 +158,9 @@ static void CheckDelivery(HiSecrets *secrets, Jsonb *headers, const char *body_d
 static void RethrowUnholdableJson(MemoryContext cxt);
 static Jsonb *ParsePayload(const char *body, int len);
 static Datum ApplyWebhook(int integration_id, Jsonb *payload);
-static void DupObjectStart(void *state);
-static void DupObjectEnd(void *state);
-static void DupFieldStart(void *state, char *fname, bool isnull);
+static HI_JSON_ACTION DupObjectStart(void *state);
+static HI_JSON_ACTION DupObjectEnd(void *state);
+static HI_JSON_ACTION DupFieldStart(void *state, char *fname, bool isnull);
 static int	DupKeyCompare(const ListCell *a, const ListCell *b);
 static void CheckBodySize(HiSecrets *secrets, Size body_len);
 static Datum VerifyAndApply(HiSecrets *secrets, Jsonb *headers, const char *body_data, Size body_len);
@@ -355,7 +356,7 @@ hi_webhook_parse_date(const char *value, TimestampTz *result)
 		PG_TRY();
 		{
 			ok = ParseDateTime(buf, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) == 0 &&
-				DecodeDateTime(field, ftype, nf, &dtype, &tt, &fsec, &tz) == 0 &&
+				hi_decode_datetime(field, ftype, nf, &dtype, &tt, &fsec, &tz) == 0 &&
 				dtype == DTK_DATE &&
 				tm2timestamp(&tt, fsec, &tz, result) == 0;
 		}
@@ -559,21 +560,23 @@ RecordRejection(ErrorData *edata, int integration_id, Jsonb *headers, const char
 }
 
 /* JSON parser callback: a new object level. */
-static void
+static HI_JSON_ACTION
 DupObjectStart(void *state)
 {
 	DupKeyState *s = (DupKeyState *) state;
 
 	s->stack = lcons(NIL, s->stack);
+	HI_JSON_ACTION_DONE;
 }
 
 /* JSON parser callback: a key of the innermost object. */
-static void
+static HI_JSON_ACTION
 DupFieldStart(void *state, char *fname, bool isnull)
 {
 	DupKeyState *s = (DupKeyState *) state;
 
 	linitial(s->stack) = lappend((List *) linitial(s->stack), fname);
+	HI_JSON_ACTION_DONE;
 }
 
 /* Orders key names for the duplicate search. */
@@ -584,7 +587,7 @@ DupKeyCompare(const ListCell *a, const ListCell *b)
 }
 
 /* JSON parser callback: the innermost object ends; look for a key seen twice in it. */
-static void
+static HI_JSON_ACTION
 DupObjectEnd(void *state)
 {
 	DupKeyState *s = (DupKeyState *) state;
@@ -603,6 +606,7 @@ DupObjectEnd(void *state)
 			}
 	}
 	list_free(keys);
+	HI_JSON_ACTION_DONE;
 }
 
 /*
@@ -658,7 +662,7 @@ ParsePayload(const char *body, int len)
 	sem.object_start = DupObjectStart;
 	sem.object_end = DupObjectEnd;
 	sem.object_field_start = DupFieldStart;
-	lex = makeJsonLexContextCstringLen(text, strlen(text), GetDatabaseEncoding(), true);
+	lex = hi_make_json_lex(text, strlen(text), GetDatabaseEncoding(), true);
 	PG_TRY();
 	{
 		rc = pg_parse_json(lex, &sem);

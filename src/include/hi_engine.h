@@ -18,7 +18,10 @@ typedef enum HiItemKind
 {
 	HI_KIND_CASE,
 	HI_KIND_DETECTION,
-	HI_KIND_SYNC
+	HI_KIND_SYNC,
+	HI_KIND_NOTE,				/* local changes to an existing ticket (followup.c) */
+	HI_KIND_CLOSE,
+	HI_KIND_UPDATE
 } HiItemKind;
 
 typedef enum HiStep
@@ -29,7 +32,9 @@ typedef enum HiStep
 	HI_STEP_CONFIRM,			/* read one candidate whole: is it ours? */
 	HI_STEP_CREATE,
 	HI_STEP_GET_TICKET,
-	HI_STEP_GET_ACTIONS
+	HI_STEP_GET_ACTIONS,
+	HI_STEP_POST_ACTION,		/* a note or close: POST /api/Actions */
+	HI_STEP_FIND_ACTION			/* after an ambiguous failure: did it arrive? */
 } HiStep;
 
 #define HI_LOOKUP_BY_TPID 0
@@ -88,6 +93,12 @@ typedef struct HiItem
 	bool		outcome_maybe_sent;
 	Jsonb	   *ticket_jb;		/* a sync's answers, parsed (json_util.c) */
 	Jsonb	   *actions_jb;
+	/* a note or close (followup.c) */
+	char	   *action_body;	/* the array POSTed to /api/Actions */
+	char	   *action_note;	/* its note, trimmed */
+	int64		action_new_status;	/* a close's new status, else 0 */
+	int64	   *known;			/* actions already posted on the ticket */
+	int			n_known;
 	struct HiItem *next;
 } HiItem;
 
@@ -103,5 +114,8 @@ extern bool hi_engine_pop_finished_peek(void);
 extern int	hi_engine_active(void);
 extern int	hi_engine_claim_room(void);
 extern void hi_engine_abort_all(void);
+
+extern bool hi_followup_prepare(HiItem *item);
+extern int64 hi_followup_find(HiItem *item, Jsonb *jb);
 
 #endif							/* HI_ENGINE_H */

@@ -6,7 +6,7 @@
  *	  or by hand, any number at once. With the library preloaded the counts
  *	  live in shared memory, in halo_itsm.budget_slots slots keyed by
  *	  (database, integration); without it, in this process only (then each
- *	  CALL deliver() starts afresh, as the README says).
+ *	  CALL deliver() starts afresh, as docs/operations.md says).
  *
  *	  Each slot counts requests in a ring of buckets (src/core/hi_budget.c,
  *	  unit-tested): no window of the budget's length ever holds more

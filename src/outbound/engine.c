@@ -44,6 +44,7 @@
 #include "halo_itsm.h"
 #include "hi_answer.h"
 #include "hi_backoff.h"
+#include "hi_compat.h"
 #include "hi_engine.h"
 #include "hi_instance.h"
 #include "hi_http.h"
@@ -103,6 +104,7 @@ static void OnConfirmAnswer(HiItem *item, HiRequest *req, Jsonb *jb, const char 
 static void OnCreateAnswer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why);
 static void OnTicketAnswer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why);
 static void OnActionsAnswer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why);
+static void OnActionAnswer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why);
 static bool ActionsAnswerOk(Jsonb *jb);
 static void LookupBegin(HiItem *item);
 static void LookupNext(HiItem *item);
@@ -151,7 +153,7 @@ EngineInit(void)
 	}
 	if (wait_set == NULL)
 	{
-		wait_set = CreateWaitEventSet(engine_cxt, 3);
+		wait_set = hi_create_wait_event_set(engine_cxt, 3);
 		AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 		AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 		AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, curl_epfd, NULL, NULL);
@@ -205,6 +207,10 @@ hi_engine_submit(HiItem *item)
 	item->outcome = HI_OUT_NONE;
 	if (item->kind == HI_KIND_SYNC)
 		item->step = HI_STEP_GET_TICKET;
+	else if (item->kind == HI_KIND_UPDATE)
+		item->step = HI_STEP_CREATE;	/* the ticket with its id: sending it twice is harmless */
+	else if (item->kind == HI_KIND_NOTE || item->kind == HI_KIND_CLOSE)
+		item->step = item->maybe_sent ? HI_STEP_FIND_ACTION : HI_STEP_POST_ACTION;
 	else if (item->maybe_sent)
 		LookupBegin(item);
 	else
@@ -414,7 +420,11 @@ BuildStepRequest(HiItem *item)
 		case HI_STEP_GET_TICKET:
 			return BuildTicketRequest(item, item->halo_ticket_id);
 		case HI_STEP_GET_ACTIONS:
+		case HI_STEP_FIND_ACTION:
 			return BuildActionsRequest(item);
+		case HI_STEP_POST_ACTION:
+			return hi_request_new("POST", item->inst->base_url, "/api/Actions", NULL, item->inst->token,
+								  "application/json", item->action_body);
 	}
 	elog(ERROR, "halo_itsm: item in an impossible step");
 	return NULL;
@@ -556,6 +566,43 @@ OnActionsAnswer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why)
 	FinishItem(item, HI_OUT_SYNCED);
 }
 
+/*
+ * A note's or close's answer: the posted action's id (done), or, after an
+ * ambiguous failure, the ticket's actions: the one an earlier attempt
+ * posted (found), else the action is posted now.
+ */
+static void
+OnActionAnswer(HiItem *item, HiRequest *req, Jsonb *jb, const char *why)
+{
+	int64		id = 0;
+
+	if (item->step == HI_STEP_FIND_ACTION)
+	{
+		id = hi_followup_find(item, jb);
+		if (id == 0)
+		{
+			item->step = HI_STEP_POST_ACTION;
+			StartStep(item);
+			return;
+		}
+		if (id < 0)
+		{
+			BadAnswer(item, req, why ? why : "it is not a list of actions");
+			return;
+		}
+		item->result_ticket_id = id;
+		FinishItem(item, HI_OUT_FOUND);
+		return;
+	}
+	if (jb && hi_json_get_int64(hi_json_first_object(jb), "id", &id) && id > 0)
+	{
+		item->result_ticket_id = id;
+		FinishItem(item, HI_OUT_CREATED);
+	}
+	else
+		BadAnswer(item, req, why ? why : "it has no action id");
+}
+
 /* Continues an item after the answer to its current step. */
 static void
 OnResponse(HiItem *item, HiRequest *req)
@@ -599,6 +646,10 @@ OnResponse(HiItem *item, HiRequest *req)
 			break;
 		case HI_STEP_GET_ACTIONS:
 			OnActionsAnswer(item, req, jb, why);
+			break;
+		case HI_STEP_POST_ACTION:
+		case HI_STEP_FIND_ACTION:
+			OnActionAnswer(item, req, jb, why);
 			break;
 		default:
 			elog(ERROR, "halo_itsm: answer for an item in an impossible step");
@@ -764,7 +815,8 @@ FailItem(HiItem *item, HiRequest *req)
 		desc = hi_token_failure_describe(req, item->inst->scope, false);
 	else
 		desc = hi_request_describe(req);
-	if (item->step == HI_STEP_CREATE && hi_request_may_have_reached_halo(req))
+	if ((item->step == HI_STEP_CREATE || item->step == HI_STEP_POST_ACTION) &&
+		hi_request_may_have_reached_halo(req))
 		item->outcome_maybe_sent = true;
 	FinishFailed(item, desc, retryable, req->retry_after_ms);
 	MemoryContextSwitchTo(old);
@@ -788,7 +840,8 @@ BadAnswer(HiItem *item, HiRequest *req, const char *why)
 								hi_answer_excerpt(req, 200));
 
 	item->http_status = (int) req->status;
-	if (item->step == HI_STEP_CREATE || item->step == HI_STEP_LOOKUP || item->step == HI_STEP_CONFIRM)
+	if (item->step == HI_STEP_CREATE || item->step == HI_STEP_LOOKUP || item->step == HI_STEP_CONFIRM ||
+		item->step == HI_STEP_POST_ACTION || item->step == HI_STEP_FIND_ACTION)
 		item->outcome_maybe_sent = true;
 	if (item->step == HI_STEP_TOKEN || item->step == HI_STEP_AUTHINFO)
 		item->step = item->resume_step;

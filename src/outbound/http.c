@@ -24,6 +24,7 @@
 
 #include "halo_itsm.h"
 #include "hi_backoff.h"
+#include "hi_compat.h"
 #include "hi_http.h"
 #include "hi_token.h"
 
@@ -494,7 +495,7 @@ ParseRetryAfter(const char *value)
 	/* HTTP-date: use PostgreSQL's date parser without raising errors */
 	if (ParseDateTime(value, buf, sizeof(buf), field, ftype, MAXDATEFIELDS, &nf) != 0)
 		return -1;
-	if (DecodeDateTime(field, ftype, nf, &dtype, &tm, &fsec, &tz) != 0 || dtype != DTK_DATE)
+	if (hi_decode_datetime(field, ftype, nf, &dtype, &tm, &fsec, &tz) != 0 || dtype != DTK_DATE)
 		return -1;
 	if (tm2timestamp(&tm, fsec, &tz, &when) != 0)
 		return -1;

@@ -109,7 +109,10 @@ ItemFromRow(uint64 i)
 	item->outbox_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 	kind = SPI_getvalue(tup, desc, 2);
 	item->kind = strcmp(kind, "case") == 0 ? HI_KIND_CASE :
-		strcmp(kind, "detection") == 0 ? HI_KIND_DETECTION : HI_KIND_SYNC;
+		strcmp(kind, "detection") == 0 ? HI_KIND_DETECTION :
+		strcmp(kind, "note") == 0 ? HI_KIND_NOTE :
+		strcmp(kind, "close") == 0 ? HI_KIND_CLOSE :
+		strcmp(kind, "update") == 0 ? HI_KIND_UPDATE : HI_KIND_SYNC;
 	item->integration_id = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
 	item->instance_url = ColText(tup, desc, 4, item->cxt);
 	item->tenant = ColText(tup, desc, 5, item->cxt);
@@ -128,6 +131,9 @@ ItemFromRow(uint64 i)
 	item->error = ColText(tup, desc, 14, item->cxt);
 	item->auth_url = ColText(tup, desc, 15, item->cxt);
 	item->scope = ColText(tup, desc, 16, item->cxt);
+	if ((item->kind == HI_KIND_NOTE || item->kind == HI_KIND_CLOSE) && item->error == NULL &&
+		!hi_followup_prepare(item))
+		item->error = MemoryContextStrdup(item->cxt, "halo_itsm: the action of this note or close cannot be read; nothing was sent");
 	return item;
 }
 

@@ -18,10 +18,10 @@ from halo_test import (PGBIN, PGHOST, PGPORT, RUN_DIR, Mock, connect_integration
 
 DB = "halo_manual"
 MOCK = Mock()
-TABLES = {"integrations": "id", "integration_secrets": "integration_id", "cases": "id",
+TABLES = {"integrations": "id", "integration_secrets": "integration_id", "attachments": "id", "cases": "id",
           "detections": "id", "tickets": "id", "outbox": "id", "timeline": "id",
           "webhook_deliveries": "integration_id, delivery_id"}
-SEQUENCES = ["integrations_id_seq", "cases_id_seq", "detections_id_seq", "tickets_id_seq",
+SEQUENCES = ["integrations_id_seq", "attachments_id_seq", "cases_id_seq", "detections_id_seq", "tickets_id_seq",
              "outbox_id_seq", "timeline_id_seq"]
 NEW = os.path.join(RUN_DIR, "restore")
 NEW_DATA = os.path.join(NEW, "pgdata")
@@ -85,7 +85,9 @@ def snapshot(conn):
     out = {}
     with conn.cursor() as cur:
         for table, key in TABLES.items():
-            cur.execute("SELECT row_to_json(t)::text FROM halo_itsm.%s t ORDER BY %s" % (table, key))
+            # the built-in attachments are made by CREATE EXTENSION (not dumped)
+            where = " WHERE NOT t.builtin" if table == "attachments" else ""
+            cur.execute("SELECT row_to_json(t)::text FROM halo_itsm.%s t%s ORDER BY %s" % (table, where, key))
             out[table] = [r[0] for r in cur.fetchall()]
         for seq in SEQUENCES:
             cur.execute("SELECT last_value, is_called FROM halo_itsm.%s" % seq)
@@ -113,6 +115,18 @@ def fill_source():
     q("INSERT INTO halo_itsm.cases (sid, title, severity, integration_id)"
       " VALUES ('DMP-LOST', 'Answer lost', 'medium', %s)", ids[0], db=DB)
     q("CALL halo_itsm.deliver()", db=DB)
+    # a table of the platform's, attached (docs/attach.md): its rows pending
+    q("DROP SCHEMA IF EXISTS plat CASCADE", db=DB)
+    q("CREATE SCHEMA plat", db=DB)
+    q("CREATE TABLE plat.incidents (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), ref text NOT NULL"
+      " UNIQUE, name text NOT NULL, sev text, state text NOT NULL DEFAULT 'new', closed_at timestamptz)",
+      db=DB)
+    q("""SELECT halo_itsm.attach('plat.incidents', 'case', 'ref', 'name', 'sev',
+             severity_map => '{"Sev1": "critical"}', status_column => 'state',
+             closed_values => '{resolved}', closed_value => 'resolved', closed_at_column => 'closed_at',
+             integration => %s)""", ids[0], db=DB)
+    q("INSERT INTO plat.incidents (ref, name, sev) VALUES ('PLAT-1', 'Attached one', 'Sev1'),"
+      " ('PLAT-2', 'Attached two', 'Sev9')", db=DB)
     # pending, never tried
     q("INSERT INTO halo_itsm.cases (sid, title, severity, integration_id)"
       " VALUES ('DMP-PEND-1', 'Pending one', 'critical', %s), ('DMP-PEND-2', 'Pending two',"
@@ -140,7 +154,8 @@ def fill_source():
                     db=DB))
     assert states == {"DMP-DONE-1": "done", "DMP-DONE-2": "done", "DMP-DONE-3": "done",
                       "DMP-DEAD": "dead", "DMP-LOST": "pending+maybe_sent",
-                      "DMP-PEND-1": "pending", "DMP-PEND-2": "pending"}, states
+                      "DMP-PEND-1": "pending", "DMP-PEND-2": "pending",
+                      "PLAT-1": "pending", "PLAT-2": "pending"}, states
     assert len(MOCK.tickets()) == 4     # three delivered, and the lost one
 
 
@@ -168,11 +183,17 @@ def test_dump_and_restore_into_new_cluster():
             cur.execute("SHOW shared_preload_libraries")
             assert "halo_itsm" not in cur.fetchone()[0]
 
+            # the attachment came back with its trigger: a new row of the platform's queues
+            cur.execute("SELECT source::text, kind FROM halo_itsm.attachments WHERE NOT builtin")
+            assert cur.fetchall() == [("plat.incidents", "case")]
+            cur.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'plat.incidents'::regclass")
+            assert cur.fetchall() == [("halo_itsm_enqueue",)]
             # delivery continues: pending items go, the lost one is found, not re-created
             cur.execute("INSERT INTO halo_itsm.cases (sid, title, severity, integration_id)"
                         " SELECT 'DMP-AFTER', 'After the restore', 'high', min(id)"
                         "   FROM halo_itsm.integrations RETURNING id")
             assert cur.fetchone()[0] == q1("SELECT max(id) + 1 FROM halo_itsm.cases", db=DB)
+            cur.execute("INSERT INTO plat.incidents (ref, name, sev) VALUES ('PLAT-3', 'After', 'Sev1')")
             cur.execute("CALL halo_itsm.deliver()")
             cur.execute("SELECT c.sid, o.state, t.linked_by FROM halo_itsm.outbox o"
                         "  JOIN halo_itsm.cases c ON c.id = o.case_id"
@@ -181,7 +202,9 @@ def test_dump_and_restore_into_new_cluster():
         assert got == {"DMP-AFTER": ("done", "created"), "DMP-DEAD": ("dead", None),
                        "DMP-DONE-1": ("done", "created"), "DMP-DONE-2": ("done", "created"),
                        "DMP-DONE-3": ("done", "created"), "DMP-LOST": ("done", "found"),
-                       "DMP-PEND-1": ("done", "created"), "DMP-PEND-2": ("done", "created")}, got
+                       "DMP-PEND-1": ("done", "created"), "DMP-PEND-2": ("done", "created"),
+                       "PLAT-1": ("done", "created"), "PLAT-2": ("done", "created"),
+                       "PLAT-3": ("done", "created")}, got
         # one ticket per delivered case in Halo, each linked in the restored database
         by_sid = {}
         for t in MOCK.tickets():
@@ -198,5 +221,8 @@ def test_dump_and_restore_into_new_cluster():
         src.close()
     finally:
         stop_new_cluster()
+        q("SELECT halo_itsm.detach('plat.incidents') FROM halo_itsm.attachments"
+          " WHERE source::text = 'plat.incidents'", db=DB)
+        q("DROP SCHEMA IF EXISTS plat CASCADE", db=DB)
     shutil.rmtree(NEW, ignore_errors=True)
     os.remove(dump)

@@ -20,7 +20,7 @@ code it tests.
 - test_random_mutations: HI_ABUSE_MUTATIONS (default 10,000) random mutations of fresh
   valid deliveries (seed HI_ABUSE_SEED, else random; printed with the counts). A model
   of the scheme (webhook_abuse_model.py) written from the signing reference and the
-  README's check order (not from src/inbound/webhook.c) predicts each answer: accepted exactly when the signed bytes
+  check order of docs/webhooks.md (not from src/inbound/webhook.c) predicts each answer: accepted exactly when the signed bytes
   (trimmed values, the signed host, the body) and the signature are unchanged and the
   delivery is otherwise valid; "duplicate" only for an id already processed; else the
   SQLSTATE (where PostgreSQL's date parser decides, a set: a changed x-halo-date may be

@@ -57,7 +57,7 @@ def test_missing_database_said_once_then_served_when_it_appears():
         log = server_log(mark)
         assert log.count(missing_said) == 1, log[-3000:]
         # no FATAL from the delivery worker; the webhook listener (on in the test cluster)
-        # connects by name and retries every 10 s: a known limit, noted in the README
+        # connects by name and retries every 10 s: a known limit, noted in docs/webhooks.md
         listener = set(re.findall(r'"halo_itsm webhook listener" \(PID (\d+)\)', log))
         fatal = re.findall(r'\[(\d+)\] FATAL:  database "%s" does not exist' % MISSING, log)
         assert [pid for pid in fatal if pid not in listener] == [], (fatal, listener)

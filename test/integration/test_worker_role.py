@@ -1,6 +1,6 @@
 """halo_itsm.worker_role: the worker connects as the role named there (issue 9, item 2).
 
-With the role the README's Privileges section describes (LOGIN, not superuser, the
+With the role docs/operations.md (Privileges) describes (LOGIN, not superuser, the
 grants on the extension's schema), the worker runs as that role and delivers a case and
 a ticket sync. The setting is read at server start: the test restarts the cluster with
 it, and again without it at the end.
@@ -11,7 +11,7 @@ from halo_test import (WORKER_TYPE, ensure_extension, fresh_integration, log_mar
                        q1_retry, restart_cluster, server_log, timeout, wait_until)
 
 ROLE = "hi_test_worker"
-# the grants of the README's recipe
+# the grants of the recipe in docs/operations.md
 GRANTS = [
     "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA halo_itsm TO %s",
     "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA halo_itsm TO %s",
@@ -83,7 +83,7 @@ def test_role_that_cannot_log_in_is_said_once_and_shown_in_status():
     assert _worker_user() is None
     assert q("SELECT problem FROM halo_itsm.status WHERE pending IS NULL") == [
         ("no background worker runs: halo_itsm.worker_role = '%s' names a role that does not"
-         " exist or cannot log in; create it with LOGIN and the README's grants, or reset"
+         " exist or cannot log in; create it with LOGIN and the grants of docs/operations.md, or reset"
          " halo_itsm.worker_role, then SELECT halo_itsm.restart_worker()" % missing,)]
     # the role appears: the worker starts as it, without a restart
     q("CREATE ROLE %s LOGIN" % missing, db="postgres")

@@ -2,7 +2,7 @@
 shares with the fixed cases: the signed header names, the Python signer, the delivery
 state set up by test_webhook_abuse.setup_module() (STATE), the fresh valid deliveries
 (Base), a delivery being mutated (Mutation), the model that predicts ingest_webhook()'s
-answer from the README's signing scheme and check order alone (Model), and the mutation
+answer from the signing scheme and check order of docs/webhooks.md alone (Model), and the mutation
 operators. Not a test module (run.py collects test_*.py only).
 """
 import base64
@@ -101,7 +101,7 @@ class Mutation:
 
 
 class Model:
-    """What ingest_webhook() must answer, from the spec and the README alone."""
+    """What ingest_webhook() must answer, from the spec and docs/webhooks.md alone."""
 
     def __init__(self):
         """Nothing processed yet."""

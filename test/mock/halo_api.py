@@ -16,6 +16,7 @@ import copy
 import re
 import urllib.parse
 
+import webhooks
 from halo_state import type_error
 
 
@@ -256,6 +257,11 @@ def post_actions(req, state):
         out = [copy.deepcopy(state.add_action(item['ticket_id'], item, who='API User',
                                               app_id=req.client_id))
                for item in items]
+        tickets = [copy.deepcopy(state.tickets[a['ticket_id']]) for a in out]
+    # like Halo, an action added through the API fires the ticket's webhook too (the
+    # extension must not take its own notes back as new ones)
+    for ticket, action in zip(tickets, out):
+        webhooks.emit(state, ticket, action, 'Ticket ID: %07d has been updated by API User.' % ticket['id'])
     return 200, (out[0] if len(out) == 1 else out)
 
 

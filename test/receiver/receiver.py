@@ -11,7 +11,7 @@ Halo POSTs each delivery to /halo/<webhook key>. The receiver passes the key, ev
 header (as a JSON object) and the raw body to halo_itsm.ingest_webhook(), which verifies
 and applies the delivery in one transaction, and answers Halo with the status that
 halo_itsm.webhook_http_status(sqlstate) gives (200 when accepted; the one map, shared with
-the listener and documented in the README). GET /healthz answers 200 when the database
+the listener and documented in docs/webhooks.md). GET /healthz answers 200 when the database
 answers, else 503.
 
 - The password is never on the command line (where `ps` shows it): give it in PGPASSWORD

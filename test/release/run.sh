@@ -95,6 +95,8 @@ mkdir -p "$HI_RUN"
 check "release metadata (META.json, versions, CHANGELOG.md, LICENSE)" \
     "$HI_PYTHON" test/release/check_meta.py
 check "check_meta.py rejects each broken release file" "$HI_PYTHON" test/release/test_check_meta.py
+# make dist: the source archives (zip for PGXN, tar.gz) hold every tracked file and build
+check "make dist: the source archives hold the tracked files and build" bash test/release/check_dist.sh "$WORK-dist"
 if check "Debian package builds (dpkg-buildpackage)" build_package; then
     if check "package installs and owns the extension's files" install_package; then
         check "pg_regress against the installed package" regress_on_package

@@ -28,9 +28,9 @@ SELECT p.proname
  WHERE p.pronamespace = 'halo_itsm'::regnamespace AND a.grantee = 0
  ORDER BY p.proname;
 
--- The routines of the outbound half: kind, SECURITY DEFINER (only the PL/pgSQL trigger; the case
--- trigger is C and switches to its owner for its one insert), and
--- whether PUBLIC may execute them.
+-- The routines of the outbound half: kind, SECURITY DEFINER (add_note and the write-back of
+-- a close from Halo; the enqueue trigger is C and switches to its owner for its statements),
+-- and whether PUBLIC may execute them.
 SELECT r.name, p.prokind, p.prosecdef,
        EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
                 WHERE a.grantee = 0) AS public_execute
@@ -39,9 +39,10 @@ SELECT r.name, p.prokind, p.prosecdef,
                     'deliver', 'check_connection', 'schedule_jobs',
                     '_check_template', '_check_instance_url', '_random_secret',
                     '_wake_worker_at_commit', '_worker_running', '_integration',
-                    '_build_payload', '_resolve_integration', '_case_enqueue', '_detection_enqueue',
+                    '_build_payload', '_resolve_integration', '_enqueue',
                     '_recover_orphans', '_claim', '_record',
-                    '_check_connection']) WITH ORDINALITY AS r(name, n)
+                    '_check_connection', 'attach', 'detach', 'backfill', 'add_note', '_write_back',
+                    '_attached_insert', '_source_changed']) WITH ORDINALITY AS r(name, n)
   LEFT JOIN pg_proc p ON p.proname = r.name AND p.pronamespace = 'halo_itsm'::regnamespace
  ORDER BY r.n;
 

@@ -217,14 +217,23 @@ SELECT * FROM pg_temp.subjects ORDER BY kind, subject;
 CALL pg_temp.try($$INSERT INTO halo_itsm.outbox (kind, integration_id) VALUES ('ticket', 1)$$);
 CALL pg_temp.try($$UPDATE halo_itsm.outbox SET state = 'lost'$$);
 
--- The case trigger (C) refuses to run as anything but the AFTER INSERT row trigger.
+-- The enqueue trigger (C) refuses to run as anything but an AFTER row trigger, and without
+-- its attachment id on a table that is not built in.
 CREATE TABLE pg_temp.misuse (id bigint, integration_id integer);
 CREATE TRIGGER wrong BEFORE INSERT ON pg_temp.misuse
-    FOR EACH ROW EXECUTE FUNCTION halo_itsm._case_enqueue();
+    FOR EACH ROW EXECUTE FUNCTION halo_itsm._enqueue('1');
 CALL pg_temp.try($$INSERT INTO pg_temp.misuse VALUES (1, NULL)$$);
 DROP TRIGGER wrong ON pg_temp.misuse;
 CREATE TRIGGER wrong AFTER INSERT ON pg_temp.misuse
-    FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._case_enqueue();
+    FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._enqueue('1');
+CALL pg_temp.try($$INSERT INTO pg_temp.misuse VALUES (1, NULL)$$);
+DROP TRIGGER wrong ON pg_temp.misuse;
+CREATE TRIGGER wrong AFTER INSERT ON pg_temp.misuse
+    FOR EACH ROW EXECUTE FUNCTION halo_itsm._enqueue();
+CALL pg_temp.try($$INSERT INTO pg_temp.misuse VALUES (1, NULL)$$);
+DROP TRIGGER wrong ON pg_temp.misuse;
+CREATE TRIGGER wrong AFTER INSERT ON pg_temp.misuse
+    FOR EACH ROW EXECUTE FUNCTION halo_itsm._enqueue('99');
 CALL pg_temp.try($$INSERT INTO pg_temp.misuse VALUES (1, NULL)$$);
 SELECT count(*) AS outbox_rows FROM halo_itsm.outbox WHERE kind = 'case';
 
