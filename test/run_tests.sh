@@ -5,7 +5,9 @@
 # mock Halo server, then runs in order: unit tests, pg_regress, integration tests,
 # fuzzers (briefly). A stage whose files do not exist yet is reported as skipped.
 # Environment:
-#   HI_ONLY=unit,regress,integration,fuzz,bench,release   run only these stages
+#   HI_ONLY=unit,regress,integration,fuzz,bench,release,ha   run only these stages
+#   (ha: a Patroni cluster (test/ha/cluster.sh) through switchovers and failovers;
+#    HI_HA_TESTS="test_a test_b" picks tests; HI_LONG=1: 2,000 cases instead of 200)
 #   (bench: the benchmark harness once with tiny sizes, to keep it working; no timing is asserted)
 #   (release: META.json and versions, the Debian package built, installed and regress-tested)
 #   HI_KEEP=1                               leave cluster and mock running afterwards
@@ -152,9 +154,26 @@ stage_fuzz() {
     fi
 }
 
+# The high-availability tests (test/ha): a Patroni cluster of two nodes with etcd and a mock
+# of their own (test/ha/cluster.sh), through switchovers and failovers; torn down after.
+stage_ha() {
+    if [ ! -f test/ha/run.py ]; then skip ha "test/ha/run.py not found"; return; fi
+    echo "=== high availability (Patroni)"
+    HA_STARTED=1
+    if ! run_stage bash test/ha/cluster.sh start; then
+        record ha 0 1 "(test/ha/cluster.sh start failed)"
+    else
+        run_stage "$HI_PYTHON" test/ha/run.py ${HI_HA_TESTS:-}
+        count_summary ha $?
+    fi
+    bash test/ha/cluster.sh stop
+    HA_STARTED=
+}
+
 # finish: stop servers (quietly), print the report and the summary line, exit.
 finish() {
     trap - EXIT
+    [ -n "${HA_STARTED:-}" ] && bash test/ha/cluster.sh stop 2>&1
     if [ "$FAILED" -gt 0 ] || [ "$PASSED" -eq 0 ]; then
         if [ -n "$STARTED" ] && [ -s "$HI_PG_LOG" ]; then
             echo "--- last 80 lines of the server log ($HI_PG_LOG)"
@@ -208,4 +227,5 @@ stage_wanted integration && stage_integration
 stage_wanted fuzz && stage_fuzz
 stage_wanted bench && stage_bench
 stage_wanted release && stage_release
+stage_wanted ha && stage_ha
 finish

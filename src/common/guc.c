@@ -140,6 +140,12 @@ hi_guc_init(void)
 							"How far a webhook's x-halo-date may be from the database clock, either way.",
 							NULL, &hi_webhook_tolerance_s, 300, 1, 86400, PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
+	DefineCustomBoolVariable("halo_itsm.wait_for_replication",
+							 "Sends nothing to Halo (and answers no webhook 200) before the commit is flushed on every streaming standby.",
+							 "Under asynchronous replication a failover then loses no case whose ticket Halo has, and no applied webhook. "
+							 "Costs nothing when no standby streams; see the README's High availability section.",
+							 &hi_wait_for_replication, true, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 	/* the webhook listener's own (src/inbound/listener_guc.c) */
 	hi_listener_guc_init();
 

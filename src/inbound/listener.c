@@ -28,6 +28,8 @@
  */
 #include "postgres.h"
 
+#include "access/xlog.h"
+
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -338,6 +340,11 @@ StartDaemons(void)
 	ereport(LOG,
 			(errmsg("halo_itsm: webhook listener serving %s://%s:%d/halo/<webhook key> in database \"%s\"",
 					tls ? "https" : "http", hi_listen_addresses, hi_listen_port, hi_worker_database(NULL))));
+	/* the one process of halo_itsm on a standby says, once, why nothing else runs */
+	if (RecoveryInProgress())
+		ereport(LOG,
+				(errmsg("halo_itsm: this server is a hot standby: it delivers nothing and applies no webhook until it is promoted"),
+				 errhint("The launcher and the delivery worker start at promotion, by themselves; until then the listener answers 503.")));
 }
 
 /* Stops the daemons (closes the listening sockets) when the worker exits. */

@@ -244,6 +244,8 @@ hi_listener_apply(const char *key, int n, const char *const *names, const char *
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		*answer = MallocCopy(isnull ? "null" : TextDatumGetCString(d));
 		EndWork();
+		/* applied on the standbys too before Halo hears 200 (halo_itsm.wait_for_replication) */
+		hi_replwait(InvalidXLogRecPtr);
 		status = 200;
 	}
 	PG_CATCH();

@@ -35,6 +35,7 @@ extern int	hi_poll_interval_ms;
 extern char *hi_webhook_base_url;
 extern int	hi_webhook_max_body;
 extern int	hi_webhook_tolerance_s;
+extern bool hi_wait_for_replication;
 
 extern void hi_guc_init(void);
 extern const char *hi_worker_database(const char **setting);
@@ -104,6 +105,9 @@ extern int	hi_budget_used(int integration_id, TimestampTz now);
 
 /* refusing writes on a hot standby (standby.c) */
 extern void hi_refuse_on_standby(const char *entry_point);
+
+/* replwait.c */
+extern int	hi_replwait(XLogRecPtr lsn);
 extern int	hi_shmem_swap_extension_state(int state);
 extern void hi_wake_worker_at_commit(void);
 

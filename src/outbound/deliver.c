@@ -39,6 +39,9 @@ DeliverClaim(int room, ErrorData **failed)
 
 	*failed = hi_store_claim_subxact(false, room, &claimed, &n, NULL);
 	SPI_commit();
+	/* the claim (items in flight) on the standbys before the first request */
+	if (claimed != NULL)
+		hi_replwait(InvalidXLogRecPtr);
 	hi_engine_submit_all(claimed);
 	return n;
 }

@@ -201,7 +201,9 @@ WorkerRound(bool claim, bool recover, HiExtensionState *ready, char *version,
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 
-	/* only now, with no transaction open, do the requests start */
+	/* only now, with no transaction open, and the claim on the standbys, do the requests start */
+	if (claimed != NULL)
+		hi_replwait(InvalidXLogRecPtr);
 	hi_engine_submit_all(claimed);
 	return n;
 }

@@ -34,7 +34,8 @@ HI_PYTHON=/usr/bin/python3
 
 HI_PACKAGES="postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libssl-dev
 postgresql-15-cron python3 python3-psycopg2 make gcc clang libclang-rt-14-dev curl
-openssl wrk gnuplot-nox dpkg-dev debhelper postgresql-server-dev-all libmicrohttpd-dev"
+openssl wrk gnuplot-nox dpkg-dev debhelper postgresql-server-dev-all libmicrohttpd-dev
+patroni etcd-server"
 
 # What clients and the Python helpers (test/integration/halo_test.py) use.
 export PGHOST=$HI_SOCKET_DIR PGPORT=$PG_PORT PGUSER=postgres
