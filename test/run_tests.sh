@@ -2,10 +2,11 @@
 # test/run_tests.sh: the project's test command (bash test/run_tests.sh).
 #
 # Installs what is missing, builds and installs halo_itsm, starts a fresh cluster and the
-# mock Halo server, then runs in order: unit tests, pg_regress, integration tests,
-# fuzzers (briefly). A stage whose files do not exist yet is reported as skipped.
+# mock Halo server, then runs in order: unit tests and the code checks of test/lint (no
+# function in src/ over 80 lines), pg_regress, integration tests, fuzzers (briefly). A stage whose files do not exist yet is reported as skipped.
 # Environment:
 #   HI_ONLY=unit,regress,integration,fuzz,bench,release   run only these stages
+#   (unit runs the lint stage too; HI_ONLY=lint runs it alone)
 #   (bench: the benchmark harness once with tiny sizes, to keep it working; no timing is asserted)
 #   (release: META.json and versions, the Debian package built, installed and regress-tested)
 #   HI_KEEP=1                               leave cluster and mock running afterwards
@@ -79,6 +80,14 @@ stage_unit() {
     echo "=== unit tests"
     run_stage make -C test/unit check
     count_summary unit $?
+}
+
+# The code checks of test/lint: every C function in src/ at most 80 lines.
+stage_lint() {
+    if [ ! -f test/lint/function_length.py ]; then skip lint "test/lint/function_length.py not found"; return; fi
+    echo "=== lint: function length"
+    run_stage "$HI_PYTHON" test/lint/function_length.py --max 80 src
+    count_summary lint $?
 }
 
 stage_regress() {
@@ -203,6 +212,7 @@ if stage_wanted regress || stage_wanted integration; then
 fi
 
 stage_wanted unit && stage_unit
+{ stage_wanted unit || stage_wanted lint; } && stage_lint
 stage_wanted regress && stage_regress
 stage_wanted integration && stage_integration
 stage_wanted fuzz && stage_fuzz
