@@ -74,20 +74,11 @@ static int	nconns = 0;
 void
 hi_listener_register(void)
 {
-	BackgroundWorker worker;
-
 	if (hi_listen_addresses == NULL || hi_listen_addresses[0] == '\0')
 		return;
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	/* also on a hot standby, where it answers 503 so that Halo retries */
-	worker.bgw_start_time = BgWorkerStart_ConsistentState;
-	worker.bgw_restart_time = 10;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "halo_itsm");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "halo_itsm_listener_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "halo_itsm webhook listener");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "halo_itsm webhook listener");
-	RegisterBackgroundWorker(&worker);
+	hi_register_worker("halo_itsm_listener_main", "halo_itsm webhook listener",
+					   BgWorkerStart_ConsistentState, 10, (Datum) 0, InvalidOid, NULL);
 }
 
 /* MHD's messages go to the server log at DEBUG1 (a hostile client must not fill the log). */

@@ -11,6 +11,7 @@
 
 #include "datatype/timestamp.h"
 #include "executor/spi.h"
+#include "postmaster/bgworker.h"
 
 /* settings (guc.c) */
 extern char *hi_database_name;
@@ -125,6 +126,11 @@ extern bool hi_restoring(void);
 extern void hi_pin_worker_session(void);
 extern int	hi_pin_begin(void);
 extern void hi_pin_end(int level);
+
+/* every background worker of halo_itsm is registered by this (bgworker.c) */
+extern bool hi_register_worker(const char *function, const char *name,
+							   BgWorkerStartTime start_time, int restart_time,
+							   Datum main_arg, Oid roleoid, BackgroundWorkerHandle **handle);
 
 /* the launcher (launcher.c) and the delivery worker it starts (worker.c) */
 extern void hi_launcher_register(void);
