@@ -26,6 +26,14 @@ static const char *const canonical_prefixes[4] = {
 	"content-length:", "content-type:", "host:", "x-halo-date:"
 };
 
+/* A growing output buffer for hi_canonical_build (two passes: measure, write). */
+typedef struct
+{
+	unsigned char *p;			/* NULL while measuring */
+	size_t		len;
+	int			overflow;
+} CanonBuf;
+
 static int	IsSpaceOrTab(char c);
 static int	IsHex(char c);
 static int	DecodeHex(const char *s, size_t len, unsigned char out[HI_SIG_RAW_LEN]);
@@ -33,6 +41,11 @@ static int	DecodeB64(const char *s, size_t len, unsigned char out[HI_SIG_RAW_LEN
 static int	ComputeRaw(const char *secret, size_t secret_len,
 					   const unsigned char *msg, size_t msg_len,
 					   unsigned char out[HI_SIG_RAW_LEN]);
+static void Put(CanonBuf *b, const void *s, size_t n);
+static void PutS(CanonBuf *b, const char *s);
+static void WriteLayout(CanonBuf *b, int layout, const char *const *names,
+						const char *const *vals, const size_t *vlens, size_t n,
+						const unsigned char *body, size_t body_len, const char *digest_b64);
 
 /* Is c a space or a horizontal tab? */
 static int
@@ -265,14 +278,6 @@ hi_layout_from_name(const char *name)
 			return i;
 	return -1;
 }
-
-/* A growing output buffer for hi_canonical_build (two passes: measure, write). */
-typedef struct
-{
-	unsigned char *p;			/* NULL while measuring */
-	size_t		len;
-	int			overflow;
-} CanonBuf;
 
 /* Appends n bytes (or counts them while measuring). */
 static void

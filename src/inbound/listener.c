@@ -70,6 +70,19 @@ static int	ndaemons = 0;
 static HiConnSlot *conns = NULL;
 static int	nconns = 0;
 
+static void MhdLogger(void *cls, const char *fmt, va_list ap);
+static void MhdPanic(void *cls, const char *file, unsigned int line, const char *reason);
+static void ConnNotify(void *cls, struct MHD_Connection *c, void **socket_context,
+					   enum MHD_ConnectionNotificationCode code);
+static void DropSlowClients(void);
+static char *ReadPem(const char *path, const char *setting);
+static bool IsLoopback(const struct sockaddr *sa);
+static void RefuseToStart(const char *msg, const char *hint);
+static void StartDaemon(const struct sockaddr *sa, const char *label, const char *cert,
+						const char *key);
+static void StartDaemons(void);
+static void StopDaemons(int code, Datum arg);
+
 /* Registers the listener with the postmaster when listen_addresses is set (from _PG_init). */
 void
 hi_listener_register(void)

@@ -79,8 +79,9 @@ def parameter_list_start(header):
     return -1
 
 
-def functions(path):
-    """Yields (name, first line, last line) of every function defined in a C file."""
+def functions(path, with_header=False):
+    """Yields (name, first line, last line) of every function defined in a C file; with
+    with_header, also the text before the name (return type, storage class)."""
     with open(path, encoding='utf-8', errors='replace') as f:
         code = strip_code(f.read())
     depth = 0
@@ -93,7 +94,8 @@ def functions(path):
                 open_at = parameter_list_start(header)
                 m = NAME_BEFORE_PAREN.search(header[:open_at + 1]) if open_at >= 0 else None
                 if m and '=' not in header:
-                    start = (m.group(1), code.count('\n', 0, header_start + m.start(1)) + 1)
+                    start = (m.group(1), code.count('\n', 0, header_start + m.start(1)) + 1,
+                             header[:m.start(1)])
                 else:
                     start = None
             depth += 1
@@ -101,7 +103,8 @@ def functions(path):
             depth -= 1
             if depth == 0:
                 if start:
-                    yield start[0], start[1], code.count('\n', 0, i) + 1
+                    end = code.count('\n', 0, i) + 1
+                    yield (start[0], start[1], end, start[2]) if with_header else (start[0], start[1], end)
                 start = None
                 header_start = i + 1
         elif c == ';' and depth == 0:
