@@ -207,7 +207,7 @@ hi_signature_compute(const char *secret, size_t secret_len,
 }
 
 /* Strictly decode the base64 signature, then compare HMACs in constant time. */
-hi_sig_result
+HiSigResult
 hi_signature_verify(const char *secret, size_t secret_len,
 					const unsigned char *msg, size_t msg_len,
 					const char *sig_b64, size_t sig_len)
@@ -250,7 +250,7 @@ hi_content_length_matches(const char *value, size_t body_len)
  * ---------------------------------------------------------------------------
  */
 
-/* Layout names, by hi_layout value. */
+/* Layout names, by HiLayout value. */
 static const char *const layout_names[HI_LAYOUT_COUNT] = {
 	"default", "blank_line", "space", "crlf", "values", "body",
 	"cavage", "cavage_digest", "rfc9421"
@@ -502,7 +502,7 @@ DecodeB64(const char *s, size_t len, unsigned char out[HI_SIG_RAW_LEN])
 }
 
 /* Prefix, then strict encoding, then a constant-time HMAC comparison. */
-hi_sig_result
+HiSigResult
 hi_signature_verify_enc(const char *secret, size_t secret_len,
 						const unsigned char *msg, size_t msg_len,
 						int encoding, const char *prefix,
@@ -511,7 +511,7 @@ hi_signature_verify_enc(const char *secret, size_t secret_len,
 	unsigned char given[HI_SIG_RAW_LEN];
 	unsigned char expected[HI_SIG_RAW_LEN];
 	size_t		plen = prefix ? strlen(prefix) : 0;
-	hi_sig_result result;
+	HiSigResult result;
 	int			rc;
 
 	if (sig == NULL || sig_len < plen || (plen > 0 && memcmp(sig, prefix, plen) != 0))
