@@ -3,7 +3,7 @@
 #
 # Installs what is missing, builds and installs halo_itsm, starts a fresh cluster and the
 # mock Halo server, then runs in order: unit tests and the code checks of test/lint (no
-# function in src/ over 80 lines), pg_regress, integration tests, fuzzers (briefly). A stage whose files do not exist yet is reported as skipped.
+# function in src/ over 80 lines, static prototypes, names), pg_regress, integration tests, fuzzers (briefly). A stage whose files do not exist yet is reported as skipped.
 # Environment:
 #   HI_ONLY=unit,regress,integration,fuzz,bench,release   run only these stages
 #   (unit runs the lint stage too; HI_ONLY=lint runs it alone)
@@ -82,12 +82,16 @@ stage_unit() {
     count_summary unit $?
 }
 
-# The code checks of test/lint: every C function in src/ at most 80 lines.
+# The code checks of test/lint: every C function in src/ at most 80 lines; static
+# prototypes at the top of each file and the naming convention.
 stage_lint() {
     if [ ! -f test/lint/function_length.py ]; then skip lint "test/lint/function_length.py not found"; return; fi
     echo "=== lint: function length"
     run_stage "$HI_PYTHON" test/lint/function_length.py --max 80 src
     count_summary lint $?
+    echo "=== lint: prototypes and names"
+    run_stage "$HI_PYTHON" test/lint/conventions.py src
+    count_summary conventions $?
 }
 
 stage_regress() {
