@@ -1,7 +1,10 @@
 /*-------------------------------------------------------------------------
  * launcher.c
  *	  The halo_itsm launcher: a background worker connected to no database
- *	  that starts the delivery worker (worker.c) in halo_itsm.database.
+ *	  that starts the delivery worker (worker.c) in the database named by
+ *	  halo_itsm.database_name (or its old name halo_itsm.database), as
+ *	  halo_itsm.worker_role; every halo_itsm worker is registered through
+ *	  hi_register_worker() (bgworker.c).
  *
  *	  A background worker can connect to one database, once, and one that
  *	  names a missing database dies with FATAL, which the postmaster used to

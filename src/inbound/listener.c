@@ -2,7 +2,8 @@
  * listener.c
  *	  The webhook listener: an optional background worker (on when
  *	  halo_itsm.listen_addresses is set) that receives Halo's webhooks over
- *	  HTTP(S) with libmicrohttpd and applies them in halo_itsm.database.
+ *	  HTTP(S) with libmicrohttpd and applies them in the delivery worker's
+ *	  database (halo_itsm.database_name, read by hi_worker_database()).
  *
  *	  libmicrohttpd runs without threads of its own (no
  *	  MHD_USE_INTERNAL_POLLING_THREAD): each daemon (one per listening

@@ -1,7 +1,11 @@
 /*-------------------------------------------------------------------------
  * halo_itsm.h
  *	  Declarations shared by the PostgreSQL-side files of halo_itsm: the
- *	  settings (GUCs), shared memory, the worker, and the delivery store.
+ *	  settings (GUCs), shared memory and the serving state, the request
+ *	  budget's shared part, the standby refusal, the kept rejected webhooks,
+ *	  the settings pinned for SQL run from C, the registration of background
+ *	  workers, the launcher and the delivery worker. The delivery engine,
+ *	  store, HTTP, tokens, SPI and JSON helpers have headers of their own.
  *-------------------------------------------------------------------------
  */
 #ifndef HALO_ITSM_H
