@@ -131,7 +131,7 @@ def main(argv):
                     failed += 1
                 else:
                     passed += 1
-    print(f'function length: {passed} passed, {failed} failed')
+    print(f'length: {passed} passed, {failed} failed')
     return 1 if failed else 0
 
 
