@@ -16,7 +16,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from function_length import functions, strip_code  # noqa: E402
+from function_length import check_files, functions, strip_code  # noqa: E402
 
 CAMEL = re.compile(r'^[A-Z][A-Za-z0-9]*$')
 SHARED = re.compile(r'^(hi_|halo_itsm_)[a-z0-9_]+$|^_PG_init$')
@@ -45,23 +45,7 @@ def offences(path):
 
 
 def main(argv):
-    roots = argv or ['src']
-    passed = failed = 0
-    for root in roots:
-        for dirpath, _, names in sorted(os.walk(root)):
-            for name in sorted(names):
-                if not name.endswith('.c'):
-                    continue
-                found = offences(os.path.join(dirpath, name))
-                for line in found:
-                    print(line)
-                if found:
-                    failed += 1
-                else:
-                    passed += 1
-    print(f'conventions: {passed} passed, {failed} failed')
-    return 1 if failed else 0
-
+    return check_files('conventions', argv or ['src'], ('.c',), offences)
 
 if __name__ == '__main__':
     sys.exit(main(sys.argv[1:]))

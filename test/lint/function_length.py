@@ -111,29 +111,32 @@ def functions(path, with_header=False):
             header_start = i + 1
 
 
+def check_files(label, roots, endings, offences):
+    """Runs offences(path) (a list of messages) on every file below roots whose name ends
+    in one of endings; prints the messages and `label: N passed, N failed` (one test per
+    file); returns the exit status (1 when any file has an offence)."""
+    passed = failed = 0
+    for root in roots:
+        for dirpath, _, names in sorted(os.walk(root)):
+            for name in sorted(names):
+                if name.endswith(endings):
+                    found = offences(os.path.join(dirpath, name))
+                    for line in found:
+                        print(line)
+                    passed, failed = (passed, failed + 1) if found else (passed + 1, failed)
+    print(f'{label}: {passed} passed, {failed} failed')
+    return 1 if failed else 0
+
+
 def main(argv):
     limit = 80
     if len(argv) >= 2 and argv[0] == '--max':
         limit = int(argv[1])
         argv = argv[2:]
     roots = argv or ['src']
-    passed = failed = 0
-    for root in roots:
-        for dirpath, _, names in sorted(os.walk(root)):
-            for name in sorted(names):
-                if not name.endswith(('.c', '.h')):
-                    continue
-                path = os.path.join(dirpath, name)
-                over = [(fn, a, b) for fn, a, b in functions(path) if b - a + 1 > limit]
-                for fn, a, b in over:
-                    print(f'{path}:{a}: {fn}() is {b - a + 1} lines (limit {limit})')
-                if over:
-                    failed += 1
-                else:
-                    passed += 1
-    print(f'length: {passed} passed, {failed} failed')
-    return 1 if failed else 0
-
+    return check_files('length', roots, ('.c', '.h'), lambda path: [
+        f'{path}:{a}: {fn}() is {b - a + 1} lines (limit {limit})'
+        for fn, a, b in functions(path) if b - a + 1 > limit])
 
 if __name__ == '__main__':
     sys.exit(main(sys.argv[1:]))
