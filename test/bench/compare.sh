@@ -4,7 +4,7 @@
 #
 #   bash test/bench/compare.sh BASE [HEAD] [FIGURES] [REPS]   e.g. compare.sh c445811 HEAD 1,5 3
 #
-# Exports both commits (git archive) to temporary folders and runs each one's own
+# Exports both commits (git archive) to temporary folders, builds them, and runs each one's own
 # test/bench/run.sh --only FIGURES with one repetition, in turn: base, head; then head, base;
 # ... (ABBA), each run under the test lock (make install writes the shared PostgreSQL lib
 # dir; other sessions' test runs can go between two runs). Sizes come from the environment
@@ -33,6 +33,8 @@ for side in base head; do
     id=${side}_id
     mkdir -p "$TMP/$side"
     git -C "$ROOT" archive "${!id}" | tar -x -C "$TMP/$side" || exit 1
+    # built here, outside the lock (only make install, in run.sh, writes the shared lib dir)
+    make -C "$TMP/$side" -s -j2 >"$TMP/$side.build.log" 2>&1 || { cat "$TMP/$side.build.log"; exit 1; }
 done
 
 export HI_BENCH_REPS=1
