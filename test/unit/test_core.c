@@ -61,6 +61,13 @@ static void TestEncodings(void);
 static void TestHtmlLinear(void);
 static unsigned char *GoldenCanonical(size_t *len);
 static HiSigResult VerifyGolden(const char *sig);
+static void CheckScrub(const char *name, const char *in, const char *want, size_t want_n);
+static void TestJsonScrub(void);
+static void TestToken(void);
+static void CheckLayout(int layout, const char *want, size_t want_len);
+static void TestBudgetRing(void);
+static void TestWebhookStatus(void);
+static void TestRate(void);
 
 /* Check hi_template_validate's code and message for one template. */
 static void
