@@ -71,7 +71,7 @@ CREATE FUNCTION halo_itsm._html_to_text(html text)
 RETURNS text LANGUAGE C IMMUTABLE PARALLEL SAFE STRICT AS 'MODULE_PATHNAME', 'halo_itsm_html_to_text';
 
 -- The plain text of an action's note (note, else note_html); NULL when it has none.
--- No SET clause, so that the planner inlines it into _apply_ticket (whose search_path is
+-- No SET clause, so that the planner inlines it into _apply_notes (whose search_path is
 -- pinned): with one, it was parsed and planned again for every action (a quarter of the
 -- time of an ingest_webhook call, test/bench figure 5).
 CREATE FUNCTION halo_itsm._note_text(action jsonb)
