@@ -3,7 +3,7 @@
  * applies deliveries as, and the one SQLSTATE-to-HTTP map of webhook answers
  * (webhook_http_status(), src/core/hi_webhook_status.c), which external receivers read too.
  * Numbered after 90_privileges.sql, whose REVOKE ALL would take back the grants made here.
- * Part of the install script sql/halo_itsm--1.0.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
+ * Part of the install script sql/halo_itsm--<version>.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
  */
 
 -- The HTTP status a webhook receiver answers for an ingest_webhook() outcome: NULL (accepted)
