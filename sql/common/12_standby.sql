@@ -6,5 +6,5 @@
  */
 
 -- Raises 25006 (read_only_sql_transaction) on a hot standby; nothing on a primary.
-CREATE FUNCTION halo_itsm._refuse_on_standby(entry_point text)
+CREATE OR REPLACE FUNCTION halo_itsm._refuse_on_standby(entry_point text)
 RETURNS void LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_refuse_on_standby';

@@ -9,27 +9,27 @@
 -- ---------------------------------------------------------------------------
 -- C helpers (src/common/sqlfuncs.c, src/common/shmem.c).
 -- ---------------------------------------------------------------------------
-CREATE FUNCTION halo_itsm._check_template(template text, field text)
+CREATE OR REPLACE FUNCTION halo_itsm._check_template(template text, field text)
 RETURNS void LANGUAGE C STRICT IMMUTABLE AS 'MODULE_PATHNAME', 'halo_itsm_check_template';
 
-CREATE FUNCTION halo_itsm.render_template(template text, sid text, title text, severity text)
+CREATE OR REPLACE FUNCTION halo_itsm.render_template(template text, sid text, title text, severity text)
 RETURNS text LANGUAGE C IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'halo_itsm_render_template';
 COMMENT ON FUNCTION halo_itsm.render_template(text, text, text, text) IS
     'Renders a title template: {{sid}}, {{title}} and {{severity}} are replaced by the values.';
 
-CREATE FUNCTION halo_itsm._check_instance_url(url text)
+CREATE OR REPLACE FUNCTION halo_itsm._check_instance_url(url text)
 RETURNS text LANGUAGE C STRICT STABLE AS 'MODULE_PATHNAME', 'halo_itsm_check_instance_url';
 
-CREATE FUNCTION halo_itsm._check_auth_url(url text)
+CREATE OR REPLACE FUNCTION halo_itsm._check_auth_url(url text)
 RETURNS text LANGUAGE C STRICT STABLE AS 'MODULE_PATHNAME', 'halo_itsm_check_auth_url';
 
-CREATE FUNCTION halo_itsm._random_secret(nbytes integer)
+CREATE OR REPLACE FUNCTION halo_itsm._random_secret(nbytes integer)
 RETURNS text LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_random_secret';
 
-CREATE FUNCTION halo_itsm._wake_worker_at_commit()
+CREATE OR REPLACE FUNCTION halo_itsm._wake_worker_at_commit()
 RETURNS void LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_wake_worker_at_commit';
 
-CREATE FUNCTION halo_itsm._worker_running()
+CREATE OR REPLACE FUNCTION halo_itsm._worker_running()
 RETURNS boolean LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_worker_running';
 
 -- ---------------------------------------------------------------------------
@@ -37,7 +37,7 @@ RETURNS boolean LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_worker_runn
 -- ---------------------------------------------------------------------------
 
 -- Stores an integration and its secrets; returns its id.
-CREATE FUNCTION halo_itsm.connect(instance_url text, client_id text, client_secret text,
+CREATE OR REPLACE FUNCTION halo_itsm.connect(instance_url text, client_id text, client_secret text,
                                   tenant text DEFAULT NULL, name text DEFAULT 'default')
 RETURNS integer LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -77,7 +77,7 @@ COMMENT ON FUNCTION halo_itsm.connect(text, text, text, text, text) IS
     'Stores a Halo integration (instance URL, OAuth2 client credentials, tenant), generates its webhook key and secret, returns its id.';
 
 -- Replaces the OAuth2 client credentials of an integration.
-CREATE FUNCTION halo_itsm.set_credentials(integration integer, client_id text, client_secret text)
+CREATE OR REPLACE FUNCTION halo_itsm.set_credentials(integration integer, client_id text, client_secret text)
 RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET log_min_error_statement = 'panic' AS $$
@@ -98,13 +98,13 @@ $$;
 -- in a statement's text (pg_stat_activity, psql's history): pass it to connect() or
 -- set_credentials(). Needs the privileges of pg_read_server_files; the file must be a
 -- regular file that no other user of the machine can read (checked in C).
-CREATE FUNCTION halo_itsm.secret_from_file(path text)
+CREATE OR REPLACE FUNCTION halo_itsm.secret_from_file(path text)
 RETURNS text LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_secret_from_file';
 COMMENT ON FUNCTION halo_itsm.secret_from_file(text) IS
     'The client secret held in a file on the database server (trailing white space removed); for connect() and set_credentials(), so that no statement text holds the secret.';
 
 -- set_credentials() with the client secret read from a file on the database server.
-CREATE FUNCTION halo_itsm.set_credentials_from_file(integration integer, client_id text, secret_file text)
+CREATE OR REPLACE FUNCTION halo_itsm.set_credentials_from_file(integration integer, client_id text, secret_file text)
 RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN PERFORM halo_itsm._refuse_on_standby('set_credentials_from_file()');  -- 25006 on a hot standby
@@ -113,7 +113,7 @@ END
 $$;
 
 -- Returns an integration row, or raises a clear error when there is none.
-CREATE FUNCTION halo_itsm._integration(integration integer)
+CREATE OR REPLACE FUNCTION halo_itsm._integration(integration integer)
 RETURNS halo_itsm.integrations LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -134,11 +134,11 @@ $$;
 -- (such rows wait). Used by _resolve_integration (ticket_payload), _claim and the status
 -- view. A view, not a function: the status view's readers may not execute functions or
 -- read integrations, and a view inside a view is read with the outer view owner's rights.
-CREATE VIEW halo_itsm._single_enabled_integration AS
+CREATE OR REPLACE VIEW halo_itsm._single_enabled_integration AS
     SELECT min(i.id) AS id FROM halo_itsm.integrations i WHERE i.enabled HAVING count(*) = 1;
 
 -- Saves the ticket behaviour form of an integration.
-CREATE FUNCTION halo_itsm.configure(integration integer, category text, team text DEFAULT NULL,
+CREATE OR REPLACE FUNCTION halo_itsm.configure(integration integer, category text, team text DEFAULT NULL,
                                     client integer DEFAULT NULL,
                                     standalone_detection_tickets boolean DEFAULT false,
                                     case_title_template text DEFAULT '{{sid}}: {{title}}',
@@ -183,7 +183,7 @@ COMMENT ON FUNCTION halo_itsm.configure(integer, text, text, integer, boolean, t
     'Saves how tickets look: category (required), team, client, standalone detection tickets, title templates.';
 
 -- Sets the instance-specific ids of an integration; NULL keeps a value.
-CREATE FUNCTION halo_itsm.configure_ids(integration integer, tickettype_id integer DEFAULT NULL,
+CREATE OR REPLACE FUNCTION halo_itsm.configure_ids(integration integer, tickettype_id integer DEFAULT NULL,
                                         priority_critical integer DEFAULT NULL,
                                         priority_high integer DEFAULT NULL,
                                         priority_medium integer DEFAULT NULL,
@@ -224,7 +224,7 @@ $$;
 -- from {auth_url}/token (?tenant= when the integration has a tenant). The scope is checked
 -- as OAuth2 (RFC 6749) defines it: scope tokens of printable ASCII but space, " and \,
 -- separated by spaces (runs of spaces become one), at most 1024 bytes.
-CREATE FUNCTION halo_itsm.configure_auth(integration integer, auth_url text DEFAULT NULL,
+CREATE OR REPLACE FUNCTION halo_itsm.configure_auth(integration integer, auth_url text DEFAULT NULL,
                                          scope text DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
@@ -271,7 +271,7 @@ COMMENT ON FUNCTION halo_itsm.configure_auth(integer, text, text) IS
     'Sets the authorisation server (token from {auth_url}/token) and the OAuth scope; NULL keeps a value, '''' restores the default (discovery; read:tickets edit:tickets read:customers).';
 
 -- Enables or disables an integration (a disabled one keeps its queue).
-CREATE FUNCTION halo_itsm.set_enabled(integration integer, enabled boolean)
+CREATE OR REPLACE FUNCTION halo_itsm.set_enabled(integration integer, enabled boolean)
 RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN PERFORM halo_itsm._refuse_on_standby('set_enabled()');  -- 25006 on a hot standby

@@ -8,7 +8,7 @@
 -- properties in Halo's OpenAPI document (the project's shared halo-openapi-subset.json;
 -- integer = int32/int64, number = double, object = a $ref schema). Regenerate it from
 -- that file when the schema changes; it is not read at run time.
-CREATE FUNCTION halo_itsm._halo_ticket_fields()
+CREATE OR REPLACE FUNCTION halo_itsm._halo_ticket_fields()
 RETURNS TABLE (name text, json_type text) LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     VALUES
         ('_acknowledgealert', 'boolean'),
@@ -850,13 +850,13 @@ $$;
 
 -- The ticket fields the extension sets itself (see _build_payload), and id (which would
 -- make the create an update): refused as extra fields.
-CREATE FUNCTION halo_itsm._owned_ticket_fields()
+CREATE OR REPLACE FUNCTION halo_itsm._owned_ticket_fields()
 RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT '{summary,details,tickettype_id,priority_id,client_id,team,category_1,third_party_id_string,id}'::text[]
 $$;
 
 -- Sets the extra fields merged into every ticket of an integration; '{}' removes them.
-CREATE FUNCTION halo_itsm.configure_ticket_fields(integration integer, fields jsonb)
+CREATE OR REPLACE FUNCTION halo_itsm.configure_ticket_fields(integration integer, fields jsonb)
 RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE

@@ -32,7 +32,7 @@
 -- ---------------------------------------------------------------------------
 
 -- A JSON number or digit string as a bigint; NULL for anything else.
-CREATE FUNCTION halo_itsm._json_bigint(v jsonb)
+CREATE OR REPLACE FUNCTION halo_itsm._json_bigint(v jsonb)
 RETURNS bigint LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN jsonb_typeof(v) IN ('number', 'string') AND (v #>> '{}') ~ '^\s*[0-9]{1,18}\s*$'
                 THEN (v #>> '{}')::bigint END
@@ -42,7 +42,7 @@ $$;
 -- Like the helpers below, it runs inside the apply functions (search_path and
 -- standard_conforming_strings pinned: its regular expressions need the latter) and has no
 -- SET clause of its own: one costs a configuration save and restore per call.
-CREATE FUNCTION halo_itsm._halo_time(v text)
+CREATE OR REPLACE FUNCTION halo_itsm._halo_time(v text)
 RETURNS timestamptz LANGUAGE plpgsql STABLE AS $$
 BEGIN
     IF v IS NULL OR v !~ '^\s*\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*([Zz]|[+-]\d{2}(:?\d{2})?)?\s*$' THEN
@@ -60,21 +60,21 @@ $$;
 -- Is this Halo action a system action? Halo marks them with a non-zero action_systemid
 -- (GET /api/Actions?excludesys=true drops exactly those); it sends no is_system field.
 -- who_type is not used: its codes are not published.
-CREATE FUNCTION halo_itsm._is_system_action(action jsonb)
+CREATE OR REPLACE FUNCTION halo_itsm._is_system_action(action jsonb)
 RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT coalesce(halo_itsm._json_bigint(action -> 'action_systemid'), 0) <> 0
 $$;
 
 -- Plain text of Halo's note_html in one linear pass (src/core/hi_html.c): line breaks for
 -- <br>, </p>, </div>, </li>, </tr>, </h1-6>; tags dropped; references decoded once; trimmed.
-CREATE FUNCTION halo_itsm._html_to_text(html text)
+CREATE OR REPLACE FUNCTION halo_itsm._html_to_text(html text)
 RETURNS text LANGUAGE C IMMUTABLE PARALLEL SAFE STRICT AS 'MODULE_PATHNAME', 'halo_itsm_html_to_text';
 
 -- The plain text of an action's note (note, else note_html); NULL when it has none.
 -- No SET clause, so that the planner inlines it into _apply_notes (whose search_path is
 -- pinned): with one, it was parsed and planned again for every action (a quarter of the
 -- time of an ingest_webhook call, test/bench figure 5).
-CREATE FUNCTION halo_itsm._note_text(action jsonb)
+CREATE OR REPLACE FUNCTION halo_itsm._note_text(action jsonb)
 RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT coalesce(
         CASE WHEN jsonb_typeof(action -> 'note') = 'string' THEN nullif(btrim(action ->> 'note', E' \t\r\n'), '') END,
@@ -82,14 +82,14 @@ RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- Queues a sync of a Halo ticket (once while one is pending) and wakes the worker at commit.
-CREATE FUNCTION halo_itsm._queue_sync(integration integer, halo_ticket_id bigint)
+CREATE OR REPLACE FUNCTION halo_itsm._queue_sync(integration integer, halo_ticket_id bigint)
 RETURNS boolean LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
     INSERT INTO halo_itsm.outbox (kind, integration_id, halo_ticket_id)
     VALUES ('sync', _queue_sync.integration, _queue_sync.halo_ticket_id)
-    -- a sync row can only conflict in outbox_one_sync_pending (10_schema.sql), the one
+    -- a sync row can only conflict in outbox_one_sync_pending (10_schema.once.sql), the one
     -- home of "one pending sync per ticket": no conflict target repeats its predicate
     ON CONFLICT DO NOTHING;
     IF FOUND THEN
@@ -106,8 +106,8 @@ $$;
 -- _apply_ticket, notes: one timeline entry per Halo action with note text, deduplicated by
 -- action id; not the system's actions, nor the integration's own (posted through its API
 -- application, client_id lower case), nor those of another ticket. Returns how many were added.
-CREATE FUNCTION halo_itsm._apply_notes(t halo_itsm.tickets, actions jsonb, client_id text,
-                                       fallback_time timestamptz)
+CREATE OR REPLACE FUNCTION halo_itsm._apply_notes(t halo_itsm.tickets, actions jsonb, client_id text,
+                                                  fallback_time timestamptz)
 RETURNS integer LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -145,8 +145,8 @@ $$;
 -- _apply_ticket, closing: closes the open case or detection of t (locked by the caller),
 -- whose ticket is in a closed status (ticket_status, one of closed_ids) or hasbeenclosed; the
 -- newest non-system action that set a closed status says who and when.
-CREATE FUNCTION halo_itsm._apply_closing(t halo_itsm.tickets, ticket jsonb, ticket_status bigint,
-                                         actions jsonb, closed_ids integer[], fallback_time timestamptz)
+CREATE OR REPLACE FUNCTION halo_itsm._apply_closing(t halo_itsm.tickets, ticket jsonb, ticket_status bigint,
+                                                    actions jsonb, closed_ids integer[], fallback_time timestamptz)
 RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -184,7 +184,7 @@ $$;
 -- Applies a Halo ticket (object or NULL) and its actions (array) to the linked case or
 -- detection in one go: its notes (_apply_notes), then its closing (_apply_closing); returns
 -- {outcome, case_sid|detection_sid, notes_added, closed}.
-CREATE FUNCTION halo_itsm._apply_ticket(integration integer, halo_ticket_id bigint, ticket jsonb,
+CREATE OR REPLACE FUNCTION halo_itsm._apply_ticket(integration integer, halo_ticket_id bigint, ticket jsonb,
                                         actions jsonb, fallback_time timestamptz)
 RETURNS jsonb LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
@@ -236,7 +236,7 @@ END
 $$;
 
 -- Applies one event of a verified delivery (an object); _apply_webhook() calls it per event.
-CREATE FUNCTION halo_itsm._apply_event(integration integer, payload jsonb)
+CREATE OR REPLACE FUNCTION halo_itsm._apply_event(integration integer, payload jsonb)
 RETURNS jsonb LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -298,7 +298,7 @@ $$;
 -- Applies one verified, parsed delivery (called by ingest_webhook in its transaction): an
 -- object is one event; an array (Halo's batching) is several, applied in order in this one
 -- transaction (all or nothing), each deduplicated by its own id.
-CREATE FUNCTION halo_itsm._apply_webhook(integration integer, payload jsonb)
+CREATE OR REPLACE FUNCTION halo_itsm._apply_webhook(integration integer, payload jsonb)
 RETURNS jsonb LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -325,7 +325,7 @@ $$;
 -- Applies a ticket sync fetched by the worker or deliver(): ticket = GET /api/Tickets/{id},
 -- actions = GET /api/Actions?ticket_id=... ({"ticket_id", "record_count", "actions": [...]}),
 -- on the outbox row that still holds the claim (claim_token from _claim()).
-CREATE FUNCTION halo_itsm._apply_sync(outbox_id bigint, ticket jsonb, actions jsonb, claim_token uuid)
+CREATE OR REPLACE FUNCTION halo_itsm._apply_sync(outbox_id bigint, ticket jsonb, actions jsonb, claim_token uuid)
 RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET standard_conforming_strings = on AS $$
@@ -362,7 +362,7 @@ $$;
 -- ---------------------------------------------------------------------------
 -- The webhook interface.
 -- ---------------------------------------------------------------------------
-CREATE FUNCTION halo_itsm.ingest_webhook(webhook_key text, headers jsonb, body bytea)
+CREATE OR REPLACE FUNCTION halo_itsm.ingest_webhook(webhook_key text, headers jsonb, body bytea)
 RETURNS jsonb LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET standard_conforming_strings = on
@@ -370,7 +370,7 @@ AS 'MODULE_PATHNAME', 'halo_itsm_ingest_webhook';
 COMMENT ON FUNCTION halo_itsm.ingest_webhook(text, jsonb, bytea) IS
     'Verifies and applies one Halo webhook delivery (the receiver passes the URL''s key, all request headers as a JSON object and the raw body); returns what it did. Rejections raise SQLSTATE WH001..WH011.';
 
-CREATE FUNCTION halo_itsm.webhook_signature(secret text, headers jsonb, body bytea)
+CREATE OR REPLACE FUNCTION halo_itsm.webhook_signature(secret text, headers jsonb, body bytea)
 RETURNS text LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'halo_itsm_webhook_signature';
 COMMENT ON FUNCTION halo_itsm.webhook_signature(text, jsonb, bytea) IS
@@ -379,7 +379,7 @@ COMMENT ON FUNCTION halo_itsm.webhook_signature(text, jsonb, bytea) IS
 -- The URL and secret to paste into Halo; the secret only for roles that may read it. The URL is
 -- webhook_base_url's when set, else the webhook listener's own (its first address, when that is
 -- one Halo could be told: not '*').
-CREATE FUNCTION halo_itsm.webhook_settings(integration integer)
+CREATE OR REPLACE FUNCTION halo_itsm.webhook_settings(integration integer)
 RETURNS TABLE (url text, secret text) LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -418,7 +418,7 @@ COMMENT ON FUNCTION halo_itsm.webhook_settings(integer) IS
     'What to paste into Halo (Configuration > Integrations > Webhooks): the URL, and the secret (NULL for roles that may not read secrets).';
 
 -- Replaces the webhook secret; the old one stays valid for the grace period. Returns the new secret.
-CREATE FUNCTION halo_itsm.rotate_webhook_secret(integration integer, grace interval DEFAULT '24 hours')
+CREATE OR REPLACE FUNCTION halo_itsm.rotate_webhook_secret(integration integer, grace interval DEFAULT '24 hours')
 RETURNS text LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -446,7 +446,7 @@ COMMENT ON FUNCTION halo_itsm.rotate_webhook_secret(integer, interval) IS
 -- ---------------------------------------------------------------------------
 
 -- Queues syncs for open cases with tickets, least recently synced first, within the budget.
-CREATE PROCEDURE halo_itsm.reconcile(max_tickets integer DEFAULT NULL, INOUT queued integer DEFAULT NULL)
+CREATE OR REPLACE PROCEDURE halo_itsm.reconcile(max_tickets integer DEFAULT NULL, INOUT queued integer DEFAULT NULL)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -504,7 +504,7 @@ COMMENT ON PROCEDURE halo_itsm.reconcile(integer, integer) IS
 -- ---------------------------------------------------------------------------
 
 -- The timeline of a case (with its detections) or of a detection, by sid, oldest first.
-CREATE FUNCTION halo_itsm.timeline_of(sid text)
+CREATE OR REPLACE FUNCTION halo_itsm.timeline_of(sid text)
 RETURNS TABLE (occurred_at timestamptz, subject text, source text, kind text, author text, body text,
                internal boolean, halo_ticket_id bigint, halo_action_id bigint)
 LANGUAGE sql STABLE

@@ -6,28 +6,14 @@
  * Part of the install script sql/halo_itsm--<version>.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
  */
 
--- The signing settings of an integration; no row means the defaults (today's scheme).
-CREATE TABLE halo_itsm.webhook_signatures (
-    integration_id integer PRIMARY KEY REFERENCES halo_itsm.integrations (id) ON DELETE CASCADE,
-    signature_header text NOT NULL DEFAULT 'x-signature',
-    signed_headers text[] NOT NULL DEFAULT '{content-length,content-type,host,x-halo-date}',
-    digest text NOT NULL DEFAULT 'base64' CHECK (digest IN ('base64', 'hex')),
-    prefix text NOT NULL DEFAULT '',
-    timestamp_header text DEFAULT 'x-halo-date',    -- NULL: no freshness check
-    layout text NOT NULL DEFAULT 'default'
-);
-COMMENT ON TABLE halo_itsm.webhook_signatures IS
-    'How Halo signs the webhooks of an integration (set with configure_webhook_signature()); no row means the default scheme of docs/webhook-signature.md.';
-SELECT pg_catalog.pg_extension_config_dump('halo_itsm.webhook_signatures', '');
-
 -- The names of the canonical layouts ingest_webhook can verify (src/core/hi_signature.c).
-CREATE FUNCTION halo_itsm.webhook_layouts()
+CREATE OR REPLACE FUNCTION halo_itsm.webhook_layouts()
 RETURNS text[] LANGUAGE C IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'halo_itsm_webhook_layouts';
 COMMENT ON FUNCTION halo_itsm.webhook_layouts() IS
     'The canonical layouts configure_webhook_signature() accepts: default, blank_line, space, crlf, values, body, cavage, cavage_digest, rfc9421 (README, "Diagnosing a rejected webhook").';
 
 -- Raises invalid_parameter_value unless name is an HTTP header name (a token of RFC 9110).
-CREATE FUNCTION halo_itsm._check_header_name(arg text, name text)
+CREATE OR REPLACE FUNCTION halo_itsm._check_header_name(arg text, name text)
 RETURNS text LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -42,7 +28,7 @@ $$;
 
 -- configure_webhook_signature(): the signed header names, checked (at most 16, each a
 -- valid name, none twice) and lower-cased, in the order given.
-CREATE FUNCTION halo_itsm._check_signed_headers(signed_headers text[])
+CREATE OR REPLACE FUNCTION halo_itsm._check_signed_headers(signed_headers text[])
 RETURNS text[] LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -68,7 +54,7 @@ END
 $$;
 
 -- configure_webhook_signature(): refuses a scheme whose settings contradict each other.
-CREATE FUNCTION halo_itsm._check_signature_combination(s halo_itsm.webhook_signatures)
+CREATE OR REPLACE FUNCTION halo_itsm._check_signature_combination(s halo_itsm.webhook_signatures)
 RETURNS void LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -96,7 +82,7 @@ END
 $$;
 
 -- Sets how Halo signs the integration's webhooks; NULL keeps a value. Returns the settings.
-CREATE FUNCTION halo_itsm.configure_webhook_signature(integration integer,
+CREATE OR REPLACE FUNCTION halo_itsm.configure_webhook_signature(integration integer,
                                                       signature_header text DEFAULT NULL,
                                                       signed_headers text[] DEFAULT NULL,
                                                       digest text DEFAULT NULL,
@@ -168,19 +154,19 @@ COMMENT ON FUNCTION halo_itsm.configure_webhook_signature(integer, text, text[],
     'Sets how Halo signs this integration''s webhooks (signature header, signed headers in order, digest base64|hex, prefix, timestamp header or ''none'', canonical layout); NULL keeps a value. halo_itsm.diagnose_webhook() finds the settings from a rejected delivery.';
 
 -- The rejected deliveries kept in shared memory (src/inbound/rejected.c), this database's only.
-CREATE FUNCTION halo_itsm._rejected_webhooks()
+CREATE OR REPLACE FUNCTION halo_itsm._rejected_webhooks()
 RETURNS TABLE (id bigint, integration_id integer, received_at timestamptz, sqlstate text, reason text,
                headers jsonb, body bytea)
 LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_rejected_webhooks';
 
-CREATE VIEW halo_itsm.rejected_webhooks AS
+CREATE OR REPLACE VIEW halo_itsm.rejected_webhooks AS
     SELECT r.id, r.integration_id, r.received_at, r.sqlstate, r.reason, r.headers, r.body
       FROM halo_itsm._rejected_webhooks() r;
 COMMENT ON VIEW halo_itsm.rejected_webhooks IS
     'The latest rejected webhook deliveries that named a real webhook key (at most 32, at most 7 days old, 64 kB each; body NULL when larger; kept until the server restarts); owner and superusers only. halo_itsm.diagnose_webhook(id) says how to make one verify.';
 
 -- Which signing settings verify a kept rejected delivery, and the call that configures them.
-CREATE FUNCTION halo_itsm.diagnose_webhook(rejected_id bigint)
+CREATE OR REPLACE FUNCTION halo_itsm.diagnose_webhook(rejected_id bigint)
 RETURNS jsonb LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'halo_itsm_diagnose_webhook';

@@ -9,7 +9,7 @@
 -- The HTTP status a webhook receiver answers for an ingest_webhook() outcome: NULL (accepted)
 -- 200, WH001 404, WH002 413, WH005..WH007 401, the other WH codes 400, 25006 and 57P01..57P03
 -- 503, anything else 500. The listener uses the same C function.
-CREATE FUNCTION halo_itsm.webhook_http_status(sqlstate text)
+CREATE OR REPLACE FUNCTION halo_itsm.webhook_http_status(sqlstate text)
 RETURNS integer LANGUAGE C IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'halo_itsm_webhook_http_status';
 COMMENT ON FUNCTION halo_itsm.webhook_http_status(text) IS

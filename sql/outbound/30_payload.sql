@@ -11,7 +11,7 @@
 -- ---------------------------------------------------------------------------
 
 -- The Halo priority id for a severity under an integration's mapping.
-CREATE FUNCTION halo_itsm.priority_id(i halo_itsm.integrations, severity halo_itsm.severity)
+CREATE OR REPLACE FUNCTION halo_itsm.priority_id(i halo_itsm.integrations, severity halo_itsm.severity)
 RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE severity
              WHEN 'critical' THEN i.priority_critical
@@ -25,7 +25,7 @@ $$;
 -- The ticket object for a case or detection row under an integration: the integration's
 -- extra fields, then the fields the extension owns (which win; configure_ticket_fields()
 -- refuses them anyway).
-CREATE FUNCTION halo_itsm._build_payload(i halo_itsm.integrations, kind text, sid text, title text,
+CREATE OR REPLACE FUNCTION halo_itsm._build_payload(i halo_itsm.integrations, kind text, sid text, title text,
                                          description text, severity halo_itsm.severity)
 RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT coalesce(i.extra_ticket_fields, '{}') OPERATOR(pg_catalog.||) jsonb_strip_nulls(jsonb_build_object(
@@ -46,7 +46,7 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
 $$;
 
 -- The integration a case or detection goes to: its own, or the single enabled one.
-CREATE FUNCTION halo_itsm._resolve_integration(integration_id integer)
+CREATE OR REPLACE FUNCTION halo_itsm._resolve_integration(integration_id integer)
 RETURNS halo_itsm.integrations LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -67,7 +67,7 @@ END
 $$;
 
 -- The exact ticket object that will be POSTed for a case or detection.
-CREATE FUNCTION halo_itsm.ticket_payload(kind text, sid text)
+CREATE OR REPLACE FUNCTION halo_itsm.ticket_payload(kind text, sid text)
 RETURNS jsonb LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -108,7 +108,7 @@ COMMENT ON FUNCTION halo_itsm.ticket_payload(text, text) IS
 -- and "SET row_security = off" at the top of every dump (and pg_restore sends both), and
 -- ordinary sessions do not run with both. The dump carries the outbox rows of the cases and
 -- detections it restores, so the triggers below must not queue those rows a second time.
-CREATE FUNCTION halo_itsm._restoring()
+CREATE OR REPLACE FUNCTION halo_itsm._restoring()
 RETURNS boolean LANGUAGE C STABLE AS 'MODULE_PATHNAME', 'halo_itsm_restoring';
 
 -- Queues a ticket for a new case and wakes the worker at commit (src/outbound/enqueue.c). In C, as
@@ -116,10 +116,10 @@ RETURNS boolean LANGUAGE C STABLE AS 'MODULE_PATHNAME', 'halo_itsm_restoring';
 -- owner (the extension owner) with one kept plan whose names are all qualified, and is
 -- therefore not SECURITY DEFINER (whose SET search_path would cost a GUC save and restore
 -- per row).
-CREATE FUNCTION halo_itsm._case_enqueue()
+CREATE OR REPLACE FUNCTION halo_itsm._case_enqueue()
 RETURNS trigger LANGUAGE C AS 'MODULE_PATHNAME', 'halo_itsm_case_enqueue';
 
-CREATE TRIGGER enqueue_ticket AFTER INSERT ON halo_itsm.cases
+CREATE OR REPLACE TRIGGER enqueue_ticket AFTER INSERT ON halo_itsm.cases
     FOR EACH ROW EXECUTE FUNCTION halo_itsm._case_enqueue();
 
 -- What ON DELETE CASCADE would do for the outbox and webhook_deliveries, which have no
@@ -131,7 +131,7 @@ CREATE TRIGGER enqueue_ticket AFTER INSERT ON halo_itsm.cases
 -- integration, as fresh items (one in flight may have reached Halo: maybe_sent, and waits
 -- two request timeouts). TRUNCATE of integrations needs CASCADE (cases and detections refer
 -- to it), which truncates cases and detections too: no item is left to unbind then.
-CREATE FUNCTION halo_itsm._cascade_delete()
+CREATE OR REPLACE FUNCTION halo_itsm._cascade_delete()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET standard_conforming_strings = on AS $$
@@ -174,21 +174,21 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER cascade_delete AFTER DELETE ON halo_itsm.cases
+CREATE OR REPLACE TRIGGER cascade_delete AFTER DELETE ON halo_itsm.cases
     REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._cascade_delete();
-CREATE TRIGGER cascade_delete AFTER DELETE ON halo_itsm.detections
+CREATE OR REPLACE TRIGGER cascade_delete AFTER DELETE ON halo_itsm.detections
     REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._cascade_delete();
-CREATE TRIGGER cascade_delete AFTER DELETE ON halo_itsm.integrations
+CREATE OR REPLACE TRIGGER cascade_delete AFTER DELETE ON halo_itsm.integrations
     REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._cascade_delete();
-CREATE TRIGGER cascade_truncate AFTER TRUNCATE ON halo_itsm.cases
+CREATE OR REPLACE TRIGGER cascade_truncate AFTER TRUNCATE ON halo_itsm.cases
     FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._cascade_delete();
-CREATE TRIGGER cascade_truncate AFTER TRUNCATE ON halo_itsm.detections
+CREATE OR REPLACE TRIGGER cascade_truncate AFTER TRUNCATE ON halo_itsm.detections
     FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._cascade_delete();
-CREATE TRIGGER cascade_truncate AFTER TRUNCATE ON halo_itsm.integrations
+CREATE OR REPLACE TRIGGER cascade_truncate AFTER TRUNCATE ON halo_itsm.integrations
     FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._cascade_delete();
 
 -- Queues a ticket for a detection that is closed and standalone, once ever.
-CREATE FUNCTION halo_itsm._detection_enqueue()
+CREATE OR REPLACE FUNCTION halo_itsm._detection_enqueue()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET standard_conforming_strings = on AS $$
@@ -213,7 +213,7 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER enqueue_ticket AFTER INSERT OR UPDATE OF status, case_id ON halo_itsm.detections
+CREATE OR REPLACE TRIGGER enqueue_ticket AFTER INSERT OR UPDATE OF status, case_id ON halo_itsm.detections
     FOR EACH ROW EXECUTE FUNCTION halo_itsm._detection_enqueue();
 
 -- Refuses to change the sid of a case or detection once its ticket may exist in Halo:
@@ -222,7 +222,7 @@ CREATE TRIGGER enqueue_ticket AFTER INSERT OR UPDATE OF status, case_id ON halo_
 -- reached Halo (no ticket, nothing in flight, maybe_sent false) the change is allowed:
 -- the payload is built when the item is claimed. The outbox row is locked first, so that
 -- no claim takes it while the new sid is not committed.
-CREATE FUNCTION halo_itsm._sid_change()
+CREATE OR REPLACE FUNCTION halo_itsm._sid_change()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET standard_conforming_strings = on AS $$
@@ -256,7 +256,7 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER keep_sid BEFORE UPDATE OF sid ON halo_itsm.cases
+CREATE OR REPLACE TRIGGER keep_sid BEFORE UPDATE OF sid ON halo_itsm.cases
     FOR EACH ROW WHEN (OLD.sid IS DISTINCT FROM NEW.sid) EXECUTE FUNCTION halo_itsm._sid_change();
-CREATE TRIGGER keep_sid BEFORE UPDATE OF sid ON halo_itsm.detections
+CREATE OR REPLACE TRIGGER keep_sid BEFORE UPDATE OF sid ON halo_itsm.detections
     FOR EACH ROW WHEN (OLD.sid IS DISTINCT FROM NEW.sid) EXECUTE FUNCTION halo_itsm._sid_change();

@@ -11,7 +11,7 @@
 -- Puts items claimed by sessions that no longer exist (or by this one, when
 -- include_self: its engine was reset) back in the queue; an item held far
 -- longer than any delivery can take (30 request timeouts) is recovered too.
-CREATE FUNCTION halo_itsm._recover_orphans(include_self boolean, request_timeout_ms integer)
+CREATE OR REPLACE FUNCTION halo_itsm._recover_orphans(include_self boolean, request_timeout_ms integer)
 RETURNS integer LANGUAGE sql
 SET search_path = pg_catalog, pg_temp AS $$
     WITH r AS (
@@ -30,7 +30,7 @@ $$;
 
 -- _claim, step 1 with a single enabled integration: the ids of up to n due items, its own
 -- and those that name none, oldest first, locked.
-CREATE FUNCTION halo_itsm._claim_due_single(single integer, n integer)
+CREATE OR REPLACE FUNCTION halo_itsm._claim_due_single(single integer, n integer)
 RETURNS bigint[] LANGUAGE plpgsql
 -- one generic plan per statement, made once per session (see _claim)
 SET search_path = pg_catalog, pg_temp
@@ -64,7 +64,7 @@ $$;
 
 -- _claim, step 1 otherwise: the ids of up to per_integration due items of each enabled,
 -- configured integration not excluded, at most max_items in all, locked.
-CREATE FUNCTION halo_itsm._claim_due_each(exclude_integrations integer[], per_integration integer,
+CREATE OR REPLACE FUNCTION halo_itsm._claim_due_each(exclude_integrations integer[], per_integration integer,
                                           max_items integer)
 RETURNS bigint[] LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -96,7 +96,7 @@ $$;
 -- back (_record). Step 1 picks and locks the due items (_claim_due_single or
 -- _claim_due_each); step 2 marks them in flight and returns them with their integration,
 -- credentials and ticket payload.
-CREATE FUNCTION halo_itsm._claim(max_items integer, per_integration integer DEFAULT 1,
+CREATE OR REPLACE FUNCTION halo_itsm._claim(max_items integer, per_integration integer DEFAULT 1,
                                  exclude_integrations integer[] DEFAULT '{}')
 RETURNS TABLE (outbox_id bigint, kind text, integration_id integer, instance_url text, tenant text,
                client_id text, client_secret text, sid text, payload text, maybe_sent boolean,
@@ -158,7 +158,7 @@ $$;
 -- building it raised: a broken title template, or a ticket too large for jsonb. The claim
 -- must not fail for every item because one cannot be built (the worker would claim it again
 -- at every poll). The EXCEPTION block costs a subtransaction per claimed item.
-CREATE FUNCTION halo_itsm._payload_or_error(i halo_itsm.integrations, kind text, sid text, title text,
+CREATE OR REPLACE FUNCTION halo_itsm._payload_or_error(i halo_itsm.integrations, kind text, sid text, title text,
                                             description text, severity halo_itsm.severity,
                                             OUT payload text, OUT error text)
 LANGUAGE plpgsql STABLE
@@ -175,7 +175,7 @@ $$;
 -- this very link exists (recorded before); otherwise the ticket is linked to another case
 -- or detection, or this one has another ticket, and the item must not look done while its
 -- case has no ticket of its own: it is dead with the reason, and true is returned.
-CREATE FUNCTION halo_itsm._record_unlinked(o halo_itsm.outbox, outcome text, ticket_id bigint,
+CREATE OR REPLACE FUNCTION halo_itsm._record_unlinked(o halo_itsm.outbox, outcome text, ticket_id bigint,
                                            http_status integer)
 RETURNS boolean LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
@@ -215,7 +215,7 @@ END
 $$;
 
 -- Records the outcome of one delivery attempt, on the row that still holds its claim.
-CREATE FUNCTION halo_itsm._record(outbox_id bigint, outcome text, halo_ticket_id bigint,
+CREATE OR REPLACE FUNCTION halo_itsm._record(outbox_id bigint, outcome text, halo_ticket_id bigint,
                                   http_status integer, error text, retry_in_ms bigint,
                                   maybe_sent boolean, claim_token uuid)
 RETURNS void LANGUAGE plpgsql

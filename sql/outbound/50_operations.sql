@@ -10,7 +10,7 @@
 -- ---------------------------------------------------------------------------
 
 -- Puts dead items back in the queue; returns how many.
-CREATE FUNCTION halo_itsm.retry(integration integer DEFAULT NULL, outbox_id bigint DEFAULT NULL)
+CREATE OR REPLACE FUNCTION halo_itsm.retry(integration integer DEFAULT NULL, outbox_id bigint DEFAULT NULL)
 RETURNS integer LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -46,7 +46,7 @@ COMMENT ON FUNCTION halo_itsm.retry(integer, bigint) IS
 -- how many rows it deleted. Deliveries are kept at least twice halo_itsm.webhook_tolerance
 -- (and a minute): one dated up to the tolerance ahead of the clock when it came stays
 -- acceptable that long, and only its row refuses a replay of it.
-CREATE FUNCTION halo_itsm.purge(older_than interval DEFAULT '7 days')
+CREATE OR REPLACE FUNCTION halo_itsm.purge(older_than interval DEFAULT '7 days')
 RETURNS integer LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -74,11 +74,11 @@ COMMENT ON FUNCTION halo_itsm.purge(interval) IS
     'Deletes finished (done) outbox rows and webhook deliveries older than older_than; deliveries stay at least twice halo_itsm.webhook_tolerance plus a minute (replay detection). Returns the number of rows deleted.';
 
 -- Why no background worker delivers for this database, and what to set; NULL when one does.
-CREATE FUNCTION halo_itsm._worker_problem()
+CREATE OR REPLACE FUNCTION halo_itsm._worker_problem()
 RETURNS text LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_worker_problem';
 
 -- What the launcher and the delivery worker published in shared memory (one row).
-CREATE FUNCTION halo_itsm._worker_status(OUT database_name text, OUT worker_role text, OUT preloaded boolean,
+CREATE OR REPLACE FUNCTION halo_itsm._worker_status(OUT database_name text, OUT worker_role text, OUT preloaded boolean,
                                          OUT worker_pid integer, OUT worker_database text,
                                          OUT worker_started_at timestamptz, OUT state text,
                                          OUT quick_exits integer, OUT next_start_at timestamptz,
@@ -88,7 +88,7 @@ RETURNS record LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_worker_statu
 -- The pg_cron job that calls deliver() in this database, when pg_cron lives here and the
 -- reader may see it (read only; nothing when the cron schema is absent); since its first
 -- recorded run.
-CREATE FUNCTION halo_itsm._deliver_jobs()
+CREATE OR REPLACE FUNCTION halo_itsm._deliver_jobs()
 RETURNS TABLE (jobid bigint, jobname text, since timestamptz) LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -112,16 +112,16 @@ END
 $$;
 
 -- The request budget settings in force (the C settings: one source for C and SQL).
-CREATE FUNCTION halo_itsm._request_budget(OUT budget integer, OUT budget_window interval, OUT shared boolean)
+CREATE OR REPLACE FUNCTION halo_itsm._request_budget(OUT budget integer, OUT budget_window interval, OUT shared boolean)
 RETURNS record LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_request_budget';
 
 -- Requests the integration sent within the current budget window (every process counted
 -- when halo_itsm is preloaded); NULL when there is no budget.
-CREATE FUNCTION halo_itsm._budget_used(integration integer)
+CREATE OR REPLACE FUNCTION halo_itsm._budget_used(integration integer)
 RETURNS integer LANGUAGE C VOLATILE STRICT AS 'MODULE_PATHNAME', 'halo_itsm_budget_used';
 
 -- Makes the launcher read its settings again and restart the delivery worker (owner only).
-CREATE FUNCTION halo_itsm.restart_worker()
+CREATE OR REPLACE FUNCTION halo_itsm.restart_worker()
 RETURNS boolean LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_restart_worker';
 COMMENT ON FUNCTION halo_itsm.restart_worker() IS
     'Makes the launcher read halo_itsm.database_name and halo_itsm.worker_role again and restart the delivery worker there at once; true when a worker was started. For the extension''s owner and superusers.';
@@ -129,7 +129,7 @@ COMMENT ON FUNCTION halo_itsm.restart_worker() IS
 -- One row per integration (and one for items that name none): the health of delivery,
 -- who delivers (the worker or a pg_cron job calling deliver()) and since when; and a row
 -- when no background worker serves this database.
-CREATE VIEW halo_itsm.status AS
+CREATE OR REPLACE VIEW halo_itsm.status AS
 WITH g AS (
     -- items that name no integration go to the single enabled one, as in _claim()
     SELECT coalesce(o.integration_id, (SELECT s.id FROM halo_itsm._single_enabled_integration s)) AS integration_id,
@@ -194,7 +194,7 @@ COMMENT ON VIEW halo_itsm.status IS
 
 -- Everything the launcher knows of the delivery worker: settings in force, pid, start,
 -- state and restart backoff.
-CREATE VIEW halo_itsm.worker_status AS
+CREATE OR REPLACE VIEW halo_itsm.worker_status AS
 SELECT * FROM halo_itsm._worker_status();
 COMMENT ON VIEW halo_itsm.worker_status IS
     'The delivery worker as the launcher sees it: halo_itsm.database_name and worker_role in force, pid, database, start, state, and the restart backoff (quick_exits in a row, next_start_at).';
@@ -202,19 +202,19 @@ COMMENT ON VIEW halo_itsm.worker_status IS
 -- ---------------------------------------------------------------------------
 -- Delivery in the calling session, connection checks, pg_cron jobs.
 -- ---------------------------------------------------------------------------
-CREATE PROCEDURE halo_itsm.deliver(max_items integer DEFAULT 100, only_without_worker boolean DEFAULT false)
+CREATE OR REPLACE PROCEDURE halo_itsm.deliver(max_items integer DEFAULT 100, only_without_worker boolean DEFAULT false)
 LANGUAGE C AS 'MODULE_PATHNAME', 'halo_itsm_deliver';
 COMMENT ON PROCEDURE halo_itsm.deliver(integer, boolean) IS
     'Does the background worker''s job in this session (committing after every item): for installations without shared_preload_libraries, and for operators.';
 
-CREATE FUNCTION halo_itsm._check_connection(instance_url text, tenant text, client_id text, client_secret text,
+CREATE OR REPLACE FUNCTION halo_itsm._check_connection(instance_url text, tenant text, client_id text, client_secret text,
                                             team text, category text, client integer, tickettype_id integer,
                                             auth_url text, scope text)
 RETURNS jsonb LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'halo_itsm_check_connection';
 
 -- Finds the authorisation server (configured, discovered, or {instance}/auth), fetches a token
 -- and looks up the configured team, category, client and ticket type in Halo.
-CREATE FUNCTION halo_itsm.check_connection(integration integer)
+CREATE OR REPLACE FUNCTION halo_itsm.check_connection(integration integer)
 RETURNS jsonb LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -233,7 +233,7 @@ COMMENT ON FUNCTION halo_itsm.check_connection(integer) IS
     'Checks an integration against Halo: authorisation server (token_url, token_url_source), credentials and scope, team, category, client and ticket type; says what is wrong.';
 
 -- Registers the extension's pg_cron jobs (delivery when no worker runs, purging, reconcile); returns them.
-CREATE FUNCTION halo_itsm.schedule_jobs(deliver_schedule text DEFAULT '* * * * *',
+CREATE OR REPLACE FUNCTION halo_itsm.schedule_jobs(deliver_schedule text DEFAULT '* * * * *',
                                         purge_schedule text DEFAULT '17 3 * * *',
                                         keep_finished interval DEFAULT '7 days',
                                         reconcile_schedule text DEFAULT '*/5 * * * *')

@@ -29,42 +29,22 @@
 /* how long restart_worker() waits for the launcher's answer */
 #define RESTART_WAIT_MS 30000
 
-static Oid	ExtensionOwner(void);
 static void RequireOwner(void);
 static const char *StateName(HiServeState state);
 static char *NotRunning(const HiWorkerInfo *info);
+static char *OtherVersion(void);
 
 PG_FUNCTION_INFO_V1(halo_itsm_worker_status);
 PG_FUNCTION_INFO_V1(halo_itsm_worker_problem);
 PG_FUNCTION_INFO_V1(halo_itsm_restart_worker);
 
-/* The owner of the extension halo_itsm in this database (InvalidOid: not installed). */
-static Oid
-ExtensionOwner(void)
-{
-	Relation	rel;
-	SysScanDesc scan;
-	ScanKeyData key;
-	HeapTuple	tup;
-	Oid			owner = InvalidOid;
-
-	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
-				CStringGetDatum("halo_itsm"));
-	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
-	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup))
-		owner = ((Form_pg_extension) GETSTRUCT(tup))->extowner;
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	return owner;
-}
-
 /* Raises 42501, with what to do, unless the caller is a superuser or has the owner's rights. */
 static void
 RequireOwner(void)
 {
-	Oid			owner = ExtensionOwner();
+	Oid			owner = InvalidOid;
+
+	(void) hi_extension_lookup(&owner, NULL);
 
 	if (superuser() || (OidIsValid(owner) && has_privs_of_role(GetUserId(), owner)))
 		return;
@@ -90,6 +70,8 @@ StateName(HiServeState state)
 			return "starting";
 		case HI_SERVE_NO_EXTENSION:
 			return "waiting for CREATE EXTENSION";
+		case HI_SERVE_OTHER_VERSION:
+			return "waiting for ALTER EXTENSION UPDATE";
 		case HI_SERVE_RUNNING:
 			return "running";
 		default:
@@ -145,6 +127,19 @@ NotRunning(const HiWorkerInfo *info)
 	return pstrdup("the background worker of this database is not running: it starts again within seconds; if this stays, see the server log");
 }
 
+/* What the status view says while this database's SQL is at another version than the library; NULL otherwise. */
+static char *
+OtherVersion(void)
+{
+	char	   *version = NULL;
+
+	if (hi_extension_lookup(NULL, &version) != HI_EXT_OTHER_VERSION)
+		return NULL;
+	return psprintf("the background worker waits: the extension in this database is at version %s and the loaded library at %s; "
+					"run ALTER EXTENSION halo_itsm UPDATE (queued items wait and are delivered after it)",
+					version, HI_EXTVERSION);
+}
+
 /*
  * SQL: _worker_problem() says why no background worker delivers for the
  * current database and what to set, for the status view; NULL when the
@@ -168,7 +163,13 @@ halo_itsm_worker_problem(PG_FUNCTION_ARGS)
 			"add it there, set halo_itsm.database_name = %s and restart, or deliver with CALL halo_itsm.deliver()",
 			quote_literal_cstr(here))));
 	if (info.worker_pid != 0 && info.worker_db == MyDatabaseId)
-		PG_RETURN_NULL();
+	{
+		char	   *waiting = OtherVersion();
+
+		if (waiting == NULL)
+			PG_RETURN_NULL();
+		PG_RETURN_TEXT_P(cstring_to_text(waiting));
+	}
 	if (strcmp(wanted, here) != 0)
 	{
 		if (info.serve_state == HI_SERVE_NO_DATABASE)

@@ -2,7 +2,8 @@
  * halo_itsm.h
  *	  Declarations shared by the PostgreSQL-side files of halo_itsm: the
  *	  settings (GUCs), shared memory and the serving state, the request
- *	  budget's shared part, the standby refusal, the kept rejected webhooks,
+ *	  budget's shared part, the standby refusal, the installed extension's
+ *	  version (extension.c), the kept rejected webhooks,
  *	  the settings pinned for SQL run from C, the registration of background
  *	  workers, the launcher and the delivery worker. The delivery engine,
  *	  store, HTTP, tokens, SPI and JSON helpers have headers of their own.
@@ -45,6 +46,17 @@ extern void hi_guc_init(void);
 extern const char *hi_worker_database(const char **setting);
 extern char *hi_database_conflict(void);
 
+/* What pg_extension says of halo_itsm here (extension.c). */
+typedef enum HiExtensionState
+{
+	HI_EXT_MISSING = 0,			/* not installed in this database */
+	HI_EXT_READY = 1,			/* installed at this library's version */
+	HI_EXT_OTHER_VERSION = 2	/* installed at another version: UPDATE pending */
+} HiExtensionState;
+
+extern HiExtensionState hi_extension_lookup(Oid *owner, char **version);
+extern void hi_extension_require_current(const char *what);
+
 /* Whether and how a delivery worker serves halo_itsm.database (shared memory). */
 typedef enum HiServeState
 {
@@ -54,6 +66,7 @@ typedef enum HiServeState
 	HI_SERVE_NO_ROLE,			/* halo_itsm.worker_role is missing or cannot log in */
 	HI_SERVE_STARTING,			/* the delivery worker is (re)starting */
 	HI_SERVE_NO_EXTENSION,		/* the worker runs; the extension is not installed */
+	HI_SERVE_OTHER_VERSION,		/* the worker runs; the SQL awaits ALTER EXTENSION UPDATE */
 	HI_SERVE_RUNNING			/* the worker runs and delivers */
 } HiServeState;
 

@@ -54,11 +54,8 @@ DeliverLoop(int max_items, bool only_without_worker)
 
 	if (only_without_worker && hi_shmem_worker_running())
 		return 0;
-	if (!hi_store_extension_ready())
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("halo_itsm: the extension is not installed in this database"),
-				 errhint("Run CREATE EXTENSION halo_itsm first.")));
+	if (hi_store_extension_ready(NULL) != HI_EXT_READY)
+		hi_extension_require_current("deliver()");
 	hi_store_recover(true);
 	SPI_commit();
 

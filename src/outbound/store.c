@@ -14,7 +14,6 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "commands/extension.h"
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -52,14 +51,19 @@ static ErrorData *RunInSubxact(SubxactStep step, void *arg);
 static void RecordStep(void *arg);
 static void ClaimStep(void *arg);
 
-/* True when the extension is installed in this database (plans are dropped when it is not). */
-bool
-hi_store_extension_ready(void)
+/*
+ * Whether the extension is installed in this database at this library's
+ * version (*version: the installed one); the cached plans are dropped when
+ * it is not, so that they are prepared again against the SQL it then has.
+ */
+HiExtensionState
+hi_store_extension_ready(char **version)
 {
-	if (OidIsValid(get_extension_oid("halo_itsm", true)))
-		return true;
-	claim_plan = record_plan = sync_plan = recover_plan = all_busy_plan = NULL;
-	return false;
+	HiExtensionState state = hi_extension_lookup(NULL, version);
+
+	if (state != HI_EXT_READY)
+		claim_plan = record_plan = sync_plan = recover_plan = all_busy_plan = NULL;
+	return state;
 }
 
 /* The integrations the engine has no room for, as an int4[] Datum (their number in *n). */

@@ -6,8 +6,9 @@
  *	  items and claim due items in one short transaction, then drive HTTP
  *	  with no transaction open, sleeping on its latch (set at commit by
  *	  transactions that queued work), curl's sockets and a poll timer for
- *	  due retries. While the extension is not installed it says so once and
- *	  waits. SIGHUP reloads the settings; SIGTERM ends it; the launcher
+ *	  due retries. While the extension is not installed, or its SQL is at
+ *	  another version than this library (a new package installed, ALTER
+ *	  EXTENSION halo_itsm UPDATE not run yet), it says so once and waits. SIGHUP reloads the settings; SIGTERM ends it; the launcher
  *	  starts it again after it exits. The loop's steps are named functions
  *	  sharing one WorkerLoop: reload, poll timer, round, wait.
  *-------------------------------------------------------------------------
@@ -34,6 +35,7 @@
 #include "hi_spi.h"
 #include "hi_store.h"
 
+#define HI_VERSION_LEN 64		/* room for the installed extversion, for the log */
 #define RECOVER_INTERVAL_US (10 * USECS_PER_SEC)
 #define NOT_INSTALLED_SLEEP_MS 10000
 #define CLAIM_FAILURE_BACKOFF_US (10 * USECS_PER_SEC)
@@ -50,9 +52,11 @@ typedef struct WorkerLoop
 } WorkerLoop;
 
 static void WorkerExit(int code, Datum arg);
-static void NoteReady(WorkerLoop *loop, bool ready);
+static void NoteReady(WorkerLoop *loop, HiExtensionState ready, const char *version);
+static void SayReady(WorkerLoop *loop, HiExtensionState ready, int prev, const char *version);
 static void ClaimFailed(ErrorData *edata);
-static int	WorkerRound(bool claim, bool recover, bool *ready, bool *saturated, bool *failed);
+static int	WorkerRound(bool claim, bool recover, HiExtensionState *ready, char *version,
+						bool *saturated, bool *failed);
 static void ConnectWorker(WorkerLoop *loop, Datum arg);
 static void ReloadIfAsked(WorkerLoop *loop);
 static bool PollDue(WorkerLoop *loop, TimestampTz now);
@@ -68,37 +72,56 @@ WorkerExit(int code, Datum arg)
 }
 
 /*
- * Records whether the extension is installed in the worker's database, in
- * shared memory, and says so in the log once per change (not at every
- * look, nor again in a worker started after the last one exited): a
- * warning when it is missing, a line when it appears after that.
+ * Records whether the extension is installed in the worker's database at
+ * this library's version, in shared memory, and says so in the log once per
+ * change (not at every look, nor again in a worker started after the last
+ * one exited).
  */
 static void
-NoteReady(WorkerLoop *loop, bool ready)
+NoteReady(WorkerLoop *loop, HiExtensionState ready, const char *version)
 {
 	static int	last = -1;		/* -1: not looked yet */
 	int			prev;
-	const char *setting;
 
 	if (last == (int) ready)
 		return;
 	last = (int) ready;
-	hi_shmem_set_serve_state(ready ? HI_SERVE_RUNNING : HI_SERVE_NO_EXTENSION);
+	hi_shmem_set_serve_state(ready == HI_EXT_READY ? HI_SERVE_RUNNING :
+							 ready == HI_EXT_MISSING ? HI_SERVE_NO_EXTENSION : HI_SERVE_OTHER_VERSION);
 	prev = hi_shmem_swap_extension_state((int) ready);
-	if (prev == (int) ready)
-		return;
+	if (prev != (int) ready)
+		SayReady(loop, ready, prev, version);
+}
+
+/* The log line of a change of the extension's state (prev: the last one recorded). */
+static void
+SayReady(WorkerLoop *loop, HiExtensionState ready, int prev, const char *version)
+{
+	const char *setting;
+
 	(void) hi_worker_database(&setting);
-	if (!ready)
+	if (ready == HI_EXT_MISSING)
 		ereport(WARNING,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("halo_itsm: the extension is not installed in database \"%s\" (%s): the delivery worker waits for it",
 						loop->dbname, setting),
 				 errhint("Run CREATE EXTENSION halo_itsm in database \"%s\", or set halo_itsm.database_name to the database where it is installed and SELECT pg_reload_conf().",
 						 loop->dbname)));
-	else if (prev == 0)
+	else if (ready == HI_EXT_OTHER_VERSION)
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("halo_itsm: the extension in database \"%s\" is at version %s and the loaded library at %s: the delivery worker waits for the update",
+						loop->dbname, version ? version : "?", HI_EXTVERSION),
+				 errhint("Run ALTER EXTENSION halo_itsm UPDATE in database \"%s\"; queued items wait and are delivered after it.",
+						 loop->dbname)));
+	else if (prev == HI_EXT_MISSING)
 		ereport(LOG,
 				(errmsg("halo_itsm: the extension is installed in database \"%s\" now: the delivery worker delivers",
 						loop->dbname)));
+	else if (prev == HI_EXT_OTHER_VERSION)
+		ereport(LOG,
+				(errmsg("halo_itsm: the extension in database \"%s\" is at version %s now: the delivery worker delivers",
+						loop->dbname, HI_EXTVERSION)));
 }
 
 /*
@@ -133,11 +156,13 @@ ClaimFailed(ErrorData *edata)
  * because every integration is busy.
  */
 static int
-WorkerRound(bool claim, bool recover, bool *ready, bool *saturated, bool *failed)
+WorkerRound(bool claim, bool recover, HiExtensionState *ready, char *version,
+			bool *saturated, bool *failed)
 {
 	HiItem	   *item;
 	HiItem	   *claimed = NULL;
 	int			n = 0;
+	char	   *installed = NULL;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -146,8 +171,9 @@ WorkerRound(bool claim, bool recover, bool *ready, bool *saturated, bool *failed
 	pgstat_report_activity(STATE_RUNNING, "halo_itsm: recording and claiming");
 
 	*failed = false;
-	*ready = hi_store_extension_ready();
-	if (*ready)
+	*ready = hi_store_extension_ready(&installed);
+	strlcpy(version, installed ? installed : "", HI_VERSION_LEN);
+	if (*ready == HI_EXT_READY)
 	{
 		while ((item = hi_engine_pop_finished()) != NULL)
 		{
@@ -249,14 +275,15 @@ static void
 RunRound(WorkerLoop *loop, TimestampTz now, bool have_finished)
 {
 	bool		recover = now >= loop->next_recover;
-	bool		ready;
+	HiExtensionState ready;
+	char		version[HI_VERSION_LEN];
 	int			room = hi_engine_claim_room();
 
 	/* finished items freed lanes: refill them in the same transaction */
 	bool		claim = (loop->want_claim || have_finished) && room > 0;
 	bool		sat = false;
 	bool		failed;
-	int			n = WorkerRound(claim, recover, &ready, &sat, &failed);
+	int			n = WorkerRound(claim, recover, &ready, version, &sat, &failed);
 
 	if (recover)
 		loop->next_recover = now + RECOVER_INTERVAL_US;
@@ -270,7 +297,7 @@ RunRound(WorkerLoop *loop, TimestampTz now, bool have_finished)
 	if (claim)
 		loop->saturated = sat;
 	hi_shmem_set_saturated(loop->saturated);
-	NoteReady(loop, ready);
+	NoteReady(loop, ready, version);
 	if (failed)
 	{
 		/* back off: the next claim would most likely fail the same way */
@@ -278,7 +305,7 @@ RunRound(WorkerLoop *loop, TimestampTz now, bool have_finished)
 		loop->saturated = false;
 		loop->next_poll = now + CLAIM_FAILURE_BACKOFF_US;
 	}
-	if (!ready)
+	if (ready != HI_EXT_READY)
 	{
 		loop->want_claim = false;
 		loop->next_poll = now + (TimestampTz) NOT_INSTALLED_SLEEP_MS * 1000;

@@ -3,6 +3,10 @@
 -- upgrade check: an updated database against a fresh install). psql -At -f schema.sql.
 -- Run by the test harness as a superuser in a throwaway database: search_path pinned.
 SET search_path = pg_catalog;
+-- an ACL as text with its items sorted: the order of the items means nothing (a grant
+-- re-applied by an upgrade script may land before or after the owner's item)
+CREATE FUNCTION pg_temp.acl_text(acl aclitem[]) RETURNS text LANGUAGE sql IMMUTABLE AS
+$$ SELECT coalesce((SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(acl) AS a), '-') $$;
 WITH members AS (
     SELECT d.classid, d.objid
     FROM pg_depend d
@@ -23,7 +27,7 @@ SELECT line FROM (
     -- function definitions, owners' rights, settings and privileges
     SELECT 'function ' || p.oid::regprocedure::text || E'\n'
            || pg_get_functiondef(p.oid)
-           || ' acl=' || coalesce(p.proacl::text, '-')
+           || ' acl=' || pg_temp.acl_text(p.proacl)
     FROM pg_proc p
     JOIN members m ON m.classid = 'pg_proc'::regclass
                   AND m.objid = p.oid
@@ -65,7 +69,7 @@ SELECT line FROM (
     UNION ALL
     SELECT 'relation ' || r.relname || ' kind='
            || r.relkind::text || ' acl='
-           || coalesce(c.relacl::text, '-')
+           || pg_temp.acl_text(c.relacl)
            || ' rls=' || c.relrowsecurity::text
            || ' options=' || coalesce(c.reloptions::text, '-')
     FROM rels r JOIN pg_class c ON c.oid = r.oid
@@ -87,7 +91,7 @@ SELECT line FROM (
     FROM pg_extension e, unnest(e.extconfig::regclass[]) c
     WHERE e.extname = 'halo_itsm'
     UNION ALL
-    SELECT 'schema acl ' || coalesce(n.nspacl::text, '-')
+    SELECT 'schema acl ' || pg_temp.acl_text(n.nspacl)
     FROM pg_namespace n WHERE n.nspname = 'halo_itsm'
 ) s
 ORDER BY line COLLATE "C";

@@ -6,6 +6,7 @@ CHANGELOG.md, LICENSE); each must make check_meta.py exit 1 and name the problem
 the unchanged files must pass. Prints "ok - ..." / "FAIL - ..." lines.
 """
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -16,6 +17,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, '..', '..')
 FILES = ('META.json', 'halo_itsm.control', 'debian/changelog', 'CHANGELOG.md', 'LICENSE',
          'SECURITY.md', 'README.md')
+
+# The version of this tree (halo_itsm.control), and one above it for the "bumped alone" case.
+with open(os.path.join(ROOT, 'halo_itsm.control')) as _f:
+    VERSION = re.search(r"^default_version *= *'([^']*)'", _f.read(), re.M).group(1)
+_major, _minor = VERSION.split('.')[:2]
+NEXT = '%s.%d' % (_major, int(_minor) + 1)
 
 
 def meta_edit(fn):
@@ -43,7 +50,7 @@ def text_edit(path, old, new):
 
 
 CASES = [
-    ('version not semver', meta_edit(lambda m: m.update(version='1.0')), 'semantic version'),
+    ('version not semver', meta_edit(lambda m: m.update(version=VERSION)), 'semantic version'),
     ('version differs from control', meta_edit(lambda m: m.update(version='9.9.9')), 'is not'),
     ('required key missing', meta_edit(lambda m: m.pop('abstract')), '"abstract" missing'),
     ('unknown top-level key', meta_edit(lambda m: m.update(homepage='x')), 'unknown key "homepage"'),
@@ -58,10 +65,10 @@ CASES = [
     ('not JSON', text_edit('META.json', '{', '{{'), 'cannot be read as JSON'),
     ('debian/changelog behind', text_edit('debian/changelog', 'halo-itsm (', 'halo-itsm (0.'),
      'debian/changelog'),
-    ('CHANGELOG without the version', text_edit('CHANGELOG.md', '\n## 1.0', '\n## 0.9'), 'CHANGELOG.md'),
+    ('CHANGELOG without the version', text_edit('CHANGELOG.md', '\n## ' + VERSION + ' ', '\n## 0.9 '), 'CHANGELOG.md'),
     ('another licence', text_edit('LICENSE', 'PostgreSQL License', 'MIT License'), 'LICENSE'),
-    ('control version bumped alone', text_edit('halo_itsm.control', "default_version = '1.0'",
-                                                "default_version = '1.1'"), 'is not 1.1.0'),
+    ('control version bumped alone', text_edit('halo_itsm.control', "default_version = '%s'" % VERSION,
+                                                "default_version = '%s'" % NEXT), 'is not %s.0' % NEXT),
 ]
 
 

@@ -5,7 +5,8 @@
                                       running: items done (tickets), dead and pending, a
                                       webhook delivery on the timeline; the rows saved
     upgrade_data.py waiting           after the new library is loaded, before ALTER
-                                      EXTENSION UPDATE: the worker has not crashed
+                                      EXTENSION UPDATE: the worker runs and waits for the
+                                      update (worker_status); a case inserted now queues
     upgrade_data.py verify SNAPSHOT   after ALTER EXTENSION UPDATE: every saved row is
                                       still there, unchanged, and delivery and ingest work
                                       (the pending item and a new case reach the mock; a
@@ -112,9 +113,21 @@ def fill(path):
 
 
 def waiting():
-    """The new library is loaded on the old SQL: the worker runs and has not crashed."""
+    """The new library is loaded on the old SQL: the worker runs and waits for the update;
+    the C trigger of the new library still queues a case on the old SQL."""
     check(wait_until(lambda: worker_pid(), timeout=30, msg="worker") is not None,
           "the new library's worker runs before ALTER EXTENSION UPDATE")
+    integration = q1("SELECT id FROM halo_itsm.integrations WHERE enabled ORDER BY id LIMIT 1")
+    q("INSERT INTO halo_itsm.cases (sid, title, severity, integration_id)"
+      " VALUES ('UPG-WAIT', 'inserted between the new library and the update', 'high', %s)",
+      integration)
+    state = wait_until(lambda: q1("SELECT state FROM halo_itsm.worker_status")
+                       == "waiting for ALTER EXTENSION UPDATE", timeout=30,
+                       msg="the worker waiting for ALTER EXTENSION UPDATE")
+    check(state, "the worker waits for ALTER EXTENSION UPDATE (worker_status)")
+    check(q1("SELECT o.state::text FROM halo_itsm.outbox o JOIN halo_itsm.cases c"
+             " ON c.id = o.case_id WHERE c.sid = 'UPG-WAIT'") == "pending",
+          "a case inserted before the update is queued and waits")
 
 
 def verify(path):
@@ -123,16 +136,18 @@ def verify(path):
         saved = json.load(f)
     now = snapshot()
     for name, rows in saved["rows"].items():
-        check(now[name] == rows, "%s: all %d rows unchanged by the update" % (name, len(rows)))
+        # UPG-WAIT, inserted before the update, adds rows; every saved one is unchanged
+        check(set(rows) <= set(now[name]), "%s: all %d rows unchanged by the update" % (name, len(rows)))
     pid = wait_until(lambda: worker_pid(), timeout=30, msg="worker")
     q("SELECT halo_itsm.set_enabled(%s, true)", saved["paused"])
     q("INSERT INTO halo_itsm.cases (sid, title, severity, integration_id)"
       " VALUES ('UPG-AFTER', 'after the update', 'critical', %s)", saved["integration"])
-    wait_until(lambda: ticket_of("UPG-PENDING") and ticket_of("UPG-AFTER"), timeout=30,
-               msg="tickets of UPG-PENDING and UPG-AFTER")
+    wait_until(lambda: ticket_of("UPG-PENDING") and ticket_of("UPG-AFTER") and ticket_of("UPG-WAIT"),
+               timeout=30, msg="tickets of UPG-PENDING, UPG-WAIT and UPG-AFTER")
     sids = sorted(t["third_party_id_string"] for t in MOCK.tickets())
-    check(sids == ["UPG-1", "UPG-2", "UPG-3", "UPG-AFTER", "UPG-PENDING"],
-          "the pending case and a new case reach Halo, once each: %s" % sids)
+    check(sids == ["UPG-1", "UPG-2", "UPG-3", "UPG-AFTER", "UPG-PENDING", "UPG-WAIT"],
+          "the pending case, the one that waited for the update and a new case reach Halo,"
+          " once each: %s" % sids)
     check(worker_pid() == pid, "the same worker (pid %s) delivered them" % pid)
     replay = ingest(saved["integration"], "upg-delivery-1", ticket_of("UPG-1"), 7001,
                     "Noted before the update.")

@@ -4,7 +4,8 @@
 --
 \ir test/regress/common.sql
 
-SELECT extname, extversion, extnamespace::regnamespace AS schema, extrelocatable
+SELECT extname, extversion OPERATOR(pg_catalog.=) halo_itsm.library_version() AS at_library_version,
+       extnamespace::regnamespace AS schema, extrelocatable
   FROM pg_extension WHERE extname = 'halo_itsm';
 
 -- The tables and the view of the outbound half.

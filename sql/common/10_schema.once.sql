@@ -1,6 +1,7 @@
 /*
- * 10_schema.sql: the tables of halo_itsm: integrations and their secrets, cases,
+ * 10_schema.once.sql: the tables of halo_itsm: integrations and their secrets, cases,
  * detections, tickets, the outbox, the timeline and webhook deliveries.
+ * Runs once, at CREATE EXTENSION: later versions change these objects in sql/updates/A--B.sql.
  * Part of the install script sql/halo_itsm--<version>.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
  */
 
