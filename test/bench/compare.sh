@@ -38,7 +38,7 @@ for side in base head; do
 done
 
 export HI_BENCH_REPS=1
-export HI_PG_PORT=$(( ${HI_PG_PORT:-15432} + 40 )) HI_MOCK_PORT=$(( ${HI_MOCK_PORT:-18080} + 40 ))
+export HI_PG_PORT=$(( ${HI_PG_PORT:-54329} + 40 )) HI_MOCK_PORT=$(( ${HI_MOCK_PORT:-18080} + 40 ))
 export HI_RECEIVER_PORT=$(( ${HI_RECEIVER_PORT:-18081} + 40 )) HI_LISTEN_PORT=$(( ${HI_LISTEN_PORT:-18082} + 40 ))
 export HI_RUN_DIR=$TMP/run
 
