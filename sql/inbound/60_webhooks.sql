@@ -71,7 +71,7 @@ CREATE OR REPLACE FUNCTION halo_itsm._html_to_text(html text)
 RETURNS text LANGUAGE C IMMUTABLE PARALLEL SAFE STRICT AS 'MODULE_PATHNAME', 'halo_itsm_html_to_text';
 
 -- The plain text of an action's note (note, else note_html); NULL when it has none.
--- No SET clause, so that the planner inlines it into _apply_notes (whose search_path is
+-- No SET clause, so that the planner inlines it into _apply_ticket (whose search_path is
 -- pinned): with one, it was parsed and planned again for every action (a quarter of the
 -- time of an ingest_webhook call, test/bench figure 5).
 CREATE OR REPLACE FUNCTION halo_itsm._note_text(action jsonb)
@@ -103,87 +103,8 @@ $$;
 -- Applying a ticket's state and actions (webhooks and syncs alike).
 -- ---------------------------------------------------------------------------
 
--- _apply_ticket, notes: one timeline entry per Halo action with note text, deduplicated by
--- action id; not the system's actions, nor the integration's own (posted through its API
--- application, client_id lower case), nor those of another ticket. Returns how many were added.
-CREATE OR REPLACE FUNCTION halo_itsm._apply_notes(t halo_itsm.tickets, actions jsonb, client_id text,
-                                                  fallback_time timestamptz)
-RETURNS integer LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_notes integer := 0;
-    a record;
-BEGIN
-    FOR a IN
-        SELECT e.v, halo_itsm._json_bigint(e.v -> 'id') AS action_id, halo_itsm._note_text(e.v) AS body,
-               halo_itsm._halo_time(e.v ->> 'datetime') AS at
-          FROM jsonb_array_elements(CASE WHEN jsonb_typeof(actions) = 'array' THEN actions ELSE '[]' END) e(v)
-         WHERE jsonb_typeof(e.v) = 'object'
-         ORDER BY 4 NULLS LAST, 2
-    LOOP
-        CONTINUE WHEN a.action_id IS NULL OR a.body IS NULL
-                   OR halo_itsm._is_system_action(a.v)
-                   -- the integration's own (posted through its API application), whatever the text
-                   OR (jsonb_typeof(a.v -> 'actionby_application_id') = 'string'
-                       AND lower(btrim(a.v ->> 'actionby_application_id')) = client_id)
-                   OR (a.v ? 'ticket_id' AND halo_itsm._json_bigint(a.v -> 'ticket_id') IS DISTINCT FROM t.halo_ticket_id);
-        INSERT INTO halo_itsm.timeline (case_id, detection_id, occurred_at, source, kind, author, body,
-                                        internal, integration_id, halo_ticket_id, halo_action_id)
-        VALUES (t.case_id, t.detection_id, coalesce(a.at, fallback_time, now()), 'halo', 'note',
-                CASE WHEN jsonb_typeof(a.v -> 'who') = 'string' THEN a.v ->> 'who' END, a.body,
-                coalesce(a.v -> 'hiddenfromuser' = 'true'::jsonb, false),
-                t.integration_id, t.halo_ticket_id, a.action_id)
-        ON CONFLICT (integration_id, halo_action_id) WHERE halo_action_id IS NOT NULL DO NOTHING;
-        IF FOUND THEN
-            v_notes := v_notes + 1;
-        END IF;
-    END LOOP;
-    RETURN v_notes;
-END
-$$;
-
--- _apply_ticket, closing: closes the open case or detection of t (locked by the caller),
--- whose ticket is in a closed status (ticket_status, one of closed_ids) or hasbeenclosed; the
--- newest non-system action that set a closed status says who and when.
-CREATE OR REPLACE FUNCTION halo_itsm._apply_closing(t halo_itsm.tickets, ticket jsonb, ticket_status bigint,
-                                                    actions jsonb, closed_ids integer[], fallback_time timestamptz)
-RETURNS void LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_closing jsonb;
-    v_when timestamptz;
-    v_author text;
-BEGIN
-    SELECT e.v INTO v_closing
-      FROM jsonb_array_elements(CASE WHEN jsonb_typeof(actions) = 'array' THEN actions ELSE '[]' END) e(v)
-     WHERE jsonb_typeof(e.v) = 'object' AND NOT halo_itsm._is_system_action(e.v)
-       AND halo_itsm._json_bigint(e.v -> 'new_status') = ANY (closed_ids)
-     ORDER BY halo_itsm._halo_time(e.v ->> 'datetime') DESC NULLS LAST, halo_itsm._json_bigint(e.v -> 'id') DESC
-     LIMIT 1;
-    v_when := least(coalesce(halo_itsm._halo_time(v_closing ->> 'datetime'),
-                             halo_itsm._halo_time(ticket ->> 'dateclosed'),
-                             fallback_time, now()), now());
-    v_author := coalesce(CASE WHEN jsonb_typeof(v_closing -> 'who') = 'string' THEN v_closing ->> 'who' END,
-                         CASE WHEN jsonb_typeof(ticket -> 'agent_name') = 'string' THEN nullif(ticket ->> 'agent_name', '') END);
-    IF t.case_id IS NOT NULL THEN
-        UPDATE halo_itsm.cases c SET status = 'closed', closed_at = v_when WHERE c.id = t.case_id;
-    ELSE
-        UPDATE halo_itsm.detections d SET status = 'closed', closed_at = v_when WHERE d.id = t.detection_id;
-    END IF;
-    INSERT INTO halo_itsm.timeline (case_id, detection_id, occurred_at, source, kind, author, body,
-                                    internal, integration_id, halo_ticket_id)
-    VALUES (t.case_id, t.detection_id, v_when, 'halo', 'closed', v_author,
-            coalesce(CASE WHEN jsonb_typeof(ticket -> 'closure_note') = 'string'
-                          THEN nullif(btrim(ticket ->> 'closure_note'), '') END,
-                     format('Closed in Halo%s (ticket %s, status %s).',
-                            ' by ' || v_author, t.halo_ticket_id, coalesce(ticket_status::text, 'closed'))),
-            false, t.integration_id, t.halo_ticket_id);
-END
-$$;
-
 -- Applies a Halo ticket (object or NULL) and its actions (array) to the linked case or
--- detection in one go: its notes (_apply_notes), then its closing (_apply_closing); returns
--- {outcome, case_sid|detection_sid, notes_added, closed}.
+-- detection in one go; returns {outcome, case_sid|detection_sid, notes_added, closed}.
 CREATE OR REPLACE FUNCTION halo_itsm._apply_ticket(integration integer, halo_ticket_id bigint, ticket jsonb,
                                         actions jsonb, fallback_time timestamptz)
 RETURNS jsonb LANGUAGE plpgsql
@@ -196,8 +117,12 @@ DECLARE
     v_status text;
     v_is_case boolean;
     v_status_id bigint;
-    v_notes integer;
+    v_closing jsonb;
+    v_when timestamptz;
+    v_author text;
+    v_notes integer := 0;
     v_closed boolean := false;
+    a record;
 BEGIN
     SELECT * INTO t FROM halo_itsm.tickets x
      WHERE x.integration_id = _apply_ticket.integration AND x.halo_ticket_id = _apply_ticket.halo_ticket_id;
@@ -215,12 +140,66 @@ BEGIN
         SELECT d.sid, d.status INTO v_sid, v_status FROM halo_itsm.detections d WHERE d.id = t.detection_id FOR UPDATE;
     END IF;
 
-    v_notes := halo_itsm._apply_notes(t, actions, v_client_id, fallback_time);
-    -- a ticket in a closed status closes an open case or detection, once
+    -- Notes: one timeline entry per Halo action with note text, deduplicated by action id.
+    FOR a IN
+        SELECT e.v, halo_itsm._json_bigint(e.v -> 'id') AS action_id, halo_itsm._note_text(e.v) AS body,
+               halo_itsm._halo_time(e.v ->> 'datetime') AS at
+          FROM jsonb_array_elements(CASE WHEN jsonb_typeof(actions) = 'array' THEN actions ELSE '[]' END) e(v)
+         WHERE jsonb_typeof(e.v) = 'object'
+         ORDER BY 4 NULLS LAST, 2
+    LOOP
+        CONTINUE WHEN a.action_id IS NULL OR a.body IS NULL
+                   OR halo_itsm._is_system_action(a.v)
+                   -- the integration's own (posted through its API application), whatever the text
+                   OR (jsonb_typeof(a.v -> 'actionby_application_id') = 'string'
+                       AND lower(btrim(a.v ->> 'actionby_application_id')) = v_client_id)
+                   OR (a.v ? 'ticket_id' AND halo_itsm._json_bigint(a.v -> 'ticket_id') IS DISTINCT FROM t.halo_ticket_id);
+        INSERT INTO halo_itsm.timeline (case_id, detection_id, occurred_at, source, kind, author, body,
+                                        internal, integration_id, halo_ticket_id, halo_action_id)
+        VALUES (t.case_id, t.detection_id, coalesce(a.at, fallback_time, now()), 'halo', 'note',
+                CASE WHEN jsonb_typeof(a.v -> 'who') = 'string' THEN a.v ->> 'who' END, a.body,
+                coalesce(a.v -> 'hiddenfromuser' = 'true'::jsonb, false),
+                t.integration_id, t.halo_ticket_id, a.action_id)
+        ON CONFLICT (integration_id, halo_action_id) WHERE halo_action_id IS NOT NULL DO NOTHING;
+        IF FOUND THEN
+            v_notes := v_notes + 1;
+        END IF;
+    END LOOP;
+
+    -- Closing: a ticket in a closed status closes an open case or detection, once.
     IF jsonb_typeof(ticket) = 'object' AND v_status = 'open' THEN
         v_status_id := halo_itsm._json_bigint(ticket -> 'status_id');
         IF v_status_id = ANY (v_closed_ids) OR ticket -> 'hasbeenclosed' = 'true'::jsonb THEN
-            PERFORM halo_itsm._apply_closing(t, ticket, v_status_id, actions, v_closed_ids, fallback_time);
+            -- the newest non-system action that set a closed status says who and when
+            SELECT e.v INTO v_closing
+              FROM jsonb_array_elements(CASE WHEN jsonb_typeof(actions) = 'array' THEN actions ELSE '[]' END) e(v)
+             WHERE jsonb_typeof(e.v) = 'object' AND NOT halo_itsm._is_system_action(e.v)
+               AND halo_itsm._json_bigint(e.v -> 'new_status') = ANY (v_closed_ids)
+             ORDER BY halo_itsm._halo_time(e.v ->> 'datetime') DESC NULLS LAST, halo_itsm._json_bigint(e.v -> 'id') DESC
+             LIMIT 1;
+            v_when := least(coalesce(halo_itsm._halo_time(v_closing ->> 'datetime'),
+                                     halo_itsm._halo_time(ticket ->> 'dateclosed'),
+                                     fallback_time, now()), now());
+            v_author := coalesce(CASE WHEN jsonb_typeof(v_closing -> 'who') = 'string' THEN v_closing ->> 'who' END,
+                                 CASE WHEN jsonb_typeof(ticket -> 'agent_name') = 'string' THEN nullif(ticket ->> 'agent_name', '') END);
+            -- first: the case's own trigger then knows that Halo closed it (nothing to send)
+            UPDATE halo_itsm.tickets x SET halo_closed = true WHERE x.id = t.id;
+            IF v_is_case THEN
+                UPDATE halo_itsm.cases c SET status = 'closed', closed_at = v_when WHERE c.id = t.case_id;
+            ELSE
+                UPDATE halo_itsm.detections d SET status = 'closed', closed_at = v_when WHERE d.id = t.detection_id;
+            END IF;
+            INSERT INTO halo_itsm.timeline (case_id, detection_id, occurred_at, source, kind, author, body,
+                                            internal, integration_id, halo_ticket_id)
+            VALUES (t.case_id, t.detection_id, v_when, 'halo', 'closed', v_author,
+                    coalesce(CASE WHEN jsonb_typeof(ticket -> 'closure_note') = 'string'
+                                  THEN nullif(btrim(ticket ->> 'closure_note'), '') END,
+                             format('Closed in Halo%s (ticket %s, status %s).',
+                                    ' by ' || v_author, t.halo_ticket_id, coalesce(v_status_id::text, 'closed'))),
+                    false, t.integration_id, t.halo_ticket_id);
+            -- the attached row of the platform's, in this transaction (docs/attach.md)
+            PERFORM halo_itsm._write_back(CASE WHEN v_is_case THEN 'case' ELSE 'detection' END,
+                                          coalesce(t.case_id, t.detection_id), v_when);
             v_closed := true;
         END IF;
     END IF;
