@@ -182,8 +182,6 @@ BEGIN
                                      fallback_time, now()), now());
             v_author := coalesce(CASE WHEN jsonb_typeof(v_closing -> 'who') = 'string' THEN v_closing ->> 'who' END,
                                  CASE WHEN jsonb_typeof(ticket -> 'agent_name') = 'string' THEN nullif(ticket ->> 'agent_name', '') END);
-            -- first: the case's own trigger then knows that Halo closed it (nothing to send)
-            UPDATE halo_itsm.tickets x SET halo_closed = true WHERE x.id = t.id;
             IF v_is_case THEN
                 UPDATE halo_itsm.cases c SET status = 'closed', closed_at = v_when WHERE c.id = t.case_id;
             ELSE
@@ -197,9 +195,6 @@ BEGIN
                              format('Closed in Halo%s (ticket %s, status %s).',
                                     ' by ' || v_author, t.halo_ticket_id, coalesce(v_status_id::text, 'closed'))),
                     false, t.integration_id, t.halo_ticket_id);
-            -- the attached row of the platform's, in this transaction (docs/attach.md)
-            PERFORM halo_itsm._write_back(CASE WHEN v_is_case THEN 'case' ELSE 'detection' END,
-                                          coalesce(t.case_id, t.detection_id), v_when);
             v_closed := true;
         END IF;
     END IF;
