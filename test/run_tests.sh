@@ -2,10 +2,11 @@
 # test/run_tests.sh: the project's test command (bash test/run_tests.sh).
 #
 # Installs what is missing, builds and installs halo_itsm, starts a fresh cluster and the
-# mock Halo server, then runs in order: unit tests, pg_regress, integration tests,
-# fuzzers (briefly). A stage whose files do not exist yet is reported as skipped.
+# mock Halo server, then runs in order: unit tests and the code checks of test/lint (no
+# function in src/ over 80 lines, static prototypes, names), pg_regress, integration tests, fuzzers (briefly). A stage whose files do not exist yet is reported as skipped.
 # Environment:
 #   HI_ONLY=unit,regress,integration,fuzz,bench,release,ha   run only these stages
+#   (unit runs the lint stage too; HI_ONLY=lint runs it alone)
 #   (ha: a Patroni cluster (test/ha/cluster.sh) through switchovers and failovers;
 #    HI_HA_TESTS="test_a test_b" picks tests; HI_LONG=1: 2,000 cases instead of 200)
 #   (bench: the benchmark harness once with tiny sizes, to keep it working; no timing is asserted)
@@ -81,6 +82,18 @@ stage_unit() {
     echo "=== unit tests"
     run_stage make -C test/unit check
     count_summary unit $?
+}
+
+# The code checks of test/lint: every C function in src/ at most 80 lines; static
+# prototypes at the top of each file and the naming convention.
+stage_lint() {
+    if [ ! -f test/lint/function_length.py ]; then skip lint "test/lint/function_length.py not found"; return; fi
+    echo "=== lint: function length"
+    run_stage "$HI_PYTHON" test/lint/function_length.py --max 80 src
+    count_summary lint $?
+    echo "=== lint: prototypes and names"
+    run_stage "$HI_PYTHON" test/lint/conventions.py src
+    count_summary conventions $?
 }
 
 stage_regress() {
@@ -222,6 +235,7 @@ if stage_wanted regress || stage_wanted integration; then
 fi
 
 stage_wanted unit && stage_unit
+{ stage_wanted unit || stage_wanted lint; } && stage_lint
 stage_wanted regress && stage_regress
 stage_wanted integration && stage_integration
 stage_wanted fuzz && stage_fuzz

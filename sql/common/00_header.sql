@@ -1,10 +1,12 @@
 /*
  * halo_itsm--<version>.sql: install script of the halo_itsm extension.
  *
- * Tables (cases, detections, tickets, outbox, timeline, integrations and their
- * secrets), the triggers that write the outbox in the inserting transaction,
- * the configuration functions, the status view, and the SQL side of delivery
- * (claim and record) used by the background worker and by deliver().
+ * Made by make from sql/common/, sql/outbound/ and sql/inbound/ (README, "Layout"):
+ * tables (cases, detections, tickets, outbox, timeline, integrations and their
+ * secrets, webhook deliveries and signature schemes), the triggers that write the
+ * outbox in the inserting transaction, the configuration functions, the status
+ * views, the SQL side of delivery (claim and record) used by the background worker
+ * and by deliver(), webhook ingest and apply, and the privileges.
  */
 \echo Use "CREATE EXTENSION halo_itsm" to load this file. \quit
 

@@ -1,6 +1,8 @@
 /*
  * 20_setup.sql: C helpers and the functions that set up an integration (connect,
- * configure, configure_ids, configure_auth, set_credentials, set_enabled).
+ * configure, configure_ids, configure_auth, set_credentials and secret_from_file,
+ * set_enabled), _integration() and the one definition of "the single enabled
+ * integration" (the view _single_enabled_integration).
  * Part of the install script sql/halo_itsm--<version>.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
  */
 

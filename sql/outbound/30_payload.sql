@@ -1,6 +1,8 @@
 /*
- * 30_payload.sql: the ticket payload (ticket_payload and its parts) and the triggers that
- * write the outbox in the inserting transaction.
+ * 30_payload.sql: the ticket payload (ticket_payload and its parts, _resolve_integration),
+ * the triggers that write the outbox in the inserting transaction, what deleting or
+ * truncating cases, detections and integrations does to the outbox (_cascade_delete), and
+ * the rule on changing a sid (_sid_change).
  * Part of the install script sql/halo_itsm--<version>.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
  */
 

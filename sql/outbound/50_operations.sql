@@ -1,6 +1,7 @@
 /*
- * 50_operations.sql: operations: retry, purge, the status view, deliver(), check_connection()
- * and the pg_cron jobs.
+ * 50_operations.sql: operations: retry, purge, the worker's state and the request budget as
+ * SQL sees them, restart_worker(), the status views (status, worker_status), deliver(),
+ * check_connection() and the pg_cron jobs.
  * Part of the install script sql/halo_itsm--<version>.sql (make concatenates sql/common/, outbound/ and inbound/ by number).
  */
 

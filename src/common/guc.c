@@ -1,7 +1,9 @@
 /*-------------------------------------------------------------------------
  * guc.c
  *	  The settings of halo_itsm: every GUC is prefixed "halo_itsm." and is
- *	  defined here, in one place, with its unit, bounds and description.
+ *	  defined here, in one place, with its unit, bounds and description
+ *	  (one function per group of settings; the listener's are in
+ *	  src/inbound/listener_guc.c). Also which database the worker serves.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -35,9 +37,28 @@ char	   *hi_webhook_base_url = NULL;
 int			hi_webhook_max_body = 1024 * 1024;
 int			hi_webhook_tolerance_s = 300;
 
+static void DefineWorkerSettings(void);
+static void DefineHttpSettings(void);
+static void DefineRetrySettings(void);
+static void DefineWebhookSettings(void);
+
 /* Defines all halo_itsm.* settings and reserves the prefix. */
 void
 hi_guc_init(void)
+{
+	DefineWorkerSettings();
+	DefineHttpSettings();
+	DefineRetrySettings();
+	DefineWebhookSettings();
+	/* the webhook listener's own (src/inbound/listener_guc.c) */
+	hi_listener_guc_init();
+
+	MarkGUCPrefixReserved("halo_itsm");
+}
+
+/* The delivery worker: its database and role, its restarts, the budget's slots. */
+static void
+DefineWorkerSettings(void)
 {
 	/*
 	 * The database and the role are read by the launcher at every reload
@@ -75,6 +96,18 @@ hi_guc_init(void)
 								"an integration without one waits for one to free up.",
 								&hi_budget_slots, 64, 1, 100000, PGC_POSTMASTER, 0,
 								NULL, NULL, NULL);
+	DefineCustomBoolVariable("halo_itsm.wait_for_replication",
+							 "Sends nothing to Halo (and answers no webhook 200) before the commit is flushed on every streaming standby.",
+							 "Under asynchronous replication a failover then loses no case whose ticket Halo has, and no applied webhook. "
+							 "Costs nothing when no standby streams; see docs/high-availability.md.",
+							 &hi_wait_for_replication, true, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+}
+
+/* HTTP to Halo: what may be reached, TLS, concurrency and timeouts. */
+static void
+DefineHttpSettings(void)
+{
 	DefineCustomBoolVariable("halo_itsm.allow_http",
 							 "Allows http:// Halo instance URLs (for tests against a local mock only).",
 							 NULL, &hi_allow_http, false, PGC_SUSET, 0,
@@ -103,6 +136,12 @@ hi_guc_init(void)
 							"Timeout for one whole HTTP request to Halo.",
 							NULL, &hi_request_timeout_ms, 30000, 100, 3600000, PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
+}
+
+/* Retries and pacing: backoff, attempts, the request budget, the poll interval. */
+static void
+DefineRetrySettings(void)
+{
 	DefineCustomIntVariable("halo_itsm.backoff_base",
 							"First retry delay; each further attempt doubles it, with jitter.",
 							NULL, &hi_backoff_base_ms, 1000, 1, 3600000, PGC_SIGHUP, GUC_UNIT_MS,
@@ -128,6 +167,12 @@ hi_guc_init(void)
 							"How often the worker looks for due retries when nothing wakes it.",
 							NULL, &hi_poll_interval_ms, 1000, 10, 600000, PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
+}
+
+/* Webhooks from Halo: the public URL, the body limit, the clock tolerance. */
+static void
+DefineWebhookSettings(void)
+{
 	DefineCustomStringVariable("halo_itsm.webhook_base_url",
 							   "Public URL prefix of the webhook receiver; the webhook key is appended.",
 							   NULL, &hi_webhook_base_url, "", PGC_SUSET, 0,
@@ -140,16 +185,6 @@ hi_guc_init(void)
 							"How far a webhook's x-halo-date may be from the database clock, either way.",
 							NULL, &hi_webhook_tolerance_s, 300, 1, 86400, PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
-	DefineCustomBoolVariable("halo_itsm.wait_for_replication",
-							 "Sends nothing to Halo (and answers no webhook 200) before the commit is flushed on every streaming standby.",
-							 "Under asynchronous replication a failover then loses no case whose ticket Halo has, and no applied webhook. "
-							 "Costs nothing when no standby streams; see the README's High availability section.",
-							 &hi_wait_for_replication, true, PGC_SIGHUP, 0,
-							 NULL, NULL, NULL);
-	/* the webhook listener's own (src/inbound/listener_guc.c) */
-	hi_listener_guc_init();
-
-	MarkGUCPrefixReserved("halo_itsm");
 }
 
 /*

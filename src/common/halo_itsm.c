@@ -1,13 +1,9 @@
 /*-------------------------------------------------------------------------
  * halo_itsm.c
  *	  Entry point of the halo_itsm extension: _PG_init delegates to each
-<<<<<<< HEAD
  *	  part (settings, shared memory, the launcher of the background worker,
- *	  the webhook listener).
-=======
- *	  part (settings, shared memory, the launcher of the background worker),
- *	  and halo_itsm.library_version(), the version this library was built as.
->>>>>>> main
+ *	  the webhook listener), and halo_itsm.library_version(), the version
+ *	  this library was built as.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

@@ -1,7 +1,10 @@
 /*-------------------------------------------------------------------------
  * launcher.c
  *	  The halo_itsm launcher: a background worker connected to no database
- *	  that starts the delivery worker (worker.c) in halo_itsm.database.
+ *	  that starts the delivery worker (worker.c) in the database named by
+ *	  halo_itsm.database_name (or its old name halo_itsm.database), as
+ *	  halo_itsm.worker_role; every halo_itsm worker is registered through
+ *	  hi_register_worker() (bgworker.c).
  *
  *	  A background worker can connect to one database, once, and one that
  *	  names a missing database dies with FATAL, which the postmaster used to
@@ -81,17 +84,8 @@ static void LauncherExit(int code, Datum arg);
 void
 hi_launcher_register(void)
 {
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "halo_itsm");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "halo_itsm_launcher_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "halo_itsm launcher");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "halo_itsm launcher");
-	RegisterBackgroundWorker(&worker);
+	hi_register_worker("halo_itsm_launcher_main", "halo_itsm launcher",
+					   BgWorkerStart_RecoveryFinished, 5, (Datum) 0, InvalidOid, NULL);
 }
 
 /*
@@ -228,22 +222,16 @@ LogState(HiServeState state)
 static BackgroundWorkerHandle *
 StartDeliveryWorker(Oid dboid, Oid roleoid)
 {
-	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;	/* the launcher restarts it */
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "halo_itsm");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "halo_itsm_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "halo_itsm delivery worker");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "halo_itsm delivery worker");
-	worker.bgw_main_arg = ObjectIdGetDatum(dboid);
-	/* the role the launcher checked; the worker does not read the settings again for it */
-	memcpy(worker.bgw_extra, &roleoid, sizeof(Oid));
-	worker.bgw_notify_pid = MyProcPid;
-	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+	/*
+	 * Never restarted by the postmaster: the launcher restarts it. The role
+	 * is the one the launcher checked; the worker does not read the settings
+	 * again for it.
+	 */
+	if (!hi_register_worker("halo_itsm_worker_main", "halo_itsm delivery worker",
+							BgWorkerStart_RecoveryFinished, BGW_NEVER_RESTART,
+							ObjectIdGetDatum(dboid), roleoid, &handle))
 		return NULL;
 	return handle;
 }

@@ -1,9 +1,11 @@
 /*-------------------------------------------------------------------------
  * shmem.c
  *	  Shared memory of halo_itsm (where the worker's latch is, which
- *	  database it serves and in what state) and the wake-up at commit: a
- *	  transaction that queued outbox items sets the worker's latch when, and
- *	  only when, it commits. The status view reads the serving state.
+ *	  database it serves and in what state, the launcher's restart pause,
+ *	  the settings the worker runs with, restart_worker()'s requests) and
+ *	  the wake-up at commit: a transaction that queued outbox items sets the
+ *	  worker's latch when, and only when, it commits. The status view reads
+ *	  the serving state (worker_status.c).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

@@ -1,10 +1,10 @@
 /*-------------------------------------------------------------------------
  * spi.c
  *	  SPI helpers for every file that runs SQL from C (store.c, webhook.c,
- *	  enqueue.c, worker.c, deliver.c, diagnose.c): SPI_connect with its
- *	  result checked, statements prepared once per process and kept, and
- *	  their execution, both with search_path pinned (pinning.c) and with a
- *	  clear error when SPI fails.
+ *	  enqueue.c, worker.c, deliver.c, diagnose.c, listener_apply.c):
+ *	  SPI_connect with its result checked, statements prepared once per
+ *	  process and kept, and their execution, both with search_path pinned
+ *	  (pinning.c) and with a clear error when SPI fails.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

@@ -26,6 +26,14 @@ static const char *const canonical_prefixes[4] = {
 	"content-length:", "content-type:", "host:", "x-halo-date:"
 };
 
+/* A growing output buffer for hi_canonical_build (two passes: measure, write). */
+typedef struct
+{
+	unsigned char *p;			/* NULL while measuring */
+	size_t		len;
+	int			overflow;
+} CanonBuf;
+
 static int	IsSpaceOrTab(char c);
 static int	IsHex(char c);
 static int	DecodeHex(const char *s, size_t len, unsigned char out[HI_SIG_RAW_LEN]);
@@ -33,6 +41,11 @@ static int	DecodeB64(const char *s, size_t len, unsigned char out[HI_SIG_RAW_LEN
 static int	ComputeRaw(const char *secret, size_t secret_len,
 					   const unsigned char *msg, size_t msg_len,
 					   unsigned char out[HI_SIG_RAW_LEN]);
+static void Put(CanonBuf *b, const void *s, size_t n);
+static void PutS(CanonBuf *b, const char *s);
+static void WriteLayout(CanonBuf *b, int layout, const char *const *names,
+						const char *const *vals, const size_t *vlens, size_t n,
+						const unsigned char *body, size_t body_len, const char *digest_b64);
 
 /* Is c a space or a horizontal tab? */
 static int
@@ -194,7 +207,7 @@ hi_signature_compute(const char *secret, size_t secret_len,
 }
 
 /* Strictly decode the base64 signature, then compare HMACs in constant time. */
-hi_sig_result
+HiSigResult
 hi_signature_verify(const char *secret, size_t secret_len,
 					const unsigned char *msg, size_t msg_len,
 					const char *sig_b64, size_t sig_len)
@@ -237,7 +250,7 @@ hi_content_length_matches(const char *value, size_t body_len)
  * ---------------------------------------------------------------------------
  */
 
-/* Layout names, by hi_layout value. */
+/* Layout names, by HiLayout value. */
 static const char *const layout_names[HI_LAYOUT_COUNT] = {
 	"default", "blank_line", "space", "crlf", "values", "body",
 	"cavage", "cavage_digest", "rfc9421"
@@ -265,14 +278,6 @@ hi_layout_from_name(const char *name)
 			return i;
 	return -1;
 }
-
-/* A growing output buffer for hi_canonical_build (two passes: measure, write). */
-typedef struct
-{
-	unsigned char *p;			/* NULL while measuring */
-	size_t		len;
-	int			overflow;
-} CanonBuf;
 
 /* Appends n bytes (or counts them while measuring). */
 static void
@@ -497,7 +502,7 @@ DecodeB64(const char *s, size_t len, unsigned char out[HI_SIG_RAW_LEN])
 }
 
 /* Prefix, then strict encoding, then a constant-time HMAC comparison. */
-hi_sig_result
+HiSigResult
 hi_signature_verify_enc(const char *secret, size_t secret_len,
 						const unsigned char *msg, size_t msg_len,
 						int encoding, const char *prefix,
@@ -506,7 +511,7 @@ hi_signature_verify_enc(const char *secret, size_t secret_len,
 	unsigned char given[HI_SIG_RAW_LEN];
 	unsigned char expected[HI_SIG_RAW_LEN];
 	size_t		plen = prefix ? strlen(prefix) : 0;
-	hi_sig_result result;
+	HiSigResult result;
 	int			rc;
 
 	if (sig == NULL || sig_len < plen || (plen > 0 && memcmp(sig, prefix, plen) != 0))

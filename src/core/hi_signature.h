@@ -25,7 +25,7 @@ typedef enum
 	HI_SIG_OK = 0,				/* the signature matches */
 	HI_SIG_MALFORMED,			/* not strict base64 of exactly 32 bytes */
 	HI_SIG_MISMATCH				/* well-formed but wrong (or HMAC failed) */
-} hi_sig_result;
+} HiSigResult;
 
 /*
  * Trim leading and trailing spaces and tabs (only those) from v[0..len).
@@ -80,7 +80,7 @@ extern int	hi_signature_compute(const char *secret, size_t secret_len,
  * otherwise HI_SIG_MALFORMED.  The HMAC is compared with CRYPTO_memcmp.
  * HI_SIG_MISMATCH also when the HMAC cannot be computed (fails closed).
  */
-extern hi_sig_result hi_signature_verify(const char *secret, size_t secret_len,
+extern HiSigResult hi_signature_verify(const char *secret, size_t secret_len,
 										 const unsigned char *msg,
 										 size_t msg_len,
 										 const char *sig_b64, size_t sig_len);
@@ -111,14 +111,14 @@ typedef enum
 	HI_LAYOUT_CAVAGE_DIGEST,	/* "name: value" lines, "\ndigest: SHA-256=" b64(sha256(body)) */
 	HI_LAYOUT_RFC9421,			/* "\"name\": value\n" per header, then the body */
 	HI_LAYOUT_COUNT
-} hi_layout;
+} HiLayout;
 
 /* Digest encodings of the signature header's value. */
 typedef enum
 {
 	HI_ENC_BASE64 = 0,			/* 44 characters, standard alphabet, '=' padding */
 	HI_ENC_HEX					/* 64 hex digits (either case accepted) */
-} hi_encoding;
+} HiEncoding;
 
 /* Longest prefix (e.g. "sha256=") and most signed headers a scheme may have. */
 #define HI_SIG_MAX_PREFIX	32
@@ -163,7 +163,7 @@ extern int	hi_signature_compute_enc(const char *secret, size_t secret_len,
  * hi_signature_verify; hex: exactly 64 hex digits).  The HMAC is compared
  * with CRYPTO_memcmp; MISMATCH also when it cannot be computed.
  */
-extern hi_sig_result hi_signature_verify_enc(const char *secret,
+extern HiSigResult hi_signature_verify_enc(const char *secret,
 											 size_t secret_len,
 											 const unsigned char *msg,
 											 size_t msg_len, int encoding,

@@ -2,7 +2,8 @@
  * listener.c
  *	  The webhook listener: an optional background worker (on when
  *	  halo_itsm.listen_addresses is set) that receives Halo's webhooks over
- *	  HTTP(S) with libmicrohttpd and applies them in halo_itsm.database.
+ *	  HTTP(S) with libmicrohttpd and applies them in the delivery worker's
+ *	  database (halo_itsm.database_name, read by hi_worker_database()).
  *
  *	  libmicrohttpd runs without threads of its own (no
  *	  MHD_USE_INTERNAL_POLLING_THREAD): each daemon (one per listening
@@ -73,24 +74,28 @@ static int	ndaemons = 0;
 static HiConnSlot *conns = NULL;
 static int	nconns = 0;
 
+static void MhdLogger(void *cls, const char *fmt, va_list ap);
+static void MhdPanic(void *cls, const char *file, unsigned int line, const char *reason);
+static void ConnNotify(void *cls, struct MHD_Connection *c, void **socket_context,
+					   enum MHD_ConnectionNotificationCode code);
+static void DropSlowClients(void);
+static char *ReadPem(const char *path, const char *setting);
+static bool IsLoopback(const struct sockaddr *sa);
+static void RefuseToStart(const char *msg, const char *hint);
+static void StartDaemon(const struct sockaddr *sa, const char *label, const char *cert,
+						const char *key);
+static void StartDaemons(void);
+static void StopDaemons(int code, Datum arg);
+
 /* Registers the listener with the postmaster when listen_addresses is set (from _PG_init). */
 void
 hi_listener_register(void)
 {
-	BackgroundWorker worker;
-
 	if (hi_listen_addresses == NULL || hi_listen_addresses[0] == '\0')
 		return;
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	/* also on a hot standby, where it answers 503 so that Halo retries */
-	worker.bgw_start_time = BgWorkerStart_ConsistentState;
-	worker.bgw_restart_time = 10;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "halo_itsm");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "halo_itsm_listener_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "halo_itsm webhook listener");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "halo_itsm webhook listener");
-	RegisterBackgroundWorker(&worker);
+	hi_register_worker("halo_itsm_listener_main", "halo_itsm webhook listener",
+					   BgWorkerStart_ConsistentState, 10, (Datum) 0, InvalidOid, NULL);
 }
 
 /* MHD's messages go to the server log at DEBUG1 (a hostile client must not fill the log). */

@@ -53,6 +53,14 @@ static SPIPlanPtr ingest_plan = NULL;
 static SPIPlanPtr key_plan = NULL;
 static bool standby_logged = false;
 
+static char *MallocCopy(const char *s);
+static char *HeadersJson(int n, const char *const *names, const char *const *values);
+static char *ErrorJson(ErrorData *edata);
+static Oid ListenRole(void);
+static void BeginWork(const char *activity);
+static void EndWork(void);
+static ErrorData *AbortWork(MemoryContext cxt);
+
 /* A malloc'd copy of s (the answer outlives the transaction's memory); NULL when out of memory. */
 static char *
 MallocCopy(const char *s)

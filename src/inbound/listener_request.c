@@ -74,6 +74,21 @@ typedef struct HiHeaderList
 static HiRateTable rate_table;
 static size_t buffered_total = 0;
 
+static enum MHD_Result Respond(struct MHD_Connection *c, int status, const char *json,
+							   const char *name, const char *value);
+static enum MHD_Result RespondFree(struct MHD_Connection *c, int status, char *json,
+								   const char *name, const char *value);
+static enum MHD_Result CollectHeader(void *cls, enum MHD_ValueKind kind, const char *key,
+									 const char *value);
+static bool KeyLooksValid(const char *key);
+static int RateCheck(struct MHD_Connection *c);
+static bool Headers(struct MHD_Connection *c, HiHeaderList *h);
+static enum MHD_Result TooLarge(struct MHD_Connection *c, const char *key, const char *size);
+static enum MHD_Result FirstCall(struct MHD_Connection *c, const char *url, const char *method,
+								 void **req_cls);
+static enum MHD_Result KeepBody(HiRequest *r, const char *data, size_t size);
+static enum MHD_Result LastCall(struct MHD_Connection *c, HiRequest *r);
+
 /* Queues a JSON answer (copied), with one extra header when name is set. */
 static enum MHD_Result
 Respond(struct MHD_Connection *c, int status, const char *json, const char *name, const char *value)

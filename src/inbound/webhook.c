@@ -110,10 +110,10 @@ typedef struct HiScheme
 	char	   *signature_header;
 	int			nsigned;
 	char	   *signed_names[HI_SIG_MAX_HEADERS];
-	int			encoding;		/* hi_encoding */
+	int			encoding;		/* HiEncoding */
 	char	   *prefix;
 	char	   *timestamp_header;	/* NULL: none */
-	int			layout;			/* hi_layout */
+	int			layout;			/* HiLayout */
 } HiScheme;
 
 /* What the duplicate-key check keeps while PostgreSQL's JSON parser walks the body. */
@@ -510,7 +510,7 @@ VerifySignature(HiSecrets *s, const unsigned char *canon, size_t canon_len, cons
 	HiScheme   *sc = &s->scheme;
 	size_t		sig_len;
 	const char *t = hi_trim_header_value(sig, strlen(sig), &sig_len);
-	hi_sig_result r;
+	HiSigResult r;
 
 	r = hi_signature_verify_enc(s->current, strlen(s->current), canon, canon_len,
 								sc->encoding, sc->prefix, t, sig_len);

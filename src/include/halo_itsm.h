@@ -1,7 +1,12 @@
 /*-------------------------------------------------------------------------
  * halo_itsm.h
  *	  Declarations shared by the PostgreSQL-side files of halo_itsm: the
- *	  settings (GUCs), shared memory, the worker, and the delivery store.
+ *	  settings (GUCs), shared memory and the serving state, the request
+ *	  budget's shared part, the standby refusal, the installed extension's
+ *	  version (extension.c), the kept rejected webhooks,
+ *	  the settings pinned for SQL run from C, the registration of background
+ *	  workers, the launcher and the delivery worker. The delivery engine,
+ *	  store, HTTP, tokens, SPI and JSON helpers have headers of their own.
  *-------------------------------------------------------------------------
  */
 #ifndef HALO_ITSM_H
@@ -11,6 +16,7 @@
 
 #include "datatype/timestamp.h"
 #include "executor/spi.h"
+#include "postmaster/bgworker.h"
 
 /* settings (guc.c) */
 extern char *hi_database_name;
@@ -141,6 +147,11 @@ extern bool hi_restoring(void);
 extern void hi_pin_worker_session(void);
 extern int	hi_pin_begin(void);
 extern void hi_pin_end(int level);
+
+/* every background worker of halo_itsm is registered by this (bgworker.c) */
+extern bool hi_register_worker(const char *function, const char *name,
+							   BgWorkerStartTime start_time, int restart_time,
+							   Datum main_arg, Oid roleoid, BackgroundWorkerHandle **handle);
 
 /* the launcher (launcher.c) and the delivery worker it starts (worker.c) */
 extern void hi_launcher_register(void);

@@ -3,7 +3,8 @@
  *	  The delivery engine (engine.c): outbox items in progress and their
  *	  HTTP exchanges with Halo on libcurl's multi interface. The engine's
  *	  integrations, tokens and request budgets are in hi_instance.h
- *	  (instance.c); claiming and recording items in hi_store.h (store.c).
+ *	  (instance.c, the budget counted by budget.c); claiming and recording
+ *	  items in hi_store.h (store.c).
  *-------------------------------------------------------------------------
  */
 #ifndef HI_ENGINE_H

@@ -2,7 +2,8 @@
  * hi_instance.h
  *	  The delivery engine's view of each Halo integration: credentials,
  *	  authorisation server (configured or discovered), cached token, lanes
- *	  in use and the request budget (instance.c).
+ *	  in use (instance.c), and its request budget as the engine asks for it
+ *	  (instance.c, counted by budget.c, shared by every process).
  *	  Used by the engine (engine.c); the claim asks it which integrations
  *	  are busy (store.c), the worker makes it forget tokens (worker.c).
  *-------------------------------------------------------------------------

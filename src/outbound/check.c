@@ -41,6 +41,18 @@ typedef struct CheckState
 	bool		ok;
 } CheckState;
 
+static void CheckAdd(CheckState *cs, const char *key, const char *value);
+static void CheckProblem(CheckState *cs, const char *text);
+static HiRequest *CheckGet(CheckState *cs, const char *path);
+static int CheckListContains(const char *body, const char *wrapper, const char *const *fields,
+							 const char *text, int64 id);
+static void CheckItem(CheckState *cs, const char *label, const char *path, const char *wrapper,
+					  const char *const *fields, const char *text, int64 id, const char *fix);
+static bool CheckResolveAuth(CheckState *cs);
+static void CheckFetchToken(CheckState *cs);
+static void CheckConfiguration(CheckState *cs, const char *team, const char *category,
+							   bool has_client, int64 client, int64 tickettype);
+
 /* Appends "key": "value" (JSON-escaped) to the answer. */
 static void
 CheckAdd(CheckState *cs, const char *key, const char *value)

@@ -115,6 +115,7 @@ static void EnqueueBuiltin(EnqueueCache *cache, TriggerData *trig);
 static void EnqueueAttached(EnqueueCache *cache, TriggerData *trig);
 static void RowChanged(EnqueueCache *cache, TriggerData *trig);
 static char *ColumnText(HeapTuple tup, TupleDesc desc, AttrNumber attnum);
+static bool ColumnChanged(TriggerData *trig, AttrNumber attnum, char **old_text, char **new_text);
 
 /*
  * True in a session that restores a dump: pg_dump writes

@@ -20,6 +20,7 @@
 #include "hi_json.h"
 
 static char *Trimmed(const char *s);
+static bool IsOurAction(HiItem *item, JsonbContainer *a, int64 *id);
 
 /* A copy of s without leading and trailing blanks (NULL stays NULL). */
 static char *

@@ -4,7 +4,8 @@
  *	  outbound policy: https only (http when halo_itsm.allow_http is on), no
  *	  redirects, no credentials in URLs, TLS verified (with an optional CA
  *	  file), timeouts, and no connections to private, loopback or link-local
- *	  addresses unless halo_itsm.allow_private_addresses is on.
+ *	  addresses unless halo_itsm.allow_private_addresses is on. Also the
+ *	  checks of instance and authorisation server URLs (hi_url_problem).
  *	  libcurl's memory is its own (malloc); nothing here goes through palloc
  *	  except the strings handed back to PostgreSQL callers.
  *-------------------------------------------------------------------------

@@ -19,6 +19,8 @@
 #include "hi_json.h"
 #include "hi_token.h"
 
+static const char *AuthUrlProblem(const char *url, char **normalised, bool *invalid);
+
 /* The word check_connection() shows for how the authorisation server was found. */
 const char *
 hi_auth_source_name(HiAuthSource source)
@@ -50,7 +52,7 @@ hi_auth_default_base(const char *instance_url)
  * token path is appended).
  */
 static const char *
-hi_auth_url_problem(const char *url, char **normalised, bool *invalid)
+AuthUrlProblem(const char *url, char **normalised, bool *invalid)
 {
 	const char *problem = hi_url_problem(url, normalised, invalid);
 	size_t		len;
@@ -69,7 +71,7 @@ hi_check_auth_url(const char *url)
 {
 	bool		invalid;
 	char	   *norm;
-	const char *problem = hi_auth_url_problem(url, &norm, &invalid);
+	const char *problem = AuthUrlProblem(url, &norm, &invalid);
 
 	if (problem)
 		hi_url_error("authorisation server URL", problem, invalid,
@@ -117,7 +119,7 @@ hi_authinfo_answer(HiRequest *req, char **auth_base, char **tenant, char **why)
 	url = hi_json_authinfo(req->body, req->body_len, tenant, why);
 	if (url == NULL)
 		return HI_AUTHINFO_FAILED;
-	problem = hi_auth_url_problem(url, auth_base, &invalid);
+	problem = AuthUrlProblem(url, auth_base, &invalid);
 	if (problem == NULL)
 		return HI_AUTHINFO_FOUND;
 	*auth_base = NULL;

@@ -247,7 +247,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t		canon_len = 0;
 	size_t		ref_len = 0;
 	char		computed[HI_SIG_B64_LEN + 1];
-	hi_sig_result r;
+	HiSigResult r;
 	uint8_t		delta;
 	size_t		pick = 0;
 	size_t		i;

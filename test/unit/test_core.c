@@ -60,7 +60,14 @@ static void TestLayouts(void);
 static void TestEncodings(void);
 static void TestHtmlLinear(void);
 static unsigned char *GoldenCanonical(size_t *len);
-static hi_sig_result VerifyGolden(const char *sig);
+static HiSigResult VerifyGolden(const char *sig);
+static void CheckScrub(const char *name, const char *in, const char *want, size_t want_n);
+static void TestJsonScrub(void);
+static void TestToken(void);
+static void CheckLayout(int layout, const char *want, size_t want_len);
+static void TestBudgetRing(void);
+static void TestWebhookStatus(void);
+static void TestRate(void);
 
 /* Check hi_template_validate's code and message for one template. */
 static void
@@ -318,7 +325,7 @@ TestCanonical(void)
 }
 
 /* Verify a signature string against the golden canonical string. */
-static hi_sig_result
+static HiSigResult
 VerifyGolden(const char *sig)
 {
 	return hi_signature_verify(GOLDEN_SECRET, strlen(GOLDEN_SECRET),
@@ -435,7 +442,7 @@ TestSignatureMalformed(void)
 
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 	{
-		hi_sig_result r = VerifyGolden(cases[i].sig);
+		HiSigResult r = VerifyGolden(cases[i].sig);
 
 		snprintf(label, sizeof(label), "malformed signature: %s", cases[i].name);
 		hi_check(r == HI_SIG_MALFORMED, label, "got %d", (int) r);

@@ -2,10 +2,8 @@
 -- Every rejection has its own SQLSTATE (class WH), a halo_itsm: message and a hint,
 -- never shows the secret, and changes nothing.
 \ir test/regress/common.sql
-SET halo_itsm.allow_http = on;
-SET halo_itsm.allow_private_addresses = on;
+\ir test/regress/integration.sql
 SET halo_itsm.webhook_base_url = 'https://soc.example.com/halo/';
-SELECT halo_itsm.connect('http://127.0.0.1:9', 'client', 'client-secret') AS integration;
 UPDATE halo_itsm.integration_secrets SET webhook_secret = 'hX3v9Qw2Lk8Zp4Rt7Yb1Nc6Md0Fg5Sj2';
 INSERT INTO halo_itsm.cases (sid, title, severity, integration_id) VALUES ('CASE-1', 'Ransomware', 'critical', 1);
 INSERT INTO halo_itsm.tickets (integration_id, halo_ticket_id, case_id) SELECT 1, 4242, id FROM halo_itsm.cases;

@@ -2,10 +2,8 @@
 -- timeline, deduplication (delivery id, action id), unknown tickets, payloads without
 -- detail queueing syncs, _apply_sync() and reconcile().
 \ir test/regress/common.sql
-SET halo_itsm.allow_http = on;
-SET halo_itsm.allow_private_addresses = on;
+\ir test/regress/integration.sql
 SET halo_itsm.webhook_base_url = 'https://soc.example.com/halo/';
-SELECT halo_itsm.connect('http://127.0.0.1:9', 'client', 'client-secret') AS integration;
 SELECT halo_itsm.configure(1, category => 'Security>Incident');
 UPDATE halo_itsm.integration_secrets SET webhook_secret = 'hX3v9Qw2Lk8Zp4Rt7Yb1Nc6Md0Fg5Sj2';
 INSERT INTO halo_itsm.cases (sid, title, severity, integration_id) VALUES
@@ -21,17 +19,7 @@ SELECT 1, 2001, id FROM halo_itsm.detections;
 DELETE FROM halo_itsm.outbox;
 
 -- helper: sign and ingest a payload as Halo would send it now
-CREATE FUNCTION pg_temp.deliver(payload jsonb) RETURNS jsonb LANGUAGE sql AS $$
-    SELECT halo_itsm.ingest_webhook(
-               (SELECT webhook_key FROM halo_itsm.integrations WHERE id = 1),
-               h || jsonb_build_object('X-Signature',
-                        halo_itsm.webhook_signature('hX3v9Qw2Lk8Zp4Rt7Yb1Nc6Md0Fg5Sj2', h, convert_to(payload::text, 'UTF8'))),
-               convert_to(payload::text, 'UTF8'))
-      FROM (SELECT jsonb_build_object('Content-Type', 'application/json',
-                                      'Content-Length', octet_length(convert_to(payload::text, 'UTF8'))::text,
-                                      'Host', 'soc.example.com',
-                                      'X-Halo-Date', to_char(now() AT TIME ZONE 'UTC', 'Dy, DD Mon YYYY HH24:MI:SS "GMT"')) h) x
-$$;
+\ir test/regress/deliver.sql
 CREATE VIEW pg_temp.tl AS
 SELECT coalesce(c.sid, d.sid) AS sid, t.kind, t.source, t.author, t.body, t.internal, t.halo_ticket_id,
        t.halo_action_id, to_char(t.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS occurred_utc

@@ -5,10 +5,8 @@ SET client_min_messages = warning;
 DROP ROLE IF EXISTS regress_halo_receiver;
 DROP ROLE IF EXISTS regress_halo_analyst;
 RESET client_min_messages;
-SET halo_itsm.allow_http = on;
-SET halo_itsm.allow_private_addresses = on;
+\ir test/regress/integration.sql
 SET halo_itsm.webhook_base_url = 'https://soc.example.com/halo/';
-SELECT halo_itsm.connect('http://127.0.0.1:9', 'client', 'client-secret') AS integration;
 INSERT INTO halo_itsm.cases (sid, title, severity, integration_id) VALUES ('CASE-1', 'Ransomware', 'critical', 1);
 INSERT INTO halo_itsm.tickets (integration_id, halo_ticket_id, case_id) SELECT 1, 4242, id FROM halo_itsm.cases;
 

@@ -5,9 +5,7 @@
 -- times (not at now()). Each part runs in a new session, before the extension's PL/pgSQL
 -- helpers are compiled in it.
 \ir test/regress/common.sql
-SET halo_itsm.allow_http = on;
-SET halo_itsm.allow_private_addresses = on;
-SELECT halo_itsm.connect('http://127.0.0.1:9', 'client', 'client-secret') AS integration;
+\ir test/regress/integration.sql
 SELECT halo_itsm.configure(1, category => 'Security>Incident');
 UPDATE halo_itsm.integration_secrets SET webhook_secret = 'hX3v9Qw2Lk8Zp4Rt7Yb1Nc6Md0Fg5Sj2';
 INSERT INTO halo_itsm.cases (sid, title, severity, integration_id) VALUES ('CASE-1', 'Ransomware', 'critical', 1);
@@ -29,17 +27,7 @@ SET escape_string_warning = off;
 SET DateStyle = 'SQL, DMY';
 SET IntervalStyle = 'sql_standard';
 SET TimeZone = 'Pacific/Chatham';
-CREATE FUNCTION pg_temp.deliver(payload jsonb) RETURNS jsonb LANGUAGE sql AS $$
-    SELECT halo_itsm.ingest_webhook(
-               (SELECT webhook_key FROM halo_itsm.integrations WHERE id = 1),
-               h || jsonb_build_object('X-Signature',
-                        halo_itsm.webhook_signature('hX3v9Qw2Lk8Zp4Rt7Yb1Nc6Md0Fg5Sj2', h, convert_to(payload::text, 'UTF8'))),
-               convert_to(payload::text, 'UTF8'))
-      FROM (SELECT jsonb_build_object('Content-Type', 'application/json',
-                                      'Content-Length', octet_length(convert_to(payload::text, 'UTF8'))::text,
-                                      'Host', 'soc.example.com',
-                                      'X-Halo-Date', to_char(now() AT TIME ZONE 'UTC', 'Dy, DD Mon YYYY HH24:MI:SS "GMT"')) h) x
-$$;
+\ir test/regress/deliver.sql
 SELECT pg_temp.deliver('{"id": "w-2020", "object_id": 1001,
   "ticket": {"id": 1001, "status_id": 2, "hasbeenclosed": false},
   "actions": [{"id": 7001, "who": "Carol", "note": "Noted in 2020.", "datetime": "2020-03-04T05:06:07Z"},

@@ -3,25 +3,11 @@
 -- webhook_layouts() lists the layouts. Verification under a configured scheme is
 -- test/integration/test_webhook_signing.py's (the mock signs).
 \ir test/regress/common.sql
-SET halo_itsm.allow_http = on;
-SET halo_itsm.allow_private_addresses = on;
-SELECT halo_itsm.connect('http://127.0.0.1:9', 'client', 'client-secret') AS integration;
+\ir test/regress/integration.sql
 
 SELECT halo_itsm.webhook_layouts();
 
--- an error as SQLSTATE, message and hint
-CREATE FUNCTION pg_temp.try(call text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    r jsonb;
-    st text; msg text; hint text;
-BEGIN
-    EXECUTE 'SELECT ' || call INTO r;
-    RETURN 'ok ' || r::text;
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
-    RETURN st || ' ' || msg || ' / ' || coalesce(hint, '(no hint)');
-END
-$$;
+\ir test/regress/try_select.sql
 
 CREATE TEMP TABLE attempts (what text, call text);
 INSERT INTO attempts VALUES

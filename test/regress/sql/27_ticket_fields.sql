@@ -4,23 +4,10 @@
 -- shows the fields merged into the ticket. What Halo receives is
 -- test/integration/test_delivery.py's (test_extra_ticket_fields).
 \ir test/regress/common.sql
-SET halo_itsm.allow_http = on;
-SET halo_itsm.allow_private_addresses = on;
-SELECT halo_itsm.connect('http://127.0.0.1:9', 'client', 'client-secret') AS integration;
+\ir test/regress/integration.sql
 SELECT halo_itsm.configure(1, category => 'Security>Incident', team => 'SOC');
 
--- an error as SQLSTATE, message and hint
-CREATE FUNCTION pg_temp.try(call text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    st text; msg text; hint text;
-BEGIN
-    EXECUTE 'SELECT ' || call;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
-    RETURN st || ' ' || msg || ' / ' || coalesce(hint, '(no hint)');
-END
-$$;
+\ir test/regress/try_select.sql
 
 CREATE TEMP TABLE attempts (what text, call text);
 INSERT INTO attempts VALUES

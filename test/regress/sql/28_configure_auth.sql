@@ -3,25 +3,11 @@
 -- at most 1024 bytes); NULL keeps a value, '' restores the default (discovery; the
 -- default scope). Bad values: SQLSTATE, halo_itsm: message, hint. What Halo receives
 -- is test/integration/test_auth_server.py's.
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS halo_itsm CASCADE;
-CREATE EXTENSION halo_itsm;
-RESET client_min_messages;
+\ir test/regress/common.sql
 SET halo_itsm.allow_http = off;
 SELECT halo_itsm.connect('https://acme.halopsa.com', 'client', 'client-secret') AS integration;
 
--- an error as SQLSTATE, message and hint
-CREATE FUNCTION pg_temp.try(call text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    st text; msg text; hint text;
-BEGIN
-    EXECUTE 'SELECT ' || call;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
-    RETURN st || ' ' || msg || ' / ' || coalesce(hint, '(no hint)');
-END
-$$;
+\ir test/regress/try_select.sql
 
 -- Bad values: nothing is stored.
 CREATE TEMP TABLE attempts (what text, auth_url text, scope text, integration integer DEFAULT 1);
