@@ -237,17 +237,7 @@ def test_only_the_primary_delivers_and_listens_and_the_replica_says_so_once():
 
 def _post(node, path, headers, body):
     """POST body to node's webhook listener exactly with these headers: (status, headers, JSON)."""
-    conn = http.client.HTTPConnection("127.0.0.1", LISTEN_PORT + NODES.index(node), timeout=30)
-    try:
-        conn.putrequest("POST", path, skip_host=True, skip_accept_encoding=True)
-        for name, value in headers.items():
-            conn.putheader(name, value)
-        conn.endheaders(body.encode("utf-8"))
-        resp = conn.getresponse()
-        raw = resp.read()
-        return resp.status, dict(resp.getheaders()), json.loads(raw) if raw else None
-    finally:
-        conn.close()
+    return ht.raw_post(LISTEN_PORT + NODES.index(node), path, headers, body)
 
 
 @timeout(600)

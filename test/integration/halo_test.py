@@ -4,6 +4,7 @@ Connections come from PGHOST/PGPORT/PGUSER (set by test/lib/common.sh; defaults 
 54329, postgres). Connections opened with db() or q() are closed by the runner after each
 test, and cancelled when a test times out.
 """
+import http.client
 import json
 import os
 import ssl
@@ -110,6 +111,22 @@ def close_connections(keep=()):
 
 
 # --- waiting and logs -------------------------------------------------------------------
+
+def raw_post(port, path, headers, body):
+    """POSTs body to 127.0.0.1:port with exactly these headers (no Host or length added):
+    (status, answer headers, decoded JSON answer or None)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.putrequest("POST", path, skip_host=True, skip_accept_encoding=True)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders(body.encode("utf-8") if isinstance(body, str) else body)
+        resp = conn.getresponse()
+        raw = resp.read()
+        return resp.status, dict(resp.getheaders()), json.loads(raw) if raw else None
+    finally:
+        conn.close()
+
 
 def wait_until(fn, timeout=20, interval=0.05, msg=None):
     """Call fn until it returns something truthy and return that; after timeout seconds

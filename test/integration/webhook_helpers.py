@@ -3,14 +3,13 @@ receiver process (test/receiver/receiver.py), pointing the mock's webhook at it,
 with the mock's own code, raw HTTP posts to the receiver, and waiting for tickets.
 """
 import email.utils
-import http.client
 import json
 import os
 import socket
 import subprocess
 import time
 
-from halo_test import Mock, PGHOST, PGPORT, PGUSER, RECEIVER_PORT, RUN_DIR, q, q1, wait_until
+from halo_test import Mock, PGHOST, PGPORT, PGUSER, RECEIVER_PORT, RUN_DIR, q, q1, raw_post, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECEIVER = os.path.join(ROOT, "test", "receiver", "receiver.py")
@@ -88,17 +87,8 @@ def signed_headers(secret, body, date=None, host="127.0.0.1:%d" % RECEIVER_PORT)
 
 def post(path, headers, body):
     """POST body to the receiver exactly with these headers; (status, decoded JSON answer)."""
-    conn = http.client.HTTPConnection("127.0.0.1", RECEIVER_PORT, timeout=30)
-    try:
-        conn.putrequest("POST", path, skip_host=True, skip_accept_encoding=True)
-        for name, value in headers.items():
-            conn.putheader(name, value)
-        conn.endheaders(body)
-        resp = conn.getresponse()
-        raw = resp.read()
-        return resp.status, json.loads(raw) if raw else None
-    finally:
-        conn.close()
+    status, _, doc = raw_post(RECEIVER_PORT, path, headers, body)
+    return status, doc
 
 
 def answer(delivery):
