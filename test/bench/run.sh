@@ -31,7 +31,7 @@ bench_mock_start() {
         hi_log "ERROR: port $MOCK_PORT is already taken by another server"
         return 1
     fi
-    "$FAST_MOCK" --port "$MOCK_PORT" >"$HI_MOCK_LOG" 2>&1 </dev/null &
+    hi_without_fds "$FAST_MOCK" --port "$MOCK_PORT" >"$HI_MOCK_LOG" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$HI_MOCK_PID"
     for ((i = 0; i < 50; i++)); do
