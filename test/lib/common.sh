@@ -54,17 +54,17 @@ hi_as_postgres() {
     fi
 }
 
-# hi_without_fds CMD...: runs CMD (a command, exec'd: $! is its pid; or a function) with no
-# file descriptor above 2,
-# for servers that may outlive the caller: a server that inherited the fd of the caller's
+# hi_without_fds CMD...: closes every file descriptor above 2 of the CURRENT shell, then
+# runs CMD (exec'd if it is a command, called if it is a function). Only ever call it in a
+# subshell: `hi_without_fds cmd ... &` ($! is then CMD's pid) or `(hi_without_fds f ...)`.
+# For servers that may outlive the caller: a server that inherited the fd of the caller's
 # `flock /tmp/halo_itsm-test.lock` would hold the lock for as long as it runs (HI_KEEP=1).
 hi_without_fds() {
-    (
-        for fd in $(ls /proc/$BASHPID/fd); do
-            [ "$fd" -gt 2 ] && eval "exec $fd>&-"
-        done 2>/dev/null
-        if declare -F "$1" >/dev/null; then "$@"; else exec "$@"; fi
-    )
+    local fd
+    for fd in $(ls /proc/$BASHPID/fd); do
+        [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+    done 2>/dev/null
+    if declare -F "$1" >/dev/null; then "$@"; else exec "$@"; fi
 }
 
 # Install whichever of HI_PACKAGES is missing.
@@ -148,7 +148,7 @@ hi_cluster_start() {
         fi
         for line in "$@"; do echo "$line"; done
     } >>"$HI_PGDATA/postgresql.conf"
-    hi_without_fds hi_as_postgres "$PGBIN/pg_ctl" -D "$HI_PGDATA" -l "$HI_PG_LOG" -w -t 60 start >/dev/null \
+    (hi_without_fds hi_as_postgres "$PGBIN/pg_ctl" -D "$HI_PGDATA" -l "$HI_PG_LOG" -w -t 60 start) >/dev/null \
         || { tail -n 40 "$HI_PG_LOG" >&2; hi_log "ERROR: cluster failed to start"; return 1; }
     hi_psql "$HI_DB_MANUAL" "SELECT 1" >/dev/null \
         || { cat "$HI_RUN/createdb.log" >&2; hi_log "ERROR: databases missing"; return 1; }
