@@ -35,7 +35,9 @@ RETURNS bigint[] LANGUAGE plpgsql
 -- one generic plan per statement, made once per session (see _claim and _claim_mark)
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+-- no JIT: with seqscans off the estimates pass jit_above_cost, and each call would compile
+SET jit = off AS $$
 DECLARE
     v_ids bigint[];
 BEGIN
@@ -72,7 +74,9 @@ CREATE OR REPLACE FUNCTION halo_itsm._claim_due_each(exclude_integrations intege
 RETURNS bigint[] LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+-- no JIT: with seqscans off the estimates pass jit_above_cost, and each call would compile
+SET jit = off AS $$
 DECLARE
     v_ids bigint[];
 BEGIN
@@ -103,7 +107,9 @@ CREATE OR REPLACE FUNCTION halo_itsm._claim_mark(ids bigint[], single integer)
 RETURNS SETOF halo_itsm.outbox LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+-- no JIT: with seqscans off the estimates pass jit_above_cost, and each call would compile
+SET jit = off AS $$
 BEGIN
     RETURN QUERY
     UPDATE halo_itsm.outbox o

@@ -56,3 +56,12 @@ INSERT INTO pg_temp.before SELECT * FROM pg_temp.scans;
 SELECT integration_id, count(*) AS claimed FROM halo_itsm._claim(20, 10) GROUP BY 1 ORDER BY 1;
 SELECT * FROM pg_temp.claim_scans;
 ROLLBACK;
+
+-- 5. No JIT in the claim's statements: with seqscans off their estimates pass
+--    jit_above_cost, and a cached plan with JIT compiles again at every call (70 % of the
+--    worker's CPU at 200 integrations). The functions with those settings turn it off.
+SELECT p.proname, 'jit=off' = ANY (p.proconfig) AS jit_off
+  FROM pg_proc p
+ WHERE p.pronamespace = 'halo_itsm'::regnamespace
+   AND 'enable_seqscan=off' = ANY (p.proconfig)
+ ORDER BY 1;
