@@ -65,3 +65,14 @@ SELECT p.proname, 'jit=off' = ANY (p.proconfig) AS jit_off
  WHERE p.pronamespace = 'halo_itsm'::regnamespace
    AND 'enable_seqscan=off' = ANY (p.proconfig)
  ORDER BY 1;
+
+-- 6. A claim of cases calls each payload function for the items of its kinds only: the
+--    follow-up payload (notes, closes, updates) is not called for a case at all.
+BEGIN;
+SET LOCAL track_functions = 'all';
+SELECT count(*) AS claimed FROM halo_itsm._claim(5, 5);
+SELECT p.proname, f.calls
+  FROM pg_stat_xact_user_functions f JOIN pg_proc p ON p.oid = f.funcid
+ WHERE p.proname IN ('_payload_or_error', '_followup_payload')
+ ORDER BY 1;
+ROLLBACK;
