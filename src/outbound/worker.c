@@ -180,6 +180,8 @@ WorkerRound(bool claim, bool recover, HiExtensionState *ready, char *version,
 			hi_store_record(item);
 			hi_item_free(item);
 		}
+		/* answers that came in meanwhile: their lanes go on with waiting items now */
+		hi_engine_pump();
 		if (recover || claim)
 		{
 			int			room = claim ? hi_engine_claim_room() : 0;
@@ -197,6 +199,8 @@ WorkerRound(bool claim, bool recover, HiExtensionState *ready, char *version,
 
 	SPI_finish();
 	PopActiveSnapshot();
+	/* and before the commit waits for its flush */
+	hi_engine_pump();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
