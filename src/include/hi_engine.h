@@ -110,6 +110,7 @@ extern void hi_engine_submit(HiItem *item);
 extern void hi_engine_submit_all(HiItem *items);
 extern HiOutcome hi_item_retry_or_dead(HiItem *item, bool retryable, long retry_after_ms);
 extern bool hi_engine_wait(long timeout_ms);
+extern void hi_engine_pump(void);
 extern HiItem *hi_engine_pop_finished(void);
 extern bool hi_engine_pop_finished_peek(void);
 extern int	hi_engine_active(void);

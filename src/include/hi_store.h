@@ -14,7 +14,7 @@ extern int	hi_store_claim(int max_items, HiItem **items);
 extern void hi_store_record(HiItem *item);
 extern int	hi_store_recover(bool include_self);
 extern HiExtensionState hi_store_extension_ready(char **version);
-extern bool hi_store_all_busy(void);
+extern bool hi_store_all_busy(HiItem *claimed);
 extern ErrorData *hi_store_claim_subxact(bool recover, int room, HiItem **items, int *n, bool *all_busy);
 
 #endif							/* HI_STORE_H */

@@ -85,6 +85,7 @@ static HiRequest *in_flight = NULL;	/* requests added to the multi handle */
 
 static void EngineInit(void);
 static void EngineKick(void);
+static void EnginePump(void);
 static bool StepMaySend(HiItem *item, TimestampTz now);
 static HiRequest *BuildTokenRequest(HiItem *item);
 static HiRequest *BuildLookupRequest(HiItem *item);
@@ -1091,11 +1092,8 @@ bool
 hi_engine_wait(long timeout_ms)
 {
 	WaitEvent	events[3];
-	struct epoll_event ready[64];
 	int			n,
-				i,
-				pass,
-				running;
+				i;
 	bool		latch = false;
 	TimestampTz now = GetCurrentTimestamp();
 
@@ -1112,12 +1110,37 @@ hi_engine_wait(long timeout_ms)
 			latch = true;
 	if (latch)
 		ResetLatch(MyLatch);
+	EnginePump();
+	return latch;
+}
 
-	/*
-	 * Move transfers on until nothing more is ready without waiting: an
-	 * answer frees a lane, a waiting item takes it, and its connection and
-	 * request go out now rather than after the caller's database round.
-	 */
+/*
+ * Moves transfers on without waiting, for a caller in the middle of a long
+ * database round (worker.c): answers that arrived are read, and the lanes
+ * they freed go on with their waiting items now rather than after the
+ * round. Sends only items submitted before (claimed in a transaction that
+ * committed).
+ */
+void
+hi_engine_pump(void)
+{
+	if (multi != NULL)
+		EnginePump();
+}
+
+/*
+ * Moves transfers on until nothing more is ready without waiting: an
+ * answer frees a lane, a waiting item takes it, and its connection and
+ * request go out now rather than after the caller's database round.
+ */
+static void
+EnginePump(void)
+{
+	struct epoll_event ready[64];
+	int			i,
+				pass,
+				running;
+
 	for (pass = 0; pass < 8; pass++)
 	{
 		bool		progress = false;
@@ -1144,7 +1167,6 @@ hi_engine_wait(long timeout_ms)
 		if (!progress)
 			break;
 	}
-	return latch;
 }
 
 /* Abandons every item in progress (after an error); their rows are recovered later. */

@@ -22,6 +22,7 @@ static MemoryContext instance_cxt = NULL;
 static HTAB *instances = NULL;
 
 static bool SetField(char **field, const char *value);
+static int	ClaimedFor(HiItem *claimed, int id);
 
 /* Creates the (empty) table of instances in the engine's memory context. */
 void
@@ -113,13 +114,26 @@ hi_instance_set_token(HiInstance *in, const char *token, TimestampTz expires)
 	in->token_expires = token ? expires : 0;
 }
 
+/* How many of the items in the list claimed belong to integration id. */
+static int
+ClaimedFor(HiItem *claimed, int id)
+{
+	int			n = 0;
+
+	for (; claimed != NULL; claimed = claimed->next)
+		if (claimed->integration_id == id)
+			n++;
+	return n;
+}
+
 /*
  * Integrations that should not be given another item now (their lanes and
  * one lane's worth of waiting items are full, or their budget is spent);
- * palloc'd array.
+ * palloc'd array. claimed: items claimed and not submitted yet (a list, or
+ * NULL), counted as held by their integrations.
  */
 int
-hi_instances_busy(int **ids)
+hi_instances_busy(int **ids, HiItem *claimed)
 {
 	HASH_SEQ_STATUS seq;
 	HiInstance *in;
@@ -133,7 +147,8 @@ hi_instances_busy(int **ids)
 	hash_seq_init(&seq, instances);
 	while ((in = hash_seq_search(&seq)) != NULL)
 	{
-		if (in->held < 2 * hi_max_requests_per_instance && hi_budget_wait_ms(in, now) == 0)
+		if (in->held + ClaimedFor(claimed, in->id) < 2 * hi_max_requests_per_instance &&
+			hi_budget_wait_ms(in, now) == 0)
 			continue;
 		if (n == cap)
 		{

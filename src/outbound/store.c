@@ -40,7 +40,7 @@ static SPIPlanPtr sync_plan = NULL;
 static SPIPlanPtr recover_plan = NULL;
 static SPIPlanPtr all_busy_plan = NULL;
 
-static Datum BusyArray(int *n);
+static Datum BusyArray(int *n, HiItem *claimed);
 static char *ColText(HeapTuple tup, TupleDesc desc, int col, MemoryContext cxt);
 static HiItem *ItemFromRow(uint64 i);
 static void RecordUnbuildable(HiItem *unbuildable);
@@ -66,15 +66,18 @@ hi_store_extension_ready(char **version)
 	return state;
 }
 
-/* The integrations the engine has no room for, as an int4[] Datum (their number in *n). */
+/*
+ * The integrations the engine has no room for, as an int4[] Datum (their
+ * number in *n), counting the items claimed (a list, not submitted yet).
+ */
 static Datum
-BusyArray(int *n)
+BusyArray(int *n, HiItem *claimed)
 {
 	int		   *busy;
 	Datum	   *elems;
 	int			i;
 
-	*n = hi_instances_busy(&busy);
+	*n = hi_instances_busy(&busy, claimed);
 	elems = palloc(sizeof(Datum) * (*n + 1));
 	for (i = 0; i < *n; i++)
 		elems[i] = Int32GetDatum(busy[i]);
@@ -175,7 +178,7 @@ hi_store_claim(int max_items, HiItem **items)
 
 	values[0] = Int32GetDatum(max_items);
 	values[1] = Int32GetDatum(hi_max_requests_per_instance);
-	values[2] = BusyArray(&nbusy);
+	values[2] = BusyArray(&nbusy, NULL);
 	plan = hi_prepare(&claim_plan,
 					  "SELECT outbox_id, kind, integration_id, instance_url, tenant, client_id, client_secret, "
 					  "sid, payload, maybe_sent, attempts, halo_ticket_id, claim_token, payload_error, "
@@ -210,11 +213,12 @@ hi_store_claim(int max_items, HiItem **items)
 
 /*
  * True when every enabled, configured integration is one the engine has no
- * room for: until an item finishes, no claim can give anything, whatever
- * is queued meanwhile.
+ * room for, once the items just claimed (a list, or NULL) are submitted:
+ * until an item finishes, no claim can give anything, whatever is queued
+ * meanwhile.
  */
 bool
-hi_store_all_busy(void)
+hi_store_all_busy(HiItem *claimed)
 {
 	Oid			types[1] = {INT4ARRAYOID};
 	Datum		values[1];
@@ -223,7 +227,7 @@ hi_store_all_busy(void)
 	bool		isnull;
 	Datum		d;
 
-	values[0] = BusyArray(&nbusy);
+	values[0] = BusyArray(&nbusy, claimed);
 	if (nbusy == 0)
 		return false;
 	plan = hi_prepare(&all_busy_plan,
@@ -444,8 +448,13 @@ ClaimStep(void *arg)
 		hi_store_recover(false);
 	if (r->room > 0)
 		r->n = hi_store_claim(r->room, &r->items);
+	/*
+	 * After a claim that gave items too: when they fill the last
+	 * integrations with room, the claim that would follow (a transaction of
+	 * its own) could not give anything.
+	 */
 	if (r->all_busy)
-		*r->all_busy = r->n == 0 && hi_store_all_busy();
+		*r->all_busy = hi_store_all_busy(r->items);
 }
 
 /*

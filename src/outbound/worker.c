@@ -152,8 +152,8 @@ ClaimFailed(ErrorData *edata)
  * own), then recover orphans when asked and claim due items when asked, in
  * a subtransaction: a claim that fails is rolled back alone (and said in the
  * log, *failed set) and the outcomes recorded before it commit. Returns how
- * many items were claimed; sets *saturated when a claim came back empty
- * because every integration is busy.
+ * many items were claimed; sets *saturated when every integration is busy
+ * (the items claimed counted), so that no claim follows until one finishes.
  */
 static int
 WorkerRound(bool claim, bool recover, HiExtensionState *ready, char *version,
@@ -180,6 +180,8 @@ WorkerRound(bool claim, bool recover, HiExtensionState *ready, char *version,
 			hi_store_record(item);
 			hi_item_free(item);
 		}
+		/* answers that came in meanwhile: their lanes go on with waiting items now */
+		hi_engine_pump();
 		if (recover || claim)
 		{
 			int			room = claim ? hi_engine_claim_room() : 0;
@@ -197,6 +199,8 @@ WorkerRound(bool claim, bool recover, HiExtensionState *ready, char *version,
 
 	SPI_finish();
 	PopActiveSnapshot();
+	/* and before the commit waits for its flush */
+	hi_engine_pump();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -291,11 +295,12 @@ RunRound(WorkerLoop *loop, TimestampTz now, bool have_finished)
 		loop->next_recover = now + RECOVER_INTERVAL_US;
 
 	/*
-	 * Claim again until a claim comes back empty: one claim gives an
-	 * integration at most one lane's worth, and an integration that got its
-	 * lane's items now takes the next ones to wait ready.
+	 * Claim again until a claim comes back empty or leaves every integration
+	 * busy: one claim gives an integration at most one lane's worth, and an
+	 * integration that got its lane's items now takes the next ones to wait
+	 * ready.
 	 */
-	loop->want_claim = claim && n > 0;
+	loop->want_claim = claim && n > 0 && !sat;
 	if (claim)
 		loop->saturated = sat;
 	hi_shmem_set_saturated(loop->saturated);

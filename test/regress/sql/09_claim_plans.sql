@@ -56,3 +56,23 @@ INSERT INTO pg_temp.before SELECT * FROM pg_temp.scans;
 SELECT integration_id, count(*) AS claimed FROM halo_itsm._claim(20, 10) GROUP BY 1 ORDER BY 1;
 SELECT * FROM pg_temp.claim_scans;
 ROLLBACK;
+
+-- 5. No JIT in the claim's statements: with seqscans off their estimates pass
+--    jit_above_cost, and a cached plan with JIT compiles again at every call (70 % of the
+--    worker's CPU at 200 integrations). The functions with those settings turn it off.
+SELECT p.proname, 'jit=off' = ANY (p.proconfig) AS jit_off
+  FROM pg_proc p
+ WHERE p.pronamespace = 'halo_itsm'::regnamespace
+   AND 'enable_seqscan=off' = ANY (p.proconfig)
+ ORDER BY 1;
+
+-- 6. A claim of cases calls each payload function for the items of its kinds only: the
+--    follow-up payload (notes, closes, updates) is not called for a case at all.
+BEGIN;
+SET LOCAL track_functions = 'all';
+SELECT count(*) AS claimed FROM halo_itsm._claim(5, 5);
+SELECT p.proname, f.calls
+  FROM pg_stat_xact_user_functions f JOIN pg_proc p ON p.oid = f.funcid
+ WHERE p.proname IN ('_payload_or_error', '_followup_payload')
+ ORDER BY 1;
+ROLLBACK;
