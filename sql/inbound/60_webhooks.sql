@@ -102,10 +102,9 @@ DECLARE
     v_case_id bigint;
     v_detection_id bigint;
     v_closed_ids integer[];
-    v_client_id text;
     v_sid text;
     v_status text;
-    v_is_case boolean := true;
+    v_is_case boolean;
     v_status_id bigint;
     v_closing jsonb;
     v_when timestamptz;
@@ -113,53 +112,52 @@ DECLARE
     v_notes integer;
     v_closed boolean := false;
 BEGIN
-    -- The ticket, its integration's settings and the linked case, locked, in one statement
-    -- (the detection in a second one): concurrent webhooks and syncs of a ticket apply in turn.
-    SELECT x.id, x.case_id, c.sid, c.status, i.closed_status_ids, lower(i.client_id)
-      INTO v_ticket_row, v_case_id, v_sid, v_status, v_closed_ids, v_client_id
-      FROM halo_itsm.tickets x
-      JOIN halo_itsm.cases c ON c.id = x.case_id
-      JOIN halo_itsm.integrations i ON i.id = x.integration_id
-     WHERE x.integration_id = _apply_ticket.integration AND x.halo_ticket_id = _apply_ticket.halo_ticket_id
-       FOR UPDATE OF c;
-    IF NOT FOUND THEN
-        v_is_case := false;
-        SELECT x.id, x.detection_id, d.sid, d.status, i.closed_status_ids, lower(i.client_id)
-          INTO v_ticket_row, v_detection_id, v_sid, v_status, v_closed_ids, v_client_id
+    -- One statement: the ticket with its integration's settings and its case or detection,
+    -- locked (concurrent webhooks and syncs of a ticket apply in turn), then the notes: one
+    -- timeline entry per Halo action with note text, deduplicated by action id, oldest
+    -- first. Skipped: actions without id or text, system actions, the integration's own
+    -- (posted through its API application, whatever the text) and those of another ticket.
+    WITH t AS (
+        SELECT x.id, x.case_id, x.detection_id, i.closed_status_ids, lower(i.client_id) AS client_id
           FROM halo_itsm.tickets x
-          JOIN halo_itsm.detections d ON d.id = x.detection_id
           JOIN halo_itsm.integrations i ON i.id = x.integration_id
          WHERE x.integration_id = _apply_ticket.integration AND x.halo_ticket_id = _apply_ticket.halo_ticket_id
-           FOR UPDATE OF d;
-        IF NOT FOUND THEN
-            RETURN jsonb_build_object('outcome', 'ignored', 'notes_added', 0, 'closed', false);
-        END IF;
+    ), c AS (
+        SELECT c.sid, c.status FROM halo_itsm.cases c WHERE c.id = (SELECT t.case_id FROM t) FOR UPDATE
+    ), d AS (
+        SELECT d.sid, d.status FROM halo_itsm.detections d WHERE d.id = (SELECT t.detection_id FROM t) FOR UPDATE
+    ), k AS (
+        SELECT * FROM c UNION ALL SELECT * FROM d
+    ), n AS (
+        INSERT INTO halo_itsm.timeline (case_id, detection_id, occurred_at, source, kind, author, body,
+                                        internal, integration_id, halo_ticket_id, halo_action_id)
+        SELECT t.case_id, t.detection_id, coalesce(a.at, fallback_time, now()), 'halo', 'note',
+               CASE WHEN jsonb_typeof(a.v -> 'who') = 'string' THEN a.v ->> 'who' END, a.body,
+               coalesce(a.v -> 'hiddenfromuser' = 'true'::jsonb, false),
+               _apply_ticket.integration, _apply_ticket.halo_ticket_id, a.action_id
+          FROM t, k,            -- k: after the lock
+               (SELECT e.v, halo_itsm._json_bigint(e.v -> 'id') AS action_id, halo_itsm._note_text(e.v) AS body,
+                       halo_itsm._halo_time(e.v ->> 'datetime') AS at
+                  FROM jsonb_array_elements(CASE WHEN jsonb_typeof(actions) = 'array' THEN actions ELSE '[]' END) e(v)
+                 WHERE jsonb_typeof(e.v) = 'object'
+                OFFSET 0) a             -- each action's text and time computed once
+         WHERE (a.action_id IS NULL OR a.body IS NULL
+                OR halo_itsm._is_system_action(a.v)
+                OR (jsonb_typeof(a.v -> 'actionby_application_id') = 'string'
+                    AND lower(btrim(a.v ->> 'actionby_application_id')) = t.client_id)
+                OR (a.v ? 'ticket_id' AND halo_itsm._json_bigint(a.v -> 'ticket_id') IS DISTINCT FROM _apply_ticket.halo_ticket_id))
+               IS NOT TRUE
+         ORDER BY a.at NULLS LAST, a.action_id
+        ON CONFLICT (integration_id, halo_action_id) WHERE halo_action_id IS NOT NULL DO NOTHING
+        RETURNING 1
+    )
+    SELECT t.id, t.case_id, t.detection_id, k.sid, k.status, t.closed_status_ids, (SELECT count(*) FROM n)
+      INTO v_ticket_row, v_case_id, v_detection_id, v_sid, v_status, v_closed_ids, v_notes
+      FROM t, k;
+    IF NOT FOUND THEN
+        RETURN jsonb_build_object('outcome', 'ignored', 'notes_added', 0, 'closed', false);
     END IF;
-
-    -- Notes: one timeline entry per Halo action with note text, deduplicated by action id,
-    -- oldest first, in one statement. Skipped: actions without id or text, system actions,
-    -- the integration's own (posted through its API application, whatever the text) and
-    -- those of another ticket.
-    INSERT INTO halo_itsm.timeline (case_id, detection_id, occurred_at, source, kind, author, body,
-                                    internal, integration_id, halo_ticket_id, halo_action_id)
-    SELECT v_case_id, v_detection_id, coalesce(a.at, fallback_time, now()), 'halo', 'note',
-           CASE WHEN jsonb_typeof(a.v -> 'who') = 'string' THEN a.v ->> 'who' END, a.body,
-           coalesce(a.v -> 'hiddenfromuser' = 'true'::jsonb, false),
-           _apply_ticket.integration, _apply_ticket.halo_ticket_id, a.action_id
-      FROM (SELECT e.v, halo_itsm._json_bigint(e.v -> 'id') AS action_id, halo_itsm._note_text(e.v) AS body,
-                   halo_itsm._halo_time(e.v ->> 'datetime') AS at
-              FROM jsonb_array_elements(CASE WHEN jsonb_typeof(actions) = 'array' THEN actions ELSE '[]' END) e(v)
-             WHERE jsonb_typeof(e.v) = 'object'
-            OFFSET 0) a             -- each action's text and time computed once
-     WHERE (a.action_id IS NULL OR a.body IS NULL
-            OR halo_itsm._is_system_action(a.v)
-            OR (jsonb_typeof(a.v -> 'actionby_application_id') = 'string'
-                AND lower(btrim(a.v ->> 'actionby_application_id')) = v_client_id)
-            OR (a.v ? 'ticket_id' AND halo_itsm._json_bigint(a.v -> 'ticket_id') IS DISTINCT FROM _apply_ticket.halo_ticket_id))
-           IS NOT TRUE
-     ORDER BY a.at NULLS LAST, a.action_id
-    ON CONFLICT (integration_id, halo_action_id) WHERE halo_action_id IS NOT NULL DO NOTHING;
-    GET DIAGNOSTICS v_notes = ROW_COUNT;
+    v_is_case := v_case_id IS NOT NULL;
 
     -- Closing: a ticket in a closed status closes an open case or detection, once.
     IF jsonb_typeof(ticket) = 'object' AND v_status = 'open' THEN

@@ -39,10 +39,12 @@ SkipSpace(const char *p, const char *end)
 	return p;
 }
 
-/* Consumes exactly n ASCII digits; NULL when they are not there. */
+/* Consumes exactly n ASCII digits; NULL when they are not there (or p is NULL). */
 static const char *
 Digits(const char *p, const char *end, int n)
 {
+	if (p == NULL)
+		return NULL;
 	for (; n > 0; n--, p++)
 		if (p >= end || *p < '0' || *p > '9')
 			return NULL;
