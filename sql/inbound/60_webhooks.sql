@@ -31,31 +31,19 @@
 -- Small helpers.
 -- ---------------------------------------------------------------------------
 
--- A JSON number or digit string as a bigint; NULL for anything else.
+-- A JSON number or digit string (at most 18 digits, white space around them allowed) as a
+-- bigint; NULL for anything else. In C (src/inbound/halo_values.c): it runs several times
+-- per action of every webhook delivery, where a regular expression cost more.
 CREATE OR REPLACE FUNCTION halo_itsm._json_bigint(v jsonb)
-RETURNS bigint LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN jsonb_typeof(v) IN ('number', 'string') AND (v #>> '{}') ~ '^\s*[0-9]{1,18}\s*$'
-                THEN (v #>> '{}')::bigint END
-$$;
+RETURNS bigint LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'halo_itsm_json_bigint';
 
--- A Halo time (RFC 3339; without a zone it is UTC, as Halo's API sends it); NULL when unreadable.
--- Like the helpers below, it runs inside the apply functions (search_path and
--- standard_conforming_strings pinned: its regular expressions need the latter) and has no
--- SET clause of its own: one costs a configuration save and restore per call.
+-- A Halo time (RFC 3339; without a zone it is UTC, as Halo's API sends it); NULL when
+-- unreadable. In C (src/inbound/halo_values.c): the shape check of the regular expression
+-- ^\s*\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*([Zz]|[+-]\d{2}(:?\d{2})?)?\s*$
+-- then PostgreSQL's date/time parser, without the exception block (a subtransaction per
+-- call) that catching the cast's errors took in PL/pgSQL.
 CREATE OR REPLACE FUNCTION halo_itsm._halo_time(v text)
-RETURNS timestamptz LANGUAGE plpgsql STABLE AS $$
-BEGIN
-    IF v IS NULL OR v !~ '^\s*\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*([Zz]|[+-]\d{2}(:?\d{2})?)?\s*$' THEN
-        RETURN NULL;
-    END IF;
-    IF v ~ '([Zz]|[+-]\d{2}(:?\d{2})?)\s*$' THEN
-        RETURN v::timestamptz;
-    END IF;
-    RETURN v::timestamp AT TIME ZONE 'UTC';
-EXCEPTION WHEN datetime_field_overflow OR invalid_datetime_format OR invalid_time_zone_displacement_value THEN
-    RETURN NULL;
-END
-$$;
+RETURNS timestamptz LANGUAGE C STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'halo_itsm_halo_time';
 
 -- Is this Halo action a system action? Halo marks them with a non-zero action_systemid
 -- (GET /api/Actions?excludesys=true drops exactly those); it sends no is_system field.
@@ -110,9 +98,10 @@ CREATE OR REPLACE FUNCTION halo_itsm._apply_ticket(integration integer, halo_tic
 RETURNS jsonb LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    t halo_itsm.tickets;
+    v_ticket_row bigint;
+    v_case_id bigint;
+    v_detection_id bigint;
     v_closed_ids integer[];
-    v_client_id text;
     v_sid text;
     v_status text;
     v_is_case boolean;
@@ -120,51 +109,55 @@ DECLARE
     v_closing jsonb;
     v_when timestamptz;
     v_author text;
-    v_notes integer := 0;
+    v_notes integer;
     v_closed boolean := false;
-    a record;
 BEGIN
-    SELECT * INTO t FROM halo_itsm.tickets x
-     WHERE x.integration_id = _apply_ticket.integration AND x.halo_ticket_id = _apply_ticket.halo_ticket_id;
+    -- One statement: the ticket with its integration's settings and its case or detection,
+    -- locked (concurrent webhooks and syncs of a ticket apply in turn), then the notes: one
+    -- timeline entry per Halo action with note text, deduplicated by action id, oldest
+    -- first. Skipped: actions without id or text, system actions, the integration's own
+    -- (posted through its API application, whatever the text) and those of another ticket.
+    WITH t AS (
+        SELECT x.id, x.case_id, x.detection_id, i.closed_status_ids, lower(i.client_id) AS client_id
+          FROM halo_itsm.tickets x
+          JOIN halo_itsm.integrations i ON i.id = x.integration_id
+         WHERE x.integration_id = _apply_ticket.integration AND x.halo_ticket_id = _apply_ticket.halo_ticket_id
+    ), c AS (
+        SELECT c.sid, c.status FROM halo_itsm.cases c WHERE c.id = (SELECT t.case_id FROM t) FOR UPDATE
+    ), d AS (
+        SELECT d.sid, d.status FROM halo_itsm.detections d WHERE d.id = (SELECT t.detection_id FROM t) FOR UPDATE
+    ), k AS (
+        SELECT * FROM c UNION ALL SELECT * FROM d
+    ), n AS (
+        INSERT INTO halo_itsm.timeline (case_id, detection_id, occurred_at, source, kind, author, body,
+                                        internal, integration_id, halo_ticket_id, halo_action_id)
+        SELECT t.case_id, t.detection_id, coalesce(a.at, fallback_time, now()), 'halo', 'note',
+               CASE WHEN jsonb_typeof(a.v -> 'who') = 'string' THEN a.v ->> 'who' END, a.body,
+               coalesce(a.v -> 'hiddenfromuser' = 'true'::jsonb, false),
+               _apply_ticket.integration, _apply_ticket.halo_ticket_id, a.action_id
+          FROM t, k,            -- k: after the lock
+               (SELECT e.v, halo_itsm._json_bigint(e.v -> 'id') AS action_id, halo_itsm._note_text(e.v) AS body,
+                       halo_itsm._halo_time(e.v ->> 'datetime') AS at
+                  FROM jsonb_array_elements(CASE WHEN jsonb_typeof(actions) = 'array' THEN actions ELSE '[]' END) e(v)
+                 WHERE jsonb_typeof(e.v) = 'object'
+                OFFSET 0) a             -- each action's text and time computed once
+         WHERE (a.action_id IS NULL OR a.body IS NULL
+                OR halo_itsm._is_system_action(a.v)
+                OR (jsonb_typeof(a.v -> 'actionby_application_id') = 'string'
+                    AND lower(btrim(a.v ->> 'actionby_application_id')) = t.client_id)
+                OR (a.v ? 'ticket_id' AND halo_itsm._json_bigint(a.v -> 'ticket_id') IS DISTINCT FROM _apply_ticket.halo_ticket_id))
+               IS NOT TRUE
+         ORDER BY a.at NULLS LAST, a.action_id
+        ON CONFLICT (integration_id, halo_action_id) WHERE halo_action_id IS NOT NULL DO NOTHING
+        RETURNING 1
+    )
+    SELECT t.id, t.case_id, t.detection_id, k.sid, k.status, t.closed_status_ids, (SELECT count(*) FROM n)
+      INTO v_ticket_row, v_case_id, v_detection_id, v_sid, v_status, v_closed_ids, v_notes
+      FROM t, k;
     IF NOT FOUND THEN
         RETURN jsonb_build_object('outcome', 'ignored', 'notes_added', 0, 'closed', false);
     END IF;
-    SELECT i.closed_status_ids, lower(i.client_id) INTO v_closed_ids, v_client_id
-      FROM halo_itsm.integrations i WHERE i.id = integration;
-
-    -- Lock the case or detection: concurrent webhooks and syncs of one ticket apply in turn.
-    v_is_case := t.case_id IS NOT NULL;
-    IF v_is_case THEN
-        SELECT c.sid, c.status INTO v_sid, v_status FROM halo_itsm.cases c WHERE c.id = t.case_id FOR UPDATE;
-    ELSE
-        SELECT d.sid, d.status INTO v_sid, v_status FROM halo_itsm.detections d WHERE d.id = t.detection_id FOR UPDATE;
-    END IF;
-
-    -- Notes: one timeline entry per Halo action with note text, deduplicated by action id.
-    FOR a IN
-        SELECT e.v, halo_itsm._json_bigint(e.v -> 'id') AS action_id, halo_itsm._note_text(e.v) AS body,
-               halo_itsm._halo_time(e.v ->> 'datetime') AS at
-          FROM jsonb_array_elements(CASE WHEN jsonb_typeof(actions) = 'array' THEN actions ELSE '[]' END) e(v)
-         WHERE jsonb_typeof(e.v) = 'object'
-         ORDER BY 4 NULLS LAST, 2
-    LOOP
-        CONTINUE WHEN a.action_id IS NULL OR a.body IS NULL
-                   OR halo_itsm._is_system_action(a.v)
-                   -- the integration's own (posted through its API application), whatever the text
-                   OR (jsonb_typeof(a.v -> 'actionby_application_id') = 'string'
-                       AND lower(btrim(a.v ->> 'actionby_application_id')) = v_client_id)
-                   OR (a.v ? 'ticket_id' AND halo_itsm._json_bigint(a.v -> 'ticket_id') IS DISTINCT FROM t.halo_ticket_id);
-        INSERT INTO halo_itsm.timeline (case_id, detection_id, occurred_at, source, kind, author, body,
-                                        internal, integration_id, halo_ticket_id, halo_action_id)
-        VALUES (t.case_id, t.detection_id, coalesce(a.at, fallback_time, now()), 'halo', 'note',
-                CASE WHEN jsonb_typeof(a.v -> 'who') = 'string' THEN a.v ->> 'who' END, a.body,
-                coalesce(a.v -> 'hiddenfromuser' = 'true'::jsonb, false),
-                t.integration_id, t.halo_ticket_id, a.action_id)
-        ON CONFLICT (integration_id, halo_action_id) WHERE halo_action_id IS NOT NULL DO NOTHING;
-        IF FOUND THEN
-            v_notes := v_notes + 1;
-        END IF;
-    END LOOP;
+    v_is_case := v_case_id IS NOT NULL;
 
     -- Closing: a ticket in a closed status closes an open case or detection, once.
     IF jsonb_typeof(ticket) = 'object' AND v_status = 'open' THEN
@@ -183,23 +176,23 @@ BEGIN
             v_author := coalesce(CASE WHEN jsonb_typeof(v_closing -> 'who') = 'string' THEN v_closing ->> 'who' END,
                                  CASE WHEN jsonb_typeof(ticket -> 'agent_name') = 'string' THEN nullif(ticket ->> 'agent_name', '') END);
             -- first: the case's own trigger then knows that Halo closed it (nothing to send)
-            UPDATE halo_itsm.tickets x SET halo_closed = true WHERE x.id = t.id;
+            UPDATE halo_itsm.tickets x SET halo_closed = true WHERE x.id = v_ticket_row;
             IF v_is_case THEN
-                UPDATE halo_itsm.cases c SET status = 'closed', closed_at = v_when WHERE c.id = t.case_id;
+                UPDATE halo_itsm.cases c SET status = 'closed', closed_at = v_when WHERE c.id = v_case_id;
             ELSE
-                UPDATE halo_itsm.detections d SET status = 'closed', closed_at = v_when WHERE d.id = t.detection_id;
+                UPDATE halo_itsm.detections d SET status = 'closed', closed_at = v_when WHERE d.id = v_detection_id;
             END IF;
             INSERT INTO halo_itsm.timeline (case_id, detection_id, occurred_at, source, kind, author, body,
                                             internal, integration_id, halo_ticket_id)
-            VALUES (t.case_id, t.detection_id, v_when, 'halo', 'closed', v_author,
+            VALUES (v_case_id, v_detection_id, v_when, 'halo', 'closed', v_author,
                     coalesce(CASE WHEN jsonb_typeof(ticket -> 'closure_note') = 'string'
                                   THEN nullif(btrim(ticket ->> 'closure_note'), '') END,
                              format('Closed in Halo%s (ticket %s, status %s).',
-                                    ' by ' || v_author, t.halo_ticket_id, coalesce(v_status_id::text, 'closed'))),
-                    false, t.integration_id, t.halo_ticket_id);
+                                    ' by ' || v_author, _apply_ticket.halo_ticket_id, coalesce(v_status_id::text, 'closed'))),
+                    false, _apply_ticket.integration, _apply_ticket.halo_ticket_id);
             -- the attached row of the platform's, in this transaction (docs/attach.md)
             PERFORM halo_itsm._write_back(CASE WHEN v_is_case THEN 'case' ELSE 'detection' END,
-                                          coalesce(t.case_id, t.detection_id), v_when);
+                                          coalesce(v_case_id, v_detection_id), v_when);
             v_closed := true;
         END IF;
     END IF;
@@ -226,9 +219,8 @@ DECLARE
     v_result jsonb;
     v_sync boolean := false;
 BEGIN
-    IF jsonb_typeof(payload -> 'id') IN ('string', 'number') THEN
-        v_delivery := nullif(btrim(payload ->> 'id'), '');
-    END IF;
+    v_delivery := CASE WHEN jsonb_typeof(payload -> 'id') IN ('string', 'number')
+                       THEN nullif(btrim(payload ->> 'id'), '') END;
     IF v_delivery IS NULL OR length(v_delivery) > 200 THEN
         RAISE EXCEPTION 'halo_itsm: the webhook payload has no delivery "id"'
             USING ERRCODE = 'WH011',

@@ -140,6 +140,7 @@ PG_FUNCTION_INFO_V1(halo_itsm_webhook_layouts);
 /* The two statements of ingest_webhook, prepared once per session. */
 static SPIPlanPtr secrets_plan = NULL;
 static SPIPlanPtr apply_plan = NULL;
+static SPIPlanPtr event_plan = NULL;
 
 static int	AddHeaderName(HiHeaders *h, const char *name);
 static void CollectHeaders(Jsonb *headers, HiHeaders *h);
@@ -692,7 +693,10 @@ ParsePayload(const char *body, int len)
 	return jb;
 }
 
-/* Calls halo_itsm._apply_webhook(integration, payload); the result is copied out of SPI. */
+/*
+ * Calls halo_itsm._apply_webhook(integration, payload), or for one event (an
+ * object, the usual delivery) _apply_event directly; the result is copied out of SPI.
+ */
 static Datum
 ApplyWebhook(int integration_id, Jsonb *payload)
 {
@@ -703,8 +707,16 @@ ApplyWebhook(int integration_id, Jsonb *payload)
 
 	values[0] = Int32GetDatum(integration_id);
 	values[1] = JsonbPGetDatum(payload);
-	hi_prepare(&apply_plan, "SELECT halo_itsm._apply_webhook($1, $2)", 2, types);
-	hi_execute(apply_plan, values, NULL, false, "applying the webhook", HINT_UP_TO_DATE);
+	if (JB_ROOT_IS_OBJECT(payload))
+	{
+		hi_prepare(&event_plan, "SELECT halo_itsm._apply_event($1, $2)", 2, types);
+		hi_execute(event_plan, values, NULL, false, "applying the webhook", HINT_UP_TO_DATE);
+	}
+	else
+	{
+		hi_prepare(&apply_plan, "SELECT halo_itsm._apply_webhook($1, $2)", 2, types);
+		hi_execute(apply_plan, values, NULL, false, "applying the webhook", HINT_UP_TO_DATE);
+	}
 	if (SPI_processed != 1)
 		elog(ERROR, "halo_itsm: _apply_webhook returned " UINT64_FORMAT " rows", SPI_processed);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
