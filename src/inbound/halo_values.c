@@ -105,17 +105,14 @@ HaloTimeShape(const char *p, const char *end, bool *zoned)
 }
 
 /*
- * SQL: _halo_time(text) reads a Halo time with PostgreSQL's date/time parser
- * (what the casts to timestamptz and timestamp read), after the shape check;
- * without a zone the time is UTC. NULL when unreadable.
+ * Reads str with PostgreSQL's date/time parser (what the casts to timestamptz
+ * read); with use_zone false the zone it names, if any, is ignored and the
+ * time is UTC. False when unreadable. May raise on a word the parser takes
+ * for a zone: callers check the shape first, or catch.
  */
-Datum
-halo_itsm_halo_time(PG_FUNCTION_ARGS)
+bool
+hi_read_timestamp(const char *str, bool use_zone, TimestampTz *result)
 {
-	text	   *v = PG_GETARG_TEXT_PP(0);
-	const char *s = VARDATA_ANY(v);
-	int			len = VARSIZE_ANY_EXHDR(v);
-	char	   *str;
 	char		workbuf[MAXDATELEN + MAXDATEFIELDS];
 	char	   *field[MAXDATEFIELDS];
 	int			ftype[MAXDATEFIELDS];
@@ -124,19 +121,32 @@ halo_itsm_halo_time(PG_FUNCTION_ARGS)
 				tz = 0;
 	struct pg_tm tt;
 	fsec_t		fsec;
+
+	if (ParseDateTime(str, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0 ||
+		hi_decode_datetime(field, ftype, nf, &dtype, &tt, &fsec, &tz) != 0 || dtype != DTK_DATE)
+		return false;
+	if (!use_zone)
+		tz = 0;
+	return tm2timestamp(&tt, fsec, &tz, result) == 0;
+}
+
+/*
+ * SQL: _halo_time(text) reads a Halo time with PostgreSQL's date/time parser
+ * (hi_read_timestamp), after the shape check; without a zone the time is
+ * UTC. NULL when unreadable.
+ */
+Datum
+halo_itsm_halo_time(PG_FUNCTION_ARGS)
+{
+	text	   *v = PG_GETARG_TEXT_PP(0);
+	const char *s = VARDATA_ANY(v);
 	bool		zoned;
 	TimestampTz result;
 
-	if (!HaloTimeShape(s, s + len, &zoned))
+	if (!HaloTimeShape(s, s + VARSIZE_ANY_EXHDR(v), &zoned))
 		PG_RETURN_NULL();
-	str = text_to_cstring(v);
 	/* the shape admits no word the parser could raise on: only digits, T, Z and offsets */
-	if (ParseDateTime(str, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0 ||
-		hi_decode_datetime(field, ftype, nf, &dtype, &tt, &fsec, &tz) != 0 || dtype != DTK_DATE)
-		PG_RETURN_NULL();
-	if (!zoned)
-		tz = 0;
-	if (tm2timestamp(&tt, fsec, &tz, &result) != 0 || !IS_VALID_TIMESTAMP(result))
+	if (!hi_read_timestamp(text_to_cstring(v), zoned, &result) || !IS_VALID_TIMESTAMP(result))
 		PG_RETURN_NULL();
 	PG_RETURN_TIMESTAMPTZ(result);
 }

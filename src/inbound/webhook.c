@@ -330,14 +330,6 @@ hi_webhook_parse_date(const char *value, TimestampTz *result)
 	size_t		len;
 	const char *t = hi_trim_header_value(value, strlen(value), &len);
 	char		buf[MAXDATELEN + 1];
-	char		workbuf[MAXDATELEN + MAXDATEFIELDS];
-	char	   *field[MAXDATEFIELDS];
-	int			ftype[MAXDATEFIELDS];
-	int			nf,
-				dtype,
-				tz = 0;
-	struct pg_tm tt;
-	fsec_t		fsec;
 	bool		imf,
 				rfc3339;
 
@@ -356,10 +348,7 @@ hi_webhook_parse_date(const char *value, TimestampTz *result)
 		/* the parser raises on some words it takes for a zone ("time zone not recognized") */
 		PG_TRY();
 		{
-			ok = ParseDateTime(buf, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) == 0 &&
-				hi_decode_datetime(field, ftype, nf, &dtype, &tt, &fsec, &tz) == 0 &&
-				dtype == DTK_DATE &&
-				tm2timestamp(&tt, fsec, &tz, result) == 0;
+			ok = hi_read_timestamp(buf, true, result);
 		}
 		PG_CATCH();
 		{
@@ -704,19 +693,15 @@ ApplyWebhook(int integration_id, Jsonb *payload)
 	Datum		values[2];
 	bool		isnull;
 	Datum		d;
+	SPIPlanPtr	plan;
 
 	values[0] = Int32GetDatum(integration_id);
 	values[1] = JsonbPGetDatum(payload);
 	if (JB_ROOT_IS_OBJECT(payload))
-	{
-		hi_prepare(&event_plan, "SELECT halo_itsm._apply_event($1, $2)", 2, types);
-		hi_execute(event_plan, values, NULL, false, "applying the webhook", HINT_UP_TO_DATE);
-	}
+		plan = hi_prepare(&event_plan, "SELECT halo_itsm._apply_event($1, $2)", 2, types);
 	else
-	{
-		hi_prepare(&apply_plan, "SELECT halo_itsm._apply_webhook($1, $2)", 2, types);
-		hi_execute(apply_plan, values, NULL, false, "applying the webhook", HINT_UP_TO_DATE);
-	}
+		plan = hi_prepare(&apply_plan, "SELECT halo_itsm._apply_webhook($1, $2)", 2, types);
+	hi_execute(plan, values, NULL, false, "applying the webhook", HINT_UP_TO_DATE);
 	if (SPI_processed != 1)
 		elog(ERROR, "halo_itsm: _apply_webhook returned " UINT64_FORMAT " rows", SPI_processed);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

@@ -139,6 +139,7 @@ extern bool hi_rejected_fetch(int64 id, HiRejected *r);
 /* the signature scheme and the webhook host (webhook.c), for the diagnosis */
 extern char *hi_webhook_base_host(void);
 extern bool hi_webhook_parse_date(const char *value, TimestampTz *result);
+extern bool hi_read_timestamp(const char *str, bool use_zone, TimestampTz *result);
 
 /* the case trigger and the restore check (enqueue.c) */
 extern bool hi_restoring(void);
