@@ -43,7 +43,7 @@ extern void hi_instance_set_token(HiInstance *in, const char *token, TimestampTz
 extern void hi_instance_set_auth(HiInstance *in, const char *auth_base, const char *tenant, int source);
 extern long hi_budget_wait_ms(HiInstance *in, TimestampTz now);
 extern long hi_budget_spend(HiInstance *in, TimestampTz now);
-extern int	hi_instances_busy(int **ids, HiItem *claimed);
+extern int	hi_instances_busy(int **ids, HiItem *claimed, bool count_budget);
 extern void hi_instances_forget_tokens(void);
 
 #endif							/* HI_INSTANCE_H */

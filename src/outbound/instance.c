@@ -128,12 +128,12 @@ ClaimedFor(HiItem *claimed, int id)
 
 /*
  * Integrations that should not be given another item now (their lanes and
- * one lane's worth of waiting items are full, or their budget is spent);
- * palloc'd array. claimed: items claimed and not submitted yet (a list, or
- * NULL), counted as held by their integrations.
+ * one lane's worth of waiting items are full, or, when count_budget, their
+ * budget is spent); palloc'd array. claimed: items claimed and not
+ * submitted yet (a list, or NULL), counted as held by their integrations.
  */
 int
-hi_instances_busy(int **ids, HiItem *claimed)
+hi_instances_busy(int **ids, HiItem *claimed, bool count_budget)
 {
 	HASH_SEQ_STATUS seq;
 	HiInstance *in;
@@ -148,7 +148,7 @@ hi_instances_busy(int **ids, HiItem *claimed)
 	while ((in = hash_seq_search(&seq)) != NULL)
 	{
 		if (in->held + ClaimedFor(claimed, in->id) < 2 * hi_max_requests_per_instance &&
-			hi_budget_wait_ms(in, now) == 0)
+			(!count_budget || hi_budget_wait_ms(in, now) == 0))
 			continue;
 		if (n == cap)
 		{

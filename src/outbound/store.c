@@ -40,7 +40,7 @@ static SPIPlanPtr sync_plan = NULL;
 static SPIPlanPtr recover_plan = NULL;
 static SPIPlanPtr all_busy_plan = NULL;
 
-static Datum BusyArray(int *n, HiItem *claimed);
+static Datum BusyArray(int *n, HiItem *claimed, bool count_budget);
 static char *ColText(HeapTuple tup, TupleDesc desc, int col, MemoryContext cxt);
 static HiItem *ItemFromRow(uint64 i);
 static void RecordUnbuildable(HiItem *unbuildable);
@@ -68,16 +68,17 @@ hi_store_extension_ready(char **version)
 
 /*
  * The integrations the engine has no room for, as an int4[] Datum (their
- * number in *n), counting the items claimed (a list, not submitted yet).
+ * number in *n), counting the items claimed (a list, not submitted yet)
+ * and, when count_budget, a spent request budget.
  */
 static Datum
-BusyArray(int *n, HiItem *claimed)
+BusyArray(int *n, HiItem *claimed, bool count_budget)
 {
 	int		   *busy;
 	Datum	   *elems;
 	int			i;
 
-	*n = hi_instances_busy(&busy, claimed);
+	*n = hi_instances_busy(&busy, claimed, count_budget);
 	elems = palloc(sizeof(Datum) * (*n + 1));
 	for (i = 0; i < *n; i++)
 		elems[i] = Int32GetDatum(busy[i]);
@@ -178,7 +179,7 @@ hi_store_claim(int max_items, HiItem **items)
 
 	values[0] = Int32GetDatum(max_items);
 	values[1] = Int32GetDatum(hi_max_requests_per_instance);
-	values[2] = BusyArray(&nbusy, NULL);
+	values[2] = BusyArray(&nbusy, NULL, true);
 	plan = hi_prepare(&claim_plan,
 					  "SELECT outbox_id, kind, integration_id, instance_url, tenant, client_id, client_secret, "
 					  "sid, payload, maybe_sent, attempts, halo_ticket_id, claim_token, payload_error, "
@@ -212,10 +213,12 @@ hi_store_claim(int max_items, HiItem **items)
 }
 
 /*
- * True when every enabled, configured integration is one the engine has no
- * room for, once the items just claimed (a list, or NULL) are submitted:
- * until an item finishes, no claim can give anything, whatever is queued
- * meanwhile.
+ * True when there are enabled, configured integrations and every one has
+ * its lanes and waiting slots full, once the items just claimed (a list, or
+ * NULL) are submitted: until an item finishes, which the worker sees, no
+ * claim can give anything, whatever is queued meanwhile. A spent request
+ * budget does not count (its window moves on by itself, unseen), nor does
+ * having no integration at all (one may be enabled at any time).
  */
 bool
 hi_store_all_busy(HiItem *claimed)
@@ -227,11 +230,13 @@ hi_store_all_busy(HiItem *claimed)
 	bool		isnull;
 	Datum		d;
 
-	values[0] = BusyArray(&nbusy, claimed);
+	values[0] = BusyArray(&nbusy, claimed, false);
 	if (nbusy == 0)
 		return false;
 	plan = hi_prepare(&all_busy_plan,
-					  "SELECT NOT EXISTS (SELECT 1 FROM halo_itsm.integrations i "
+					  "SELECT EXISTS (SELECT 1 FROM halo_itsm.integrations i "
+					  "WHERE i.enabled AND i.configured_at IS NOT NULL) "
+					  "AND NOT EXISTS (SELECT 1 FROM halo_itsm.integrations i "
 					  "WHERE i.enabled AND i.configured_at IS NOT NULL AND i.id OPERATOR(pg_catalog.<>) ALL ($1))", 1, types);
 	hi_execute(plan, values, NULL, false, "checking for integrations with room", STORE_HINT);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

@@ -80,6 +80,41 @@ def test_spent_budget_does_not_hold_up_other_integrations():
     assert q1("SELECT pending FROM halo_itsm.status WHERE integration_id = %s", first) == 2
 
 
+@timeout(60)
+def test_spent_budget_does_not_stop_the_wake_at_commit():
+    """A spent budget is not a reason to skip the wake-up at commit: nothing the worker
+    sees ends it (the window moves on by itself). Before, a claim that found nothing while
+    the only enabled integration's budget was spent made the worker 'saturated', and the
+    commits after it woke nobody until the next poll (60 s here)."""
+    first = fresh_integration()
+    second = q1("SELECT halo_itsm.connect(%s, 'test-client', 'test-secret', name => 'second')",
+                "http://127.0.0.1:%d" % MOCK_PORT)
+    q("SELECT halo_itsm.configure(%s, category => 'Security>Incident')", second)
+    q("SELECT halo_itsm.set_enabled(%s, false)", second)
+    set_system({"halo_itsm.request_budget": "4", "halo_itsm.request_budget_window": "30s"})
+    try:
+        _insert(["WB-1", "WB-2", "WB-3"], first)
+        # discovery, token and two creates spend the first integration's budget
+        wait_until(lambda: q1("SELECT count(*) FROM halo_itsm.tickets") == 2, timeout=10)
+        set_system({"halo_itsm.poll_interval": "1min"})
+        time.sleep(1.0)     # the worker reloads and sleeps for up to 60 s
+        # the commit wakes the worker, whose claim finds nothing it may send
+        _insert(["WB-S1"], second)
+        time.sleep(0.5)
+        q("SELECT halo_itsm.set_enabled(%s, true)", second)
+        time.sleep(0.5)
+        assert q1("SELECT count(*) FROM halo_itsm.tickets WHERE integration_id = %s", second) == 0
+        # this commit wakes it again: both items of the second integration go out
+        committed = time.time()
+        _insert(["WB-S2"], second)
+        wait_until(lambda: q1("SELECT count(*) FROM halo_itsm.tickets WHERE integration_id = %s",
+                              second) == 2, timeout=5, msg="the second integration delivers")
+        assert time.time() - committed < 3.0
+        assert q1("SELECT count(*) FROM halo_itsm.tickets WHERE integration_id = %s", first) == 2
+    finally:
+        reset_system(["halo_itsm.poll_interval"])
+
+
 def _deliver(dbname):
     """CALL halo_itsm.deliver() in a session (a process) of its own."""
     conn = db(dbname)

@@ -11,7 +11,7 @@ from email.utils import formatdate
 
 
 from halo_test import (Mock, MOCK_PORT, db, ensure_extension, fresh_integration, q, q1,
-                       timeout, wait_until)
+                       reset_system, set_system, timeout, wait_until)
 
 MOCK = Mock()
 SCOPE = "read:tickets edit:tickets read:customers"
@@ -667,3 +667,48 @@ def test_commit_wakes_the_worker_and_rollback_does_not():
     add_cases([("WAKE-3", "Retried", "low")])
     wait_states({"done": 3}, timeout=3)
     assert [r["status"] for r in creates_for("WAKE-3")] == [503, 200]
+
+
+def _cases_for(integration, *sids):
+    """Insert one low case per sid for the given integration, in one statement."""
+    q("INSERT INTO halo_itsm.cases (sid, title, severity, integration_id)"
+      " SELECT s, 'wake test', 'low', %s FROM unnest(%s::text[]) s", integration, list(sids))
+
+
+@timeout(60)
+def test_no_enabled_integration_does_not_stop_the_wake_at_commit():
+    """With no integration enabled, a claim that finds nothing does not make the worker
+    'saturated' (every integration busy is vacuously true then): the integration enabled
+    next must still be woken for. Before, a disabled integration's busy lanes were enough
+    for it, and the commits after it woke nobody until one of those items finished."""
+    busy = fresh_integration()
+    second = q1("SELECT halo_itsm.connect(%s, 'test-client', 'test-secret', name => 'second')",
+                "http://127.0.0.1:%d" % MOCK_PORT)
+    q("SELECT halo_itsm.configure(%s, category => 'Security>Incident')", second)
+    q("SELECT halo_itsm.set_enabled(%s, false)", second)
+    set_system({"halo_itsm.max_requests_per_instance": "1"})
+    try:
+        # the first integration's lane and its one waiting slot are held for 8 s
+        MOCK.faults({"method": "POST", "path": "/api/Tickets", "body_contains": "VB-A",
+                     "count": 2, "action": {"type": "delay", "ms": 8000, "before": True}})
+        _cases_for(busy, "VB-A1", "VB-A2")
+        wait_until(lambda: len(MOCK.requests(path="/api/Tickets", method="POST")) >= 1,
+                   timeout=5, msg="the first create is under way")
+        q("SELECT halo_itsm.set_enabled(%s, false)", busy)
+        set_system({"halo_itsm.poll_interval": "1min"})
+        time.sleep(1.0)     # the worker reloads and sleeps for up to 60 s
+        _cases_for(second, "VB-S1")     # wakes the worker: nothing it may send
+        time.sleep(0.3)
+        q("SELECT halo_itsm.set_enabled(%s, true)", second)
+        time.sleep(0.3)
+        committed = time.time()
+        _cases_for(second, "VB-S2")     # wakes it again
+        wait_until(lambda: q1("SELECT count(*) FROM halo_itsm.tickets WHERE integration_id = %s",
+                              second) == 2, timeout=5, msg="the second integration delivers")
+        # at once, not at the worker's next timer (a second later, before)
+        first = min(r["received_at"] for r in MOCK.requests() if r["received_at"] > committed - 0.2)
+        assert first - committed < 0.5, "first request %.3f s after the commit" % (first - committed)
+    finally:
+        reset_system(["halo_itsm.poll_interval", "halo_itsm.max_requests_per_instance"])
+        MOCK.clear_faults()
+
