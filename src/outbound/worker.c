@@ -327,6 +327,9 @@ WaitForWork(WorkerLoop *loop)
 
 	if (loop->want_claim && !loop->saturated && hi_engine_claim_room() > 0)
 		timeout_ms = 0;
+	/* items the round's pumps finished: record them (and refill their lanes) first */
+	if (hi_engine_pop_finished_peek())
+		timeout_ms = 0;
 	if (timeout_ms < 0)
 		timeout_ms = 0;
 	if (hi_engine_wait(timeout_ms))

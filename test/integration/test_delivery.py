@@ -712,3 +712,35 @@ def test_no_enabled_integration_does_not_stop_the_wake_at_commit():
         reset_system(["halo_itsm.poll_interval", "halo_itsm.max_requests_per_instance"])
         MOCK.clear_faults()
 
+
+@timeout(60)
+def test_answer_read_during_a_round_is_recorded_at_once():
+    """An answer the worker reads in the middle of a round (while it records another item)
+    is recorded right after that round, not at the next poll. Before, the item sat among
+    the finished ones, in memory, while the worker slept until its poll timer (60 s here).
+    The test holds the first item's outbox row, so that recording it waits, while the
+    second item's answer comes in."""
+    fresh_integration()
+    set_system({"halo_itsm.poll_interval": "1min"})
+    MOCK.faults({"method": "POST", "path": "/api/Tickets", "body_contains": "RD-1",
+                 "count": 1, "action": {"type": "delay", "ms": 1500, "before": True}})
+    holder = db()
+    holder.autocommit = False
+    try:
+        time.sleep(1.0)     # the worker reloads and sleeps for up to 60 s
+        add_cases([("RD-1", "Recorded late", "low"), ("RD-2", "Answered meanwhile", "low")])
+        wait_until(lambda: len(creates_for("RD-1")) == 1, timeout=5, msg="RD-1 is sent")
+        # RD-1's row is held: recording its answer (in 1.5 s) waits for this transaction
+        holder.cursor().execute("SELECT o.id FROM halo_itsm.outbox o JOIN halo_itsm.cases c"
+                                " ON c.id = o.case_id WHERE c.sid = 'RD-1' FOR UPDATE OF o")
+        # RD-2 goes out when RD-1's lane is free, and its answer comes in during the round
+        wait_until(lambda: len(creates_for("RD-2")) == 1, timeout=5, msg="RD-2 is sent")
+        time.sleep(1.0)
+        released = time.time()
+        holder.commit()
+        wait_states({"done": 2}, timeout=5)
+        assert time.time() - released < 2.0, time.time() - released
+    finally:
+        holder.close()
+        reset_system(["halo_itsm.poll_interval"])
+        MOCK.clear_faults()
