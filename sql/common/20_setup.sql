@@ -279,3 +279,13 @@ BEGIN PERFORM halo_itsm._refuse_on_standby('set_enabled()');  -- 25006 on a hot 
     UPDATE halo_itsm.integrations i SET enabled = coalesce(set_enabled.enabled, false) WHERE i.id = integration;
 END
 $$;
+
+-- Enabling or configuring an integration wakes the worker at commit, even while it says every
+-- other integration is busy (then commits do not wake it): this one may have room, and its
+-- waiting items would otherwise wait for another integration's next answer or the poll timer.
+-- Statement level, and not for the columns the worker itself writes (last_success_at, ...).
+CREATE OR REPLACE FUNCTION halo_itsm._wake_worker_for_integrations()
+RETURNS trigger LANGUAGE C AS 'MODULE_PATHNAME', 'halo_itsm_wake_worker_for_integrations';
+CREATE OR REPLACE TRIGGER wake_worker AFTER INSERT OR UPDATE OF enabled, configured_at
+    ON halo_itsm.integrations
+    FOR EACH STATEMENT EXECUTE FUNCTION halo_itsm._wake_worker_for_integrations();

@@ -11,6 +11,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "commands/trigger.h"
 #include "commands/dbcommands.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -54,12 +55,14 @@ typedef struct HaloShared
 static HaloShared *hi_shared = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static bool wake_pending = false;
+static bool wake_forced = false;	/* wake even a saturated worker */
 static bool xact_callback_registered = false;
 
 static void ShmemStartup(void);
 static void WakeAtCommitCallback(XactEvent event, void *arg);
 
 PG_FUNCTION_INFO_V1(halo_itsm_wake_worker_at_commit);
+PG_FUNCTION_INFO_V1(halo_itsm_wake_worker_for_integrations);
 PG_FUNCTION_INFO_V1(halo_itsm_worker_running);
 
 /* Asks the postmaster for our shared memory (from the shmem_request_hook). */
@@ -276,10 +279,12 @@ hi_shmem_restart_finished(uint32 ticket, bool *started)
 }
 
 /*
- * The worker says whether every integration is busy. While it is, commits
- * that queue work do not wake it: it could not claim anything before an
- * item finishes, and it claims then anyway (a storm of inserts would
- * otherwise cost a signal and a wake-up each).
+ * The worker says whether every enabled integration has its lanes full.
+ * While it does, commits that queue work do not wake it: it could not
+ * claim anything before an item finishes, and it claims then anyway (a
+ * storm of inserts would otherwise cost a signal and a wake-up each). A
+ * commit that enables or configures an integration wakes it all the same
+ * (hi_wake_worker_at_commit(true)): that one has room.
  */
 void
 hi_shmem_set_saturated(bool saturated)
@@ -366,29 +371,36 @@ WakeAtCommitCallback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (wake_pending && hi_shared != NULL)
 			{
-				/* only the worker of this database, and only when it has room */
+				/* only the worker of this database, and only when it has room (or is forced) */
 				SpinLockAcquire(&hi_shared->mutex);
-				if (hi_shared->worker_db == MyDatabaseId && !hi_shared->worker_saturated)
+				if (hi_shared->worker_db == MyDatabaseId &&
+					(wake_forced || !hi_shared->worker_saturated))
+				{
 					latch = hi_shared->worker_latch;
+					hi_shared->worker_saturated = false;
+				}
 				SpinLockRelease(&hi_shared->mutex);
 				if (latch != NULL)
 					SetLatch(latch);
 			}
-			wake_pending = false;
+			wake_pending = wake_forced = false;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
-			wake_pending = false;
+			wake_pending = wake_forced = false;
 			break;
 		default:
 			break;
 	}
 }
 
-/* Asks for the worker to be woken when the current transaction commits. */
+/*
+ * Asks for the worker to be woken when the current transaction commits;
+ * forced: even while it says every integration is busy.
+ */
 void
-hi_wake_worker_at_commit(void)
+hi_wake_worker_at_commit(bool forced)
 {
 	if (!xact_callback_registered)
 	{
@@ -396,14 +408,32 @@ hi_wake_worker_at_commit(void)
 		xact_callback_registered = true;
 	}
 	wake_pending = true;
+	wake_forced = wake_forced || forced;
 }
 
 /* SQL: asks for the worker to be woken when the current transaction commits. */
 Datum
 halo_itsm_wake_worker_at_commit(PG_FUNCTION_ARGS)
 {
-	hi_wake_worker_at_commit();
+	hi_wake_worker_at_commit(false);
 	PG_RETURN_VOID();
+}
+
+/*
+ * Trigger on halo_itsm.integrations (statement level, after INSERT or an
+ * UPDATE of enabled or configured_at): wakes the worker at commit even
+ * while every other integration is busy, since this one may have room.
+ */
+Datum
+halo_itsm_wake_worker_for_integrations(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("halo_itsm: _wake_worker_for_integrations() was not called as a trigger"),
+				 errhint("It is the trigger function of halo_itsm.integrations; do not call it directly.")));
+	hi_wake_worker_at_commit(true);
+	PG_RETURN_POINTER(NULL);
 }
 
 /* SQL: whether the delivery worker is running for this database. */

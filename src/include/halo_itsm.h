@@ -115,7 +115,7 @@ extern void hi_refuse_on_standby(const char *entry_point);
 /* replwait.c */
 extern int	hi_replwait(XLogRecPtr lsn);
 extern int	hi_shmem_swap_extension_state(int state);
-extern void hi_wake_worker_at_commit(void);
+extern void hi_wake_worker_at_commit(bool forced);
 
 /* the kept rejected webhook deliveries (rejected.c) */
 typedef struct HiRejected

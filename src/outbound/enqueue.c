@@ -272,7 +272,7 @@ RunPlan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types, Datum *values,
 	if (rc < 0)
 		elog(ERROR, "halo_itsm: the enqueue trigger failed: %s", SPI_result_code_string(rc));
 	if (rc == SPI_OK_INSERT && SPI_processed > 0)
-		hi_wake_worker_at_commit();
+		hi_wake_worker_at_commit(false);
 }
 
 /* An insert into halo_itsm.cases, or an insert or change of halo_itsm.detections. */

@@ -45,7 +45,8 @@
 typedef struct WorkerLoop
 {
 	bool		want_claim;		/* something may be due: claim at the next turn */
-	bool		saturated;		/* every integration busy: wakes need no claim */
+	bool		saturated;		/* every enabled integration's lanes full: wakes need no claim */
+	bool		ready;			/* the extension was ready at the last round */
 	TimestampTz next_poll;		/* when to look for due retries anyway */
 	TimestampTz next_recover;	/* when to look for orphaned in-flight items */
 	char	   *dbname;			/* the database served, for the log */
@@ -152,8 +153,9 @@ ClaimFailed(ErrorData *edata)
  * own), then recover orphans when asked and claim due items when asked, in
  * a subtransaction: a claim that fails is rolled back alone (and said in the
  * log, *failed set) and the outcomes recorded before it commit. Returns how
- * many items were claimed; sets *saturated when every integration is busy
- * (the items claimed counted), so that no claim follows until one finishes.
+ * many items were claimed; sets *saturated when every enabled integration
+ * has its lanes and waiting slots full (the items claimed counted), so that
+ * no claim follows until one finishes or an integration is enabled.
  */
 static int
 WorkerRound(bool claim, bool recover, HiExtensionState *ready, char *version,
@@ -273,6 +275,9 @@ PollDue(WorkerLoop *loop, TimestampTz now)
 	have_finished = hi_engine_pop_finished_peek();
 	if (have_finished)
 		loop->saturated = false;	/* a lane or a waiting slot is free again */
+	/* committers wake the worker again from now on, also when no round runs this turn */
+	if (!loop->saturated)
+		hi_shmem_set_saturated(false);
 	return have_finished;
 }
 
@@ -305,6 +310,7 @@ RunRound(WorkerLoop *loop, TimestampTz now, bool have_finished)
 		loop->saturated = sat;
 	hi_shmem_set_saturated(loop->saturated);
 	NoteReady(loop, ready, version);
+	loop->ready = ready == HI_EXT_READY;
 	if (failed)
 	{
 		/* back off: the next claim would most likely fail the same way */
@@ -327,13 +333,20 @@ WaitForWork(WorkerLoop *loop)
 
 	if (loop->want_claim && !loop->saturated && hi_engine_claim_room() > 0)
 		timeout_ms = 0;
-	/* items the round's pumps finished: record them (and refill their lanes) first */
-	if (hi_engine_pop_finished_peek())
+	/*
+	 * Items the round's pumps finished: record them (and refill their lanes)
+	 * first; not while the extension is not ready, whose rounds record nothing.
+	 */
+	if (loop->ready && hi_engine_pop_finished_peek())
 		timeout_ms = 0;
 	if (timeout_ms < 0)
 		timeout_ms = 0;
+	/* woken: work was committed, or an integration enabled while the others were busy */
 	if (hi_engine_wait(timeout_ms))
+	{
 		loop->want_claim = true;
+		loop->saturated = false;
+	}
 }
 
 /* Entry point of the background worker. */

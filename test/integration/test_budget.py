@@ -12,6 +12,7 @@ import time
 from halo_test import (Mock, MOCK_PORT, clean_halo_tables, db, ensure_extension, log_mark, q1_retry,
                        restart_cluster, server_log, worker_pid, fresh_integration, q, q1, reset_system, set_system,
                        timeout, wait_until)
+from test_delivery import enable_behind_the_workers_back
 
 MOCK = Mock()
 BUDGET = ["halo_itsm.request_budget", "halo_itsm.request_budget_window"]
@@ -101,7 +102,8 @@ def test_spent_budget_does_not_stop_the_wake_at_commit():
         # the commit wakes the worker, whose claim finds nothing it may send
         _insert(["WB-S1"], second)
         time.sleep(0.5)
-        q("SELECT halo_itsm.set_enabled(%s, true)", second)
+        # enabled with triggers off, so that enabling wakes nobody
+        enable_behind_the_workers_back(second)
         time.sleep(0.5)
         assert q1("SELECT count(*) FROM halo_itsm.tickets WHERE integration_id = %s", second) == 0
         # this commit wakes it again: both items of the second integration go out

@@ -627,11 +627,12 @@ def test_commit_wakes_the_worker_and_rollback_does_not():
     try:
         time.sleep(1.0)     # the worker reloads and goes to sleep for up to 60 s
         # an item that is due but announced to nobody: queued while the integration was
-        # disabled (the commit wakes the worker, which finds nothing), then enabled (no wake)
+        # disabled (the commit wakes the worker, which finds nothing), then enabled with
+        # triggers off (session_replication_role = replica), so that enabling wakes nobody
         q("SELECT halo_itsm.set_enabled(%s, false)", iid)
         add_cases([("WAKE-1", "Waiting", "medium")])
         time.sleep(0.3)
-        q("SELECT halo_itsm.set_enabled(%s, true)", iid)
+        enable_behind_the_workers_back(iid)
         # a rolled-back insert wakes nobody, and sends nothing
         conn = db()
         conn.autocommit = False
@@ -669,10 +670,65 @@ def test_commit_wakes_the_worker_and_rollback_does_not():
     assert [r["status"] for r in creates_for("WAKE-3")] == [503, 200]
 
 
+def enable_behind_the_workers_back(integration):
+    """set_enabled(integration, true) with triggers off (session_replication_role =
+    replica): the trigger wake_worker does not wake the worker."""
+    conn = db()
+    try:
+        conn.cursor().execute("SET session_replication_role = replica;"
+                              " SELECT halo_itsm.set_enabled(%s, true)", (integration,))
+    finally:
+        conn.close()
+
+
 def _cases_for(integration, *sids):
     """Insert one low case per sid for the given integration, in one statement."""
     q("INSERT INTO halo_itsm.cases (sid, title, severity, integration_id)"
       " SELECT s, 'wake test', 'low', %s FROM unnest(%s::text[]) s", integration, list(sids))
+
+
+def _first_busy_second_disabled(tag):
+    """A fresh integration whose lane and one waiting slot are held for 8 s (two cases
+    tag1, tag2, whose creates the mock delays; max_requests_per_instance = 1), and a
+    second one, configured and disabled; returns their ids. The caller resets
+    max_requests_per_instance and the mock's faults."""
+    busy = fresh_integration()
+    second = q1("SELECT halo_itsm.connect(%s, 'test-client', 'test-secret', name => 'second')",
+                "http://127.0.0.1:%d" % MOCK_PORT)
+    q("SELECT halo_itsm.configure(%s, category => 'Security>Incident')", second)
+    q("SELECT halo_itsm.set_enabled(%s, false)", second)
+    set_system({"halo_itsm.max_requests_per_instance": "1"})
+    MOCK.faults({"method": "POST", "path": "/api/Tickets", "body_contains": tag,
+                 "count": 2, "action": {"type": "delay", "ms": 8000, "before": True}})
+    _cases_for(busy, tag + "1", tag + "2")
+    wait_until(lambda: len(MOCK.requests(path="/api/Tickets", method="POST")) >= 1,
+               timeout=5, msg="the first create is under way")
+    return busy, second
+
+
+@timeout(60)
+def test_enabling_an_integration_wakes_a_worker_whose_other_integrations_are_busy():
+    """While every enabled integration has its lanes full, commits do not wake the worker;
+    enabling another integration does (the trigger wake_worker on halo_itsm.integrations),
+    and its waiting items go out at once. Before, they waited for the busy integration's
+    next answer (8 s here) or the poll timer (60 s)."""
+    busy, second = _first_busy_second_disabled("EN-A")
+    try:
+        set_system({"halo_itsm.poll_interval": "1min"})
+        time.sleep(1.0)     # the worker reloads and sleeps for up to 60 s
+        _cases_for(second, "EN-S1")     # committed while the worker is saturated: no wake
+        time.sleep(0.5)
+        assert creates_for("EN-S1") == []
+        enabled = time.time()
+        q("SELECT halo_itsm.set_enabled(%s, true)", second)
+        wait_until(lambda: q1("SELECT count(*) FROM halo_itsm.tickets WHERE integration_id = %s",
+                              second) == 1, timeout=5, msg="the second integration delivers")
+        first = min(r["received_at"] for r in MOCK.requests() if r["received_at"] > enabled)
+        assert first - enabled < 0.5, "first request %.3f s after enabling" % (first - enabled)
+        assert q1("SELECT count(*) FROM halo_itsm.tickets WHERE integration_id = %s", busy) == 0
+    finally:
+        reset_system(["halo_itsm.poll_interval", "halo_itsm.max_requests_per_instance"])
+        MOCK.clear_faults()
 
 
 @timeout(60)
@@ -681,25 +737,14 @@ def test_no_enabled_integration_does_not_stop_the_wake_at_commit():
     'saturated' (every integration busy is vacuously true then): the integration enabled
     next must still be woken for. Before, a disabled integration's busy lanes were enough
     for it, and the commits after it woke nobody until one of those items finished."""
-    busy = fresh_integration()
-    second = q1("SELECT halo_itsm.connect(%s, 'test-client', 'test-secret', name => 'second')",
-                "http://127.0.0.1:%d" % MOCK_PORT)
-    q("SELECT halo_itsm.configure(%s, category => 'Security>Incident')", second)
-    q("SELECT halo_itsm.set_enabled(%s, false)", second)
-    set_system({"halo_itsm.max_requests_per_instance": "1"})
+    busy, second = _first_busy_second_disabled("VB-A")
     try:
-        # the first integration's lane and its one waiting slot are held for 8 s
-        MOCK.faults({"method": "POST", "path": "/api/Tickets", "body_contains": "VB-A",
-                     "count": 2, "action": {"type": "delay", "ms": 8000, "before": True}})
-        _cases_for(busy, "VB-A1", "VB-A2")
-        wait_until(lambda: len(MOCK.requests(path="/api/Tickets", method="POST")) >= 1,
-                   timeout=5, msg="the first create is under way")
         q("SELECT halo_itsm.set_enabled(%s, false)", busy)
         set_system({"halo_itsm.poll_interval": "1min"})
         time.sleep(1.0)     # the worker reloads and sleeps for up to 60 s
         _cases_for(second, "VB-S1")     # wakes the worker: nothing it may send
         time.sleep(0.3)
-        q("SELECT halo_itsm.set_enabled(%s, true)", second)
+        enable_behind_the_workers_back(second)
         time.sleep(0.3)
         committed = time.time()
         _cases_for(second, "VB-S2")     # wakes it again
