@@ -56,6 +56,9 @@ def test_standby_listener_answers_503():
     if os.path.exists(STANDBY_LOG):     # pg_ctl -l appends: count this start's lines only
         os.unlink(STANDBY_LOG)
     r = as_postgres([os.path.join(PGBIN, "pg_ctl"), "-D", STANDBY_DIR, "-l", STANDBY_LOG, "-w", "-t", "60", "start"])
+    if r.returncode != 0 and os.path.exists(STANDBY_LOG):
+        with open(STANDBY_LOG) as f:    # the next test's standby reuses this log
+            r.stdout += "\n--- standby log:\n" + f.read()[-3000:]
     assert r.returncode == 0, r.stdout
     try:
         def answers():

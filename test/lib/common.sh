@@ -44,6 +44,23 @@ export HI_RECEIVER_PORT=$RECEIVER_PORT HI_LISTEN_PORT=$LISTEN_PORT HI_ROOT
 
 hi_log() { echo "[harness] $*" >&2; }
 
+# The harness's PostgreSQL ports (the test cluster 54329, its standbys 54330 and 54339,
+# the benchmark comparison 54369, the Patroni nodes from 54371) lie inside Linux's
+# ephemeral range (32768-60999): an outgoing connection of the tests (the worker's HTTP
+# to the mock) can hold one as its local port, and a server started on it then fails with
+# "could not bind ... Address already in use" (seen once in test_listener_standby). As
+# root, take them out of the range (net.ipv4.ip_local_reserved_ports; kept as it was
+# otherwise, and nothing is done where /proc/sys is read-only).
+hi_reserve_ports() {
+    local f=/proc/sys/net/ipv4/ip_local_reserved_ports lo=$((PG_PORT)) hi=$((PG_PORT + 70)) cur
+    [ "$(id -u)" -eq 0 ] && [ -w "$f" ] || return 0
+    cur=$(cat "$f" 2>/dev/null) || return 0
+    case ",$cur," in *",$lo-$hi,"*) return 0 ;; esac
+    echo "${cur:+$cur,}$lo-$hi" > "$f" 2>/dev/null ||
+        hi_log "could not reserve ports $lo-$hi from the ephemeral range (servers may find them taken)"
+}
+hi_reserve_ports
+
 # Run a command as the postgres OS user (directly when we are not root), from a
 # directory that user can read.
 hi_as_postgres() {
