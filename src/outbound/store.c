@@ -233,11 +233,10 @@ hi_store_all_busy(HiItem *claimed)
 	values[0] = BusyArray(&nbusy, claimed, false);
 	if (nbusy == 0)
 		return false;
+	/* one scan: NULL (not busy) when no integration is enabled and configured */
 	plan = hi_prepare(&all_busy_plan,
-					  "SELECT EXISTS (SELECT 1 FROM halo_itsm.integrations i "
-					  "WHERE i.enabled AND i.configured_at IS NOT NULL) "
-					  "AND NOT EXISTS (SELECT 1 FROM halo_itsm.integrations i "
-					  "WHERE i.enabled AND i.configured_at IS NOT NULL AND i.id OPERATOR(pg_catalog.<>) ALL ($1))", 1, types);
+					  "SELECT pg_catalog.bool_and(i.id OPERATOR(pg_catalog.=) ANY ($1)) "
+					  "FROM halo_itsm.integrations i WHERE i.enabled AND i.configured_at IS NOT NULL", 1, types);
 	hi_execute(plan, values, NULL, false, "checking for integrations with room", STORE_HINT);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return !isnull && DatumGetBool(d);
